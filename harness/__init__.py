@@ -1,0 +1,1 @@
+"""Harness: model loading, the batched decoding engine, runs, results and reports."""

@@ -1,0 +1,19 @@
+"""Did-you-mean lookups shared by every registry (decoders, environments, models)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Names from `choices` that look like `name`, best first."""
+    return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+
+
+def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
+    """`Unknown decoder 'gredy'. Did you mean: greedy? Available: greedy, sample`."""
+    choices = sorted(choices)
+    guesses = closest(name, choices)
+    hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+    return f"Unknown {kind} {name!r}.{hint} Available: {', '.join(choices)}"
