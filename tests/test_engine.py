@@ -1,0 +1,142 @@
+"""The engine against transformers' own generate, and its stopping rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from decoders import get_decoder
+from decoders.sampling import row_generator
+from harness.engine import decode
+from tests.tiny import tiny_model
+
+PROMPTS = ["What is 2+3?", "Hi", "A much longer prompt, so the others need left padding."]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+def _ids(tiny, texts):
+    return [tiny.tokenizer(t)["input_ids"] for t in texts]
+
+
+def _generate(tiny, texts, max_new_tokens):
+    enc = tiny.tokenizer(texts, return_tensors="pt", padding=True)
+    out = tiny.model.generate(
+        **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id
+    )
+    rows = []
+    for row in out[:, enc["input_ids"].shape[1] :].tolist():
+        # generate pads finished rows; keep tokens up to and including the first EOS
+        eos = tiny.tokenizer.eos_token_id
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+def test_greedy_matches_generate_single_prompt(tiny):
+    ours = decode(tiny, [_ids(tiny, PROMPTS[:1])], get_decoder("greedy"), max_new_tokens=40)
+    assert ours[0].token_ids == _generate(tiny, PROMPTS[:1], 40)[0]
+
+
+def test_greedy_matches_generate_batch_with_left_padding(tiny):
+    ours = decode(tiny, [_ids(tiny, PROMPTS)], get_decoder("greedy"), max_new_tokens=40)
+    theirs = _generate(tiny, PROMPTS, 40)
+    assert [r.token_ids for r in ours] == theirs
+
+
+def test_batch_does_not_change_any_rows_result(tiny):
+    batched = decode(tiny, [_ids(tiny, PROMPTS)], get_decoder("greedy"), max_new_tokens=30)
+    for i, prompt in enumerate(PROMPTS):
+        alone = decode(tiny, [_ids(tiny, [prompt])], get_decoder("greedy"), max_new_tokens=30)
+        assert alone[0].token_ids == batched[i].token_ids
+
+
+def test_rows_stop_at_eos_and_keep_others_going():
+    # A model whose EOS is made likely finishes some rows early; the rest must match
+    # what they produce alone.
+    tiny = tiny_model(seed=3)
+    eos = tiny.tokenizer.eos_token_id
+    with torch.no_grad():
+        tiny.model.model.embed_tokens.weight[eos] *= 4.0
+    prompts = _ids(tiny, PROMPTS)
+    batched = decode(tiny, [prompts], get_decoder("greedy"), max_new_tokens=60)
+    reasons = {r.finish_reason for r in batched}
+    assert "eos" in reasons, "the test model should end at least one row with EOS"
+    for i, p in enumerate(prompts):
+        alone = decode(tiny, [[p]], get_decoder("greedy"), max_new_tokens=60)[0]
+        assert alone.token_ids == batched[i].token_ids
+        if batched[i].finish_reason == "eos":
+            assert batched[i].token_ids[-1] == eos
+            assert "</s>" not in batched[i].text
+
+
+def test_stop_string_ends_row_and_cuts_text(tiny):
+    free = decode(tiny, [_ids(tiny, PROMPTS[:1])], get_decoder("greedy"), max_new_tokens=40)[0]
+    stop = free.text[5:7]
+    assert len(stop) == 2
+    cut = decode(tiny, [_ids(tiny, PROMPTS[:1])], get_decoder("greedy"), max_new_tokens=40, stop_strings=[stop])[0]
+    assert cut.finish_reason == "stop" and cut.stop == stop
+    assert cut.text.endswith(stop) and free.text.startswith(cut.text)
+    assert stop not in cut.text[:-len(stop)]
+
+
+def test_max_new_tokens_and_result_fields(tiny):
+    out = decode(tiny, [_ids(tiny, PROMPTS)], get_decoder("greedy"), max_new_tokens=7, eos_token_ids=[])
+    for row, prompt in zip(out, _ids(tiny, PROMPTS), strict=True):
+        assert row.finish_reason == "length" and row.new_tokens == 7
+        assert row.prompt_tokens == [len(prompt)]
+        assert row.prefill_s > 0 and row.decode_s > 0
+
+
+def test_sampling_same_seed_same_output_different_seed_differs():
+    flat = tiny_model(init_std=0.02)  # near-uniform: sampling has plenty of entropy
+    prompts = [_ids(flat, PROMPTS)]
+    sampler = get_decoder("sample", temperature=1.0)
+
+    def run(seed):
+        rngs = [row_generator(seed, f"row{i}") for i in range(len(PROMPTS))]
+        return [r.token_ids for r in decode(flat, prompts, sampler, max_new_tokens=20, rngs=rngs, eos_token_ids=[])]
+
+    assert run(0) == run(0)
+    assert run(0) != run(1)
+
+
+def test_sampled_row_does_not_depend_on_its_batch():
+    flat = tiny_model(init_std=0.02)
+    sampler = get_decoder("sample")
+    prompts = _ids(flat, PROMPTS)
+    rngs = [row_generator(0, f"p{i}") for i in range(3)]
+    together = decode(flat, [prompts], sampler, max_new_tokens=15, rngs=rngs, eos_token_ids=[])
+    alone = decode(flat, [prompts[2:]], sampler, max_new_tokens=15, rngs=[row_generator(0, "p2")], eos_token_ids=[])
+    assert together[2].token_ids == alone[0].token_ids
+
+
+def test_logprobs_on_request_match_greedy_choice(tiny):
+    out = decode(tiny, [_ids(tiny, PROMPTS[:1])], get_decoder("greedy"), max_new_tokens=5, return_logprobs=True)
+    trace = out[0].token_logprobs
+    assert len(trace) == out[0].new_tokens
+    assert all(len(step) == 1 and step[0] <= 0.0 for step in trace)
+
+
+def test_soft_one_hot_input_equals_token_input(tiny):
+    """A decoder that feeds one-hot soft weights must reproduce greedy decoding."""
+    from decoders.base import Step
+
+    class OneHotGreedy:
+        name, num_streams = "one-hot", 1
+
+        def step(self, logprobs, rngs):
+            ids = logprobs[0].argmax(-1)
+            return Step(token_ids=ids, soft_weights=torch.nn.functional.one_hot(ids, logprobs.shape[-1]).float())
+
+    prompts = [_ids(tiny, PROMPTS)]
+    soft = decode(tiny, prompts, OneHotGreedy(), max_new_tokens=25)
+    hard = decode(tiny, prompts, get_decoder("greedy"), max_new_tokens=25)
+    assert [r.token_ids for r in soft] == [r.token_ids for r in hard]
+
+
+def test_stream_count_must_match_decoder(tiny):
+    with pytest.raises(ValueError, match="reads 1 stream"):
+        decode(tiny, [_ids(tiny, PROMPTS), _ids(tiny, PROMPTS)], get_decoder("greedy"), max_new_tokens=3)
