@@ -1,0 +1,84 @@
+"""Engine vs transformers' generate: greedy tokens/s at several batch sizes.
+
+Run on demand (`make bench` or `python bench/engine.py`). Both paths decode the
+same ~100-token prompts for 128 new tokens with EOS disabled, alternating, in one
+process; the table prints the median of the repeats and the ratio engine/generate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.cpu_load import OtherLoad  # noqa: E402
+from decoders import get_decoder  # noqa: E402
+from harness.engine import decode  # noqa: E402
+from harness.models import load_model  # noqa: E402
+from harness.prompts import encode, render_chat  # noqa: E402
+
+TOPICS = ["prime numbers", "the water cycle", "binary search", "photosynthesis", "sorting lists",
+          "the moon", "fractions", "volcanoes"]
+
+
+def prompts(tokenizer, batch: int, target_tokens: int = 100) -> list[list[int]]:
+    rows = []
+    for i in range(batch):
+        text = f"Explain {TOPICS[i % len(TOPICS)]} step by step. " * 12
+        ids = encode(tokenizer, render_chat(tokenizer, [{"role": "user", "content": text}]))
+        rows.append(ids[: target_tokens - 10 + i % 10] + ids[-5:])  # lengths differ: left padding is exercised
+    return rows
+
+
+def time_engine(loaded, rows, new_tokens) -> float:
+    start = time.perf_counter()
+    out = decode(loaded, [rows], get_decoder("greedy"), max_new_tokens=new_tokens, eos_token_ids=[])
+    assert all(r.new_tokens == new_tokens for r in out)
+    return time.perf_counter() - start
+
+
+def time_generate(loaded, rows, new_tokens) -> float:
+    tok = loaded.tokenizer
+    enc = tok.pad({"input_ids": rows}, return_tensors="pt", padding=True)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = loaded.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                    pad_token_id=tok.pad_token_id)
+    assert out.shape[1] - enc["input_ids"].shape[1] == new_tokens
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    loaded = load_model(args.model, dtype=args.dtype)
+    print(f"model {args.model} {args.dtype}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens")
+    print(f"{'batch':>5} {'engine tok/s':>13} {'generate tok/s':>15} {'ratio':>6} {'other load':>11}")
+    for batch in [int(b) for b in args.batches.split(",")]:
+        rows = prompts(loaded.tokenizer, batch)
+        time_engine(loaded, rows[:1], 4)  # warm-up
+        ours, theirs, loads = [], [], []
+        for _ in range(args.repeats):
+            with OtherLoad() as load:
+                ours.append(time_engine(loaded, rows, args.new_tokens))
+                theirs.append(time_generate(loaded, rows, args.new_tokens))
+            loads.append(load.share)
+        tokens = batch * args.new_tokens
+        e, g = tokens / statistics.median(ours), tokens / statistics.median(theirs)
+        print(f"{batch:>5} {e:>13.1f} {g:>15.1f} {e / g:>6.2f} {max(loads):>10.0%}")
+
+
+if __name__ == "__main__":
+    main()

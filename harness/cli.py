@@ -1,0 +1,104 @@
+"""The `redumix` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from decoders.registry import parse_key_values
+from harness.models import DEFAULT_MODEL, DTYPES, EMBEDDED_MODELS
+
+RESULTS_DIR = Path("results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redumix", description="Mixture decoding with feedback on reasoning environments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="decode an environment's problems with one decoder and score them")
+    run.add_argument("--env", required=True, help="environment, e.g. basic_arithmetic (see `redumix list envs`)")
+    run.add_argument("--env-config", action="append", metavar="KEY=VALUE",
+                     help="task config override, e.g. --env-config max_terms=2 (repeatable)")
+    run.add_argument("--decoder", default="greedy", help="decoder (see `redumix list decoders`)")
+    run.add_argument("--decoder-config", action="append", metavar="KEY=VALUE",
+                     help="decoder parameter, e.g. --decoder-config temperature=0.7 (repeatable)")
+    run.add_argument("--model", default=DEFAULT_MODEL,
+                     help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), a local HF model folder, or a .gguf file")
+    run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    run.add_argument("--n", type=int, default=20, help="number of problems")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--max-new-tokens", type=int, default=256)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--stop", action="append", metavar="TEXT",
+                     help="stop string (repeatable; default </answer>); --stop '' disables")
+    run.add_argument("--out", help="run folder (default results/<env>-<decoder>-<time>)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run.set_defaults(handler=_cmd_run)
+
+    lister = sub.add_parser("list", help="list available environments, decoders or models")
+    lister.add_argument("what", choices=["envs", "decoders", "models"])
+    lister.set_defaults(handler=_cmd_list)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.runner import RunSpec, run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stop = [s for s in args.stop if s] if args.stop is not None else ["</answer>"]
+    spec = RunSpec(
+        env=args.env,
+        decoder=args.decoder,
+        n=args.n,
+        seed=args.seed,
+        model=args.model,
+        env_config=parse_key_values(args.env_config, "--env-config"),
+        decoder_config=parse_key_values(args.decoder_config, "--decoder-config"),
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        stop=stop,
+        dtype=args.dtype,
+        device=args.device,
+    )
+    out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
+    summary = run(spec, out)
+    total = summary.n + summary.skipped
+    print(f"accuracy: {summary.correct}/{summary.n} = {summary.accuracy:.3f}"
+          + (f" (new problems only; {summary.skipped} already recorded)" if summary.skipped else ""))
+    print(f"throughput: {summary.new_tokens} tokens in {summary.decode_s:.1f} s = {summary.tokens_per_s:.1f} tokens/s")
+    print(f"results: {summary.out / 'samples.jsonl'} ({total} problems)")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "envs":
+        from envs import available_envs
+
+        names = available_envs()
+    elif args.what == "decoders":
+        from decoders import available_decoders
+
+        names = available_decoders()
+    else:
+        names = list(EMBEDDED_MODELS)
+    print("\n".join(names))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ValueError as err:
+        print(f"redumix {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

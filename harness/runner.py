@@ -1,0 +1,149 @@
+"""One run: an environment's problems decoded by one decoder on one model, each
+problem verified and written as one JSON record as soon as its batch finishes."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from decoders import get_decoder
+from decoders.sampling import row_generator
+from envs import get_env
+from harness import engine
+from harness.models import DEFAULT_MODEL, LoadedModel, load_model
+from harness.prompts import encode, render_chat
+from harness.store import RunDir
+
+
+@dataclass
+class RunSpec:
+    """Everything that determines a run's records (bar timings)."""
+
+    env: str
+    decoder: str = "greedy"
+    n: int = 20
+    seed: int = 0
+    model: str = DEFAULT_MODEL
+    env_config: dict = field(default_factory=dict)
+    decoder_config: dict = field(default_factory=dict)
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    stop: list[str] = field(default_factory=lambda: ["</answer>"])
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("n", "max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} (={value!r}) must be a positive integer")
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    n: int
+    correct: int
+    new_tokens: int
+    decode_s: float
+    skipped: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.decode_s if self.decode_s else 0.0
+
+
+def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progress: bool = True) -> RunSummary:
+    """Decode spec.n problems and append one record per problem to `out`/samples.jsonl.
+
+    Re-running the same spec on the same folder resumes: problems already recorded
+    are skipped. A folder holding a different run is refused, so nothing is lost.
+    """
+    env = get_env(spec.env, **spec.env_config)
+    decoder = get_decoder(spec.decoder, **spec.decoder_config)
+    run_dir = RunDir(out)
+    resolved = {
+        "run": dataclasses.asdict(spec) | {"decoder_config": decoder.config(), "env_config": env.config()},
+    }
+    _claim(run_dir, resolved)
+
+    problems = env.problems(spec.n, spec.seed)
+    done = {r["problem_id"] for r in run_dir.read_records()}
+    todo = [p for p in problems if p.problem_id not in done]
+    if loaded is None:
+        loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
+    run_dir.write_spec(resolved | {"model": loaded.describe()})
+
+    correct = new_tokens = 0
+    decode_s = 0.0
+    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
+               unit="problem", disable=not progress)
+    for start in range(0, len(todo), spec.batch_size):
+        batch = todo[start : start + spec.batch_size]
+        prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": env.user_prompt(p)}]) for p in batch]
+        began = time.perf_counter()
+        rows = engine.decode(
+            loaded,
+            [[encode(loaded.tokenizer, text) for text in prompts]],
+            decoder,
+            max_new_tokens=spec.max_new_tokens,
+            stop_strings=spec.stop,
+            rngs=[row_generator(spec.seed, p.problem_id) for p in batch],
+        )
+        decode_s += time.perf_counter() - began
+        records = []
+        for problem, prompt, row in zip(batch, prompts, rows, strict=True):
+            verdict = env.verify(problem, row.text)
+            records.append(_record(spec, loaded, decoder, problem, prompt, row, verdict))
+            correct += verdict.correct
+            new_tokens += row.new_tokens
+        run_dir.append(records)
+        bar.update(len(batch))
+        bar.set_postfix(acc=f"{correct / max(1, start + len(batch)):.2f}")
+    bar.close()
+    return RunSummary(out=run_dir.path, n=len(todo), correct=correct, new_tokens=new_tokens,
+                      decode_s=decode_s, skipped=len(problems) - len(todo))
+
+
+def _claim(run_dir: RunDir, resolved: dict) -> None:
+    existing = run_dir.read_spec()
+    if existing is not None and existing.get("run") != resolved["run"]:
+        raise ValueError(
+            f"out (={str(run_dir.path)!r}) already holds a different run (see its {run_dir.spec_path.name}); "
+            "choose a new --out folder, or re-run with that run's exact settings to resume it"
+        )
+
+
+def _record(spec, loaded, decoder, problem, prompt, row, verdict) -> dict:
+    return {
+        "env": problem.env,
+        "problem_id": problem.problem_id,
+        "index": problem.index,
+        "question": problem.question,
+        "gold": problem.gold,
+        "decoder": decoder.name,
+        "decoder_config": decoder.config(),
+        "model": loaded.name,
+        "seed": spec.seed,
+        "prompt": prompt,
+        "completion": row.text,
+        "answer": verdict.answer,
+        "score": verdict.score,
+        "correct": verdict.correct,
+        "format_ok": verdict.format_ok,
+        "score_error": verdict.error,
+        "finish_reason": row.finish_reason,
+        "prompt_tokens": row.prompt_tokens[0],
+        "new_tokens": row.new_tokens,
+        "latency_s": round(row.prefill_s + row.decode_s, 4),
+        "prefill_s": round(row.prefill_s, 4),
+        "decode_s": round(row.decode_s, 4),
+    }
