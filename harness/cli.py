@@ -14,7 +14,9 @@ RESULTS_DIR = Path("results")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redumix", description="Mixture decoding with feedback on reasoning environments.")
+    parser = argparse.ArgumentParser(
+        prog="redumix", description="Mixture decoding with feedback on reasoning environments."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="decode an environment's problems with one decoder and score them")

@@ -1,0 +1,56 @@
+"""The answer format shared by every environment: the final answer goes in <answer> tags.
+
+Extraction rule (strict on purpose, so `format_ok` means what it says):
+
+* the answer is the text of the LAST complete `<answer>...</answer>` pair, stripped of
+  surrounding whitespace; tags are lowercase and matched literally;
+* if that text itself contains an opening `<answer>` (the model reopened the tag before
+  closing it), only the part after the last opening tag counts;
+* an unclosed `<answer>` at the end of a completion does NOT count. Decoders that stop on
+  the string "</answer>" must put the stop string back (or call `close_stopped_answer`)
+  before verifying.
+
+This matches `reasoning_gym.utils.extract_answer` except for the reopened-tag rule.
+"""
+
+from __future__ import annotations
+
+import re
+
+OPEN_TAG = "<answer>"
+CLOSE_TAG = "</answer>"
+
+ANSWER_INSTRUCTION = (
+    "Give your final answer inside <answer></answer> tags, "
+    "for example: <answer>your answer</answer>."
+)
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", flags=re.DOTALL)
+
+
+def extract_answer(completion: str) -> str | None:
+    """Text of the last <answer>...</answer> pair, stripped; None when there is none."""
+    matches = _ANSWER_RE.findall(completion)
+    if not matches:
+        return None
+    inner = matches[-1]
+    # "<answer>draft <answer>final</answer>": the lazy match starts at the first tag.
+    inner = inner.rsplit(OPEN_TAG, 1)[-1]
+    return inner.strip()
+
+
+def wrap_answer(answer: str) -> str:
+    """`answer` inside answer tags, the form `extract_answer` accepts."""
+    return f"{OPEN_TAG}{answer}{CLOSE_TAG}"
+
+
+def close_stopped_answer(completion: str) -> str:
+    """Append "</answer>" when generation stopped inside an open answer tag.
+
+    For decoders that use "</answer>" as a stop string and get the text back without it.
+    A completion whose last tag is already closed (or that has no tag) is returned unchanged.
+    """
+    last_open = completion.rfind(OPEN_TAG)
+    if last_open != -1 and completion.find(CLOSE_TAG, last_open) == -1:
+        return completion + CLOSE_TAG
+    return completion
