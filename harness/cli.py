@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -93,7 +94,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fix_hash_seed(argv: list[str] | None) -> None:
+    """Re-run under PYTHONHASHSEED=0: some reasoning-gym tasks iterate over sets of
+    strings, so without a fixed hash seed their problems differ between processes."""
+    if os.environ.get("PYTHONHASHSEED") == "0" or argv is not None:
+        return
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    os.execve(sys.executable, [sys.executable, "-m", "harness.cli", *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _fix_hash_seed(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
