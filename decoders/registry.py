@@ -86,8 +86,20 @@ def parse_value(key: str, value: Any, annotation: Any) -> Any:
                 continue
         elif kind is str:
             return value
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in options)
+        elif _is_float_tuple(kind):
+            # "0,0.5,1" -> (0.0, 0.5, 1.0); "" -> () (the decoder decides whether empty is allowed)
+            try:
+                return tuple(float(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                continue
+    names = " or ".join(
+        "comma-separated list of floats" if _is_float_tuple(k) else getattr(k, "__name__", str(k)) for k in options
+    )
     raise ValueError(f"{key} (={value!r}) is not a valid {names}; write e.g. {key}=1")
+
+
+def _is_float_tuple(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (float, ...)
 
 
 def _is_union(annotation: Any) -> bool:
@@ -123,4 +135,4 @@ def as_mapping(decoder) -> Mapping[str, Any]:
 
 def _load_builtin_decoders() -> None:
     # Importing the modules runs their @register_decoder decorators.
-    from decoders import greedy, sample  # noqa: F401
+    from decoders import greedy, redumix, sample  # noqa: F401

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--decoder", default="greedy", help="decoder (see `redumix list decoders`)")
     run.add_argument("--decoder-config", action="append", metavar="KEY=VALUE",
                      help="decoder parameter, e.g. --decoder-config temperature=0.7 (repeatable)")
+    run.add_argument("--feedback", metavar="POLICY",
+                     help="feedback policy for decoders that use feedback (redumix): none, binary, verifier "
+                          "or ground_truth; same as --decoder-config feedback=POLICY")
     run.add_argument("--model", default=DEFAULT_MODEL,
                      help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), a local HF model folder, or a .gguf file")
     run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
@@ -55,6 +58,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     stop = [s for s in args.stop if s] if args.stop is not None else ["</answer>"]
+    decoder_config = parse_key_values(args.decoder_config, "--decoder-config")
+    if args.feedback is not None:
+        from envs.feedback import check_policy_name
+
+        check_policy_name(args.feedback)
+        decoder_config["feedback"] = args.feedback
     spec = RunSpec(
         env=args.env,
         decoder=args.decoder,
@@ -62,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         model=args.model,
         env_config=parse_key_values(args.env_config, "--env-config"),
-        decoder_config=parse_key_values(args.decoder_config, "--decoder-config"),
+        decoder_config=decoder_config,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         stop=stop,
@@ -74,8 +83,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     total = summary.n + summary.skipped
     print(f"accuracy: {summary.correct}/{summary.n} = {summary.accuracy:.3f}"
           + (f" (new problems only; {summary.skipped} already recorded)" if summary.skipped else ""))
+    for lam, (right, seen) in (summary.by_lambda or {}).items():
+        print(f"  lambda={lam:g}: {right}/{seen} = {right / seen:.3f}")
     print(f"throughput: {summary.new_tokens} tokens in {summary.decode_s:.1f} s = {summary.tokens_per_s:.1f} tokens/s")
-    print(f"results: {summary.out / 'samples.jsonl'} ({total} problems)")
+    unit = "records" if summary.by_lambda is not None else "problems"
+    print(f"results: {summary.out / 'samples.jsonl'} ({total} {unit})")
     return 0
 
 

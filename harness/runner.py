@@ -4,6 +4,7 @@ problem verified and written as one JSON record as soon as its batch finishes.""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,8 @@ from tqdm.auto import tqdm
 
 from decoders import get_decoder
 from decoders.sampling import row_generator
-from envs import get_env
-from harness import engine
+from envs import check_feedback_policy, get_env
+from harness import engine, redumix_pipeline
 from harness.models import DEFAULT_MODEL, LoadedModel, load_model
 from harness.prompts import encode, render_chat
 from harness.store import RunDir
@@ -51,6 +52,7 @@ class RunSummary:
     new_tokens: int
     decode_s: float
     skipped: int
+    by_lambda: dict[float, tuple[int, int]] | None = None  # redumix: lambda -> (correct, records)
 
     @property
     def accuracy(self) -> float:
@@ -73,14 +75,25 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     resolved = {
         "run": dataclasses.asdict(spec) | {"decoder_config": decoder.config(), "env_config": env.config()},
     }
+    # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
+    resolved = json.loads(json.dumps(resolved))
     _claim(run_dir, resolved)
 
+    if _is_redumix(decoder):
+        check_feedback_policy(env, decoder.feedback)
     problems = env.problems(spec.n, spec.seed)
-    done = {r["problem_id"] for r in run_dir.read_records()}
-    todo = [p for p in problems if p.problem_id not in done]
+    if _is_redumix(decoder):
+        # One record per (problem, lambda); a problem is to do while any lambda is missing.
+        done = {(r["problem_id"], r["lambda"]) for r in run_dir.read_records()}
+        todo = [p for p in problems if any((p.problem_id, lam) not in done for lam in decoder.lambdas)]
+    else:
+        done = {r["problem_id"] for r in run_dir.read_records()}
+        todo = [p for p in problems if p.problem_id not in done]
     if loaded is None:
         loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
     run_dir.write_spec(resolved | {"model": loaded.describe()})
+    if _is_redumix(decoder):
+        return _run_redumix(spec, env, decoder, loaded, run_dir, problems, todo, done, progress)
 
     correct = new_tokens = 0
     decode_s = 0.0
@@ -111,6 +124,64 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     bar.close()
     return RunSummary(out=run_dir.path, n=len(todo), correct=correct, new_tokens=new_tokens,
                       decode_s=decode_s, skipped=len(problems) - len(todo))
+
+
+def _is_redumix(decoder) -> bool:
+    return decoder.name == "redumix"
+
+
+def _run_redumix(spec, env, decoder, loaded, run_dir, problems, todo, done, progress) -> RunSummary:
+    """The ReDuMix pipeline (see harness.redumix_pipeline): records per (problem, lambda)."""
+    cache = redumix_pipeline.Stage13Cache()
+    n = correct = new_tokens = 0
+    decode_s = 0.0
+    by_lambda: dict[float, tuple[int, int]] = {}
+    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x redumix",
+               unit="problem", disable=not progress)
+    for start in range(0, len(todo), spec.batch_size):
+        batch = todo[start : start + spec.batch_size]
+        results = redumix_pipeline.solve_batch(
+            env, loaded, decoder, batch, max_new_tokens=spec.max_new_tokens, stop=spec.stop, seed=spec.seed,
+            skip=done, cache=cache,
+        )
+        records = [_redumix_record(spec, loaded, decoder, res) for res in results]
+        for res in results:
+            n += 1
+            correct += res["verdict"].correct
+            new_tokens += res["row"].new_tokens
+            decode_s += res["mix_s"]
+            right, seen = by_lambda.get(res["lambda"], (0, 0))
+            by_lambda[res["lambda"]] = (right + res["verdict"].correct, seen + 1)
+        run_dir.append(records)
+        bar.update(len(batch))
+        bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
+    bar.close()
+    return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
+                      skipped=len(done), by_lambda=dict(sorted(by_lambda.items())))
+
+
+def _redumix_record(spec, loaded, decoder, res) -> dict:
+    stage = res["stage"]
+    one = decoder.for_lambda(res["lambda"])
+    record = _record(spec, loaded, one, res["problem"], stage.x, res["row"], res["verdict"])
+    return record | {
+        "lambda": res["lambda"],
+        "feedback_policy": decoder.feedback,
+        "stage1_completion": stage.stage1_completion,
+        "stage1_answer": stage.stage1_answer,
+        "stage1_correct": stage.stage1_correct,
+        "feedback": stage.feedback,
+        "reflection": stage.reflection,
+        "contexts": [stage.x, stage.x2],
+        "context_tokens": res["row"].prompt_tokens,
+        "compressed": False,
+        "tokens_cut": 0,
+        **res["stats"],
+        "stage1_s": round(stage.stage1_s, 4),
+        "feedback_s": round(stage.feedback_s, 4),
+        "reflection_s": round(stage.reflection_s, 4),
+        "mix_s": round(res["mix_s"], 4),
+    }
 
 
 def _claim(run_dir: RunDir, resolved: dict) -> None:

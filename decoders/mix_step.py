@@ -1,0 +1,45 @@
+"""One decoding step over K streams mixed log-linearly: the core of ReDuMix and DeRa."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from decoders.base import Step
+from decoders.mixture import mix_logprobs
+from decoders.sampling import draw, filter_logprobs
+
+
+@dataclass(frozen=True)
+class MixtureStep:
+    """Mix the K streams with `weights`, then pick greedily or by sampling.
+
+    With `sample=False` the token is the mixture's argmax; otherwise it is drawn
+    after temperature / top-k / top-p / min-p filtering, with each row's generator.
+    """
+
+    weights: tuple[float, ...]
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    name: str = "mixture"
+
+    @property
+    def num_streams(self) -> int:
+        return len(self.weights)
+
+    def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
+        mixed = mix_logprobs(logprobs, self.weights)
+        if not self.sample:
+            return Step(token_ids=mixed.argmax(dim=-1), logprobs=mixed)
+        filtered = filter_logprobs(mixed, self.temperature, self.top_k, self.top_p, self.min_p)
+        return Step(token_ids=draw(filtered, rngs), logprobs=mixed)
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)

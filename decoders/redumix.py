@@ -1,0 +1,121 @@
+"""ReDuMix: Reflective Dual-Context Mixture decoding.
+
+The decoder itself is only the stage-4 rule: mix the log-probs of the original
+context x (stream 0, weight lam) and the reflective context x2 (stream 1, weight
+1 - lam) and pick the next token. The four-stage pipeline that builds x2 (first
+attempt, feedback, reflection) lives in `harness.redumix_pipeline`, because it has
+to run the model; decoders never do.
+
+`lam` may be a tuple of values for a sweep; the pipeline then shares stages 1-3
+between them and runs stage 4 once per value (see `for_lambda`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from decoders.base import Step
+from decoders.mix_step import MixtureStep
+from decoders.registry import register_decoder
+from envs.feedback import check_policy_name
+
+DEFAULT_REFLECT_PROMPT = (
+    "Think back over the attempt above and the feedback on it, and list what needs fixing "
+    "before you try again."
+)
+DEFAULT_REDO_PROMPT = (
+    "Solve the task again with your reflection in mind, as though this were your first attempt, "
+    "without leaning on anything you learned in this conversation."
+)
+
+
+@register_decoder("redumix")
+@dataclass(frozen=True)
+class ReDuMix:
+    """Config of a ReDuMix run.
+
+    Attributes:
+        lam: weight of the original context x (1 - lam goes to the reflective x2);
+            a tuple runs one stage 4 per value, sharing stages 1-3.
+        feedback: feedback policy of stage 2 (see `envs.feedback`).
+        sample / temperature / top_p / top_k: stage-4 token choice (greedy by default).
+        reflect_prompt: appended after the feedback to ask for the stage-3 reflection.
+        redo_prompt: the last user turn of x2.
+        reflection_max_new_tokens: length bound of the stage-3 reflection.
+        context_budget: longest allowed x2 + max_new_tokens in tokens; 0 uses the
+            model's context window.
+    """
+
+    lam: float | tuple[float, ...] = 0.5
+    feedback: str = "ground_truth"
+    sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    reflect_prompt: str = DEFAULT_REFLECT_PROMPT
+    redo_prompt: str = DEFAULT_REDO_PROMPT
+    reflection_max_new_tokens: int = 128
+    context_budget: int = 0
+
+    num_streams = 2
+
+    def __post_init__(self) -> None:
+        lam = self.lam
+        if isinstance(lam, list):
+            lam = tuple(lam)
+            object.__setattr__(self, "lam", lam)
+        values = lam if isinstance(lam, tuple) else (lam,)
+        if not values:
+            raise ValueError(
+                f"lam (={lam!r}) is an empty list; give at least one value, e.g. lam=0.5 or lam=0,0.5,1"
+            )
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"lam (={value}) must be in [0, 1] for redumix; "
+                    "1 keeps only the original context, 0 only the reflective one"
+                )
+        if isinstance(lam, tuple):
+            object.__setattr__(self, "lam", tuple(float(v) for v in lam))
+        check_policy_name(self.feedback)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature (={self.temperature}) must be > 0; use sample=false for greedy")
+        if self.top_k < 0:
+            raise ValueError(f"top_k (={self.top_k}) must be >= 0; use 0 to keep every token")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p (={self.top_p}) must be in (0, 1]; use 1.0 to turn it off")
+        if self.reflection_max_new_tokens < 1:
+            raise ValueError(f"reflection_max_new_tokens (={self.reflection_max_new_tokens}) must be >= 1")
+        if self.context_budget < 0:
+            raise ValueError(f"context_budget (={self.context_budget}) must be >= 0; 0 uses the model's window")
+
+    @property
+    def lambdas(self) -> tuple[float, ...]:
+        return self.lam if isinstance(self.lam, tuple) else (float(self.lam),)
+
+    def for_lambda(self, lam: float) -> ReDuMix:
+        """This config with a single lam (what one stage-4 engine call uses)."""
+        return dataclasses.replace(self, lam=float(lam))
+
+    def mixture(self) -> MixtureStep:
+        if isinstance(self.lam, tuple):
+            raise ValueError(f"lam (={self.lam}) holds several values; pick one with for_lambda() first")
+        return MixtureStep(
+            (self.lam, 1.0 - self.lam),
+            sample=self.sample,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            name=self.name,
+        )
+
+    def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
+        return self.mixture().step(logprobs, rngs)
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)

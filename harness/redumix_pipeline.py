@@ -1,0 +1,209 @@
+"""The four ReDuMix stages on top of the engine, for one batch of problems.
+
+1. first attempt y1: greedy decoding of x (the env's user prompt);
+2. feedback r on y1 under the decoder's feedback policy;
+3. reflection c: greedy decoding of [user x, assistant y1, user r + reflect prompt];
+4. dual-context mixture decoding of x and x2 = [... , assistant c, user redo prompt]
+   with weights (lam, 1 - lam): one engine call per lam, both contexts in one batch.
+
+Stages 1-3 do not depend on lam, so they run once per problem and are shared by
+every lam of a sweep (see `Stage13Cache`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from decoders import divergence, get_decoder
+from decoders.redumix import ReDuMix
+from decoders.sampling import row_generator
+from envs.base import Problem
+from harness import engine
+from harness.models import LoadedModel, context_window
+from harness.prompts import encode, render_chat
+
+STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree")
+
+
+@dataclass(frozen=True)
+class Stage13:
+    """What stages 1-3 produced for one problem (independent of lam)."""
+
+    x: str  # rendered original context
+    stage1_completion: str
+    stage1_answer: str | None
+    stage1_correct: bool
+    feedback: str
+    reflection: str
+    x2: str  # rendered reflective context
+    stage1_s: float
+    feedback_s: float
+    reflection_s: float
+
+
+@dataclass
+class Stage13Cache:
+    """In-memory stage 1-3 results keyed by (model, env, problem, stage config, policy)."""
+
+    entries: dict[tuple, Stage13] = field(default_factory=dict)
+    stage1_calls: int = 0  # problems that went through stage 1 (for tests and logs)
+
+
+def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_tokens: int,
+              stop: Sequence[str]) -> tuple:
+    return (
+        loaded.name, problem.env, problem.problem_id, problem.question,
+        max_new_tokens, tuple(stop), decoder.reflect_prompt, decoder.redo_prompt,
+        decoder.reflection_max_new_tokens, decoder.feedback,
+    )
+
+
+def solve_batch(
+    env,
+    loaded: LoadedModel,
+    decoder: ReDuMix,
+    problems: Sequence[Problem],
+    *,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    seed: int,
+    lambdas: Sequence[float] | None = None,
+    skip: set[tuple[str, float]] | frozenset = frozenset(),
+    cache: Stage13Cache | None = None,
+) -> list[dict]:
+    """Run the pipeline on `problems`; one result per (problem, lam) not in `skip`.
+
+    Each result holds "problem", "lambda", "row" (the stage-4 engine RowResult),
+    "verdict", "stage" (the Stage13), "stats" (per-row step means) and "mix_s".
+
+    Raises:
+        ValueError: a reflective context x2 that, with max_new_tokens, does not fit
+            the model's context window (or `decoder.context_budget`).
+    """
+    cache = cache if cache is not None else Stage13Cache()
+    lambdas = list(lambdas) if lambdas is not None else list(decoder.lambdas)
+    stages = _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache)
+    for problem, stage in zip(problems, stages, strict=True):
+        _check_fits(loaded, decoder, problem, "the reflective context x2", stage.x2, max_new_tokens)
+
+    results = []
+    for lam in lambdas:
+        rows = [i for i, p in enumerate(problems) if (p.problem_id, lam) not in skip]
+        if not rows:
+            continue
+        mix = decoder.for_lambda(lam).mixture()
+        contexts = [
+            [encode(loaded.tokenizer, stages[i].x) for i in rows],
+            [encode(loaded.tokenizer, stages[i].x2) for i in rows],
+        ]
+        stats = _StepStats(len(rows))
+        began = time.perf_counter()
+        outs = engine.decode(
+            loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
+            rngs=[row_generator(seed, problems[i].problem_id) for i in rows], on_step=stats,
+        )
+        # Batch wall time split evenly over its rows (rows of one batch share every step).
+        mix_s = (time.perf_counter() - began) / len(rows)
+        for j, (i, row) in enumerate(zip(rows, outs, strict=True)):
+            problem = problems[i]
+            results.append({
+                "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),
+                "stage": stages[i], "stats": stats.means(j), "mix_s": mix_s,
+            })
+    return results
+
+
+def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) -> list[Stage13]:
+    keys = [stage_key(loaded, p, decoder, max_new_tokens, stop) for p in problems]
+    missing = [i for i, k in enumerate(keys) if k not in cache.entries]
+    if missing:
+        todo = [problems[i] for i in missing]
+        greedy = get_decoder("greedy")
+        tok = loaded.tokenizer
+        # Timings: each stage's batch wall time is split evenly over the batch's rows.
+        began = time.perf_counter()
+        users = [env.user_prompt(p) for p in todo]
+        xs = [render_chat(tok, [{"role": "user", "content": u}]) for u in users]
+        first = engine.decode(loaded, [[encode(tok, x) for x in xs]], greedy,
+                              max_new_tokens=max_new_tokens, stop_strings=stop)
+        cache.stage1_calls += len(todo)
+        stage1_s = (time.perf_counter() - began) / len(todo)
+
+        began = time.perf_counter()
+        verdicts = [env.verify(p, r.text) for p, r in zip(todo, first, strict=True)]
+        feedbacks = [env.feedback(p, v, decoder.feedback) for p, v in zip(todo, verdicts, strict=True)]
+        feedback_s = (time.perf_counter() - began) / len(todo)
+
+        began = time.perf_counter()
+        turns = [
+            [{"role": "user", "content": u}, {"role": "assistant", "content": r.text},
+             {"role": "user", "content": _join(fb, decoder.reflect_prompt)}]
+            for u, r, fb in zip(users, first, feedbacks, strict=True)
+        ]
+        for p, t in zip(todo, turns, strict=True):
+            _check_fits(loaded, decoder, p, "the reflection prompt", render_chat(tok, t),
+                        decoder.reflection_max_new_tokens, "reflection_max_new_tokens")
+        reflections = engine.decode(loaded, [[encode(tok, render_chat(tok, t)) for t in turns]], greedy,
+                                    max_new_tokens=decoder.reflection_max_new_tokens)
+        reflection_s = (time.perf_counter() - began) / len(todo)
+
+        for n, i in enumerate(missing):
+            x2 = render_chat(tok, [*turns[n], {"role": "assistant", "content": reflections[n].text},
+                                   {"role": "user", "content": decoder.redo_prompt}])
+            cache.entries[keys[i]] = Stage13(
+                x=xs[n], stage1_completion=first[n].text, stage1_answer=verdicts[n].answer,
+                stage1_correct=verdicts[n].correct, feedback=feedbacks[n], reflection=reflections[n].text,
+                x2=x2, stage1_s=stage1_s, feedback_s=feedback_s, reflection_s=reflection_s,
+            )
+    return [cache.entries[k] for k in keys]
+
+
+def _join(feedback: str, prompt: str) -> str:
+    # Under the "none" policy the feedback is empty: the turn is then the prompt alone.
+    return f"{feedback}\n\n{prompt}" if feedback else prompt
+
+
+def _check_fits(loaded, decoder, problem, what, text, new_tokens, new_name="max_new_tokens") -> None:
+    """Refuse (never truncate) a context that, with its new tokens, exceeds the budget."""
+    budget = decoder.context_budget or context_window(loaded.model)
+    if not budget:
+        return
+    length = len(encode(loaded.tokenizer, text))
+    if length + new_tokens > budget:
+        # Summarising y1 to make room (the method's option) is not implemented yet.
+        raise ValueError(
+            f"problem {problem.problem_id!r}: {what} has {length} tokens, and with {new_name}={new_tokens} "
+            f"needs {length + new_tokens} > the context budget of {budget}; lower --max-new-tokens or "
+            "reflection_max_new_tokens, shorten reflect_prompt / redo_prompt, or raise context_budget"
+        )
+
+
+class _StepStats:
+    """`on_step` observer: per-row sums of the divergence statistics over decoding steps."""
+
+    def __init__(self, num_rows: int) -> None:
+        self.sums = torch.zeros(num_rows, len(STAT_NAMES), dtype=torch.float64)
+        self.counts = torch.zeros(num_rows, dtype=torch.float64)
+
+    def __call__(self, view: engine.StepView) -> None:
+        lp1, lp2 = view.logprobs[0], view.logprobs[1]
+        mixed = view.step.logprobs.to(lp1.dtype)
+        values = torch.stack([
+            divergence.kl(mixed, lp1), divergence.kl(mixed, lp2), divergence.kl(lp1, lp2),
+            divergence.js(lp1, lp2), divergence.entropy(mixed), divergence.top1_agree(lp1, lp2),
+        ], dim=-1).double().cpu()
+        rows = torch.tensor(view.rows)
+        self.sums[rows] += values
+        self.counts[rows] += 1
+
+    def means(self, row: int) -> dict[str, float]:
+        count = float(self.counts[row])
+        return {
+            name: (float(self.sums[row, k]) / count if count else math.nan)
+            for k, name in enumerate(STAT_NAMES)
+        }
