@@ -38,6 +38,10 @@ class Decoder(Protocol):
 
     `num_streams` says how many contexts the decoder reads per row (1 for greedy
     and sampling, 2 for dual-context mixtures).
+
+    A decoder with per-row settings (say, one mixing weight per row) also defines
+    `select_rows(indices) -> Decoder`, the same decoder for the kept rows only; the
+    engine calls it whenever finished rows leave the batch (see `select_rows` below).
     """
 
     name: str
@@ -54,3 +58,9 @@ class Decoder(Protocol):
     def config(self) -> dict:
         """The resolved configuration, as recorded next to every result."""
         ...
+
+
+def select_rows(decoder: Decoder, indices: Tensor) -> Decoder:
+    """`decoder` for the rows `indices` of its current batch (unchanged if it has no per-row state)."""
+    select = getattr(decoder, "select_rows", None)
+    return select(indices) if select is not None else decoder

@@ -20,9 +20,11 @@ class MixtureStep:
 
     With `sample=False` the token is the mixture's argmax; otherwise it is drawn
     after temperature / top-k / top-p / min-p filtering, with each row's generator.
+    `weights` is one weight per stream, or a (K, B) tensor of per-row weights (rows
+    with different lambda in one batch).
     """
 
-    weights: tuple[float, ...]
+    weights: tuple[float, ...] | Tensor
     sample: bool = False
     temperature: float = 1.0
     top_k: int = 0
@@ -34,6 +36,11 @@ class MixtureStep:
     def num_streams(self) -> int:
         return len(self.weights)
 
+    def select_rows(self, indices: Tensor) -> MixtureStep:
+        if not isinstance(self.weights, Tensor):
+            return self
+        return dataclasses.replace(self, weights=self.weights[:, indices.to(self.weights.device)])
+
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
         mixed = mix_logprobs(logprobs, self.weights)
         if not self.sample:
@@ -42,4 +49,7 @@ class MixtureStep:
         return Step(token_ids=draw(filtered, rngs), logprobs=mixed)
 
     def config(self) -> dict:
-        return dataclasses.asdict(self)
+        config = dataclasses.asdict(self)
+        if isinstance(self.weights, Tensor):
+            config["weights"] = self.weights.tolist()
+        return config

@@ -33,6 +33,11 @@ DEFAULT_REDO_PROMPT = (
     "without leaning on anything you learned in this conversation."
 )
 
+DEFAULT_SUMMARY_PROMPT = (
+    "Summarise the following reasoning in a few sentences, keeping every number and "
+    "intermediate result it states:"
+)
+
 
 @register_decoder("redumix")
 @dataclass(frozen=True)
@@ -48,7 +53,9 @@ class ReDuMix:
         redo_prompt: the last user turn of x2.
         reflection_max_new_tokens: length bound of the stage-3 reflection.
         context_budget: longest allowed x2 + max_new_tokens in tokens; 0 uses the
-            model's context window.
+            model's context window. Where x2 would not fit, the earliest part of the
+            first attempt is summarised by the model (`summary_prompt`, at most
+            `summary_max_new_tokens`) and the record says how many tokens were cut.
     """
 
     lam: float | tuple[float, ...] = 0.5
@@ -61,6 +68,8 @@ class ReDuMix:
     redo_prompt: str = DEFAULT_REDO_PROMPT
     reflection_max_new_tokens: int = 128
     context_budget: int = 0
+    summary_prompt: str = DEFAULT_SUMMARY_PROMPT
+    summary_max_new_tokens: int = 64
 
     num_streams = 2
 
@@ -91,6 +100,8 @@ class ReDuMix:
             raise ValueError(f"top_p (={self.top_p}) must be in (0, 1]; use 1.0 to turn it off")
         if self.reflection_max_new_tokens < 1:
             raise ValueError(f"reflection_max_new_tokens (={self.reflection_max_new_tokens}) must be >= 1")
+        if self.summary_max_new_tokens < 1:
+            raise ValueError(f"summary_max_new_tokens (={self.summary_max_new_tokens}) must be >= 1")
         if self.context_budget < 0:
             raise ValueError(f"context_budget (={self.context_budget}) must be >= 0; 0 uses the model's window")
 

@@ -7,7 +7,14 @@
 >>> text = env.feedback(problem, verdict, "binary")
 """
 
-from .answer import ANSWER_INSTRUCTION, close_stopped_answer, extract_answer, wrap_answer
+from .answer import (
+    ANSWER_INSTRUCTION,
+    EXTRACTION_MODES,
+    close_stopped_answer,
+    extract_answer,
+    extract_answer_flexible,
+    wrap_answer,
+)
 from .base import Env, Problem, Verdict
 from .feedback import (
     DEFAULT_TEMPLATES,
@@ -24,6 +31,7 @@ from .registry import available_envs, get_env
 __all__ = [
     "ANSWER_INSTRUCTION",
     "DEFAULT_TEMPLATES",
+    "EXTRACTION_MODES",
     "FEEDBACK_POLICIES",
     "MISSING_PHRASE",
     "TEMPLATE_FIELDS",
@@ -35,6 +43,7 @@ __all__ = [
     "check_feedback_policy",
     "close_stopped_answer",
     "extract_answer",
+    "extract_answer_flexible",
     "get_env",
     "render_feedback",
     "resolve_templates",

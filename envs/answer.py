@@ -11,11 +11,18 @@ Extraction rule (strict on purpose, so `format_ok` means what it says):
   before verifying.
 
 This matches `reasoning_gym.utils.extract_answer` except for the reopened-tag rule.
+
+Small models often state a right answer without the tags. The ``flexible`` mode (like
+lm-eval's "flexible-extract" beside "strict-match") falls back, when no tag pair exists,
+to the text after the last "answer is" / "answer:" on its line, and failing that to the
+last number in the completion. `format_ok` still reports whether the tags were used.
 """
 
 from __future__ import annotations
 
 import re
+
+from harness.naming import unknown_name_message
 
 OPEN_TAG = "<answer>"
 CLOSE_TAG = "</answer>"
@@ -26,6 +33,10 @@ ANSWER_INSTRUCTION = (
 )
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", flags=re.DOTALL)
+_PHRASE_RE = re.compile(r"answer\s*(?:is|:)\s*:?\s*([^\n]+)", flags=re.IGNORECASE)
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+EXTRACTION_MODES: tuple[str, ...] = ("strict", "flexible")
 
 
 def extract_answer(completion: str) -> str | None:
@@ -37,6 +48,27 @@ def extract_answer(completion: str) -> str | None:
     # "<answer>draft <answer>final</answer>": the lazy match starts at the first tag.
     inner = inner.rsplit(OPEN_TAG, 1)[-1]
     return inner.strip()
+
+
+def extract_answer_flexible(completion: str) -> str | None:
+    """The tagged answer if any, else the last "answer is X" phrase, else the last number."""
+    tagged = extract_answer(completion)
+    if tagged is not None:
+        return tagged
+    # "The answer is **7**." -> "7": drop emphasis, quotes and the closing full stop.
+    # A phrase about the tags themselves ("the answer is inside <answer> tags") is no answer.
+    phrases = [p.strip().strip("*`\"'$ ").rstrip(".").strip("*`\"'$ ") for p in _PHRASE_RE.findall(completion)]
+    phrases = [p for p in phrases if p and "<" not in p]
+    if phrases:
+        return phrases[-1]
+    numbers = _NUMBER_RE.findall(completion)
+    return numbers[-1] if numbers else None
+
+
+def check_extraction_mode(mode: str) -> None:
+    """Raise ValueError (with did-you-mean) unless `mode` is a known extraction mode."""
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(unknown_name_message("answer extraction mode", mode, EXTRACTION_MODES))
 
 
 def wrap_answer(answer: str) -> str:

@@ -41,7 +41,8 @@ class Verdict:
     """The grade of one completion.
 
     Attributes:
-        answer: Text of the last <answer>...</answer> tag, stripped; None when there is none.
+        answer: Text of the last <answer>...</answer> tag, stripped (under "flexible"
+            extraction, the fallback answer when there is no tag); None when there is none.
         score: The task's own score in [0, 1]; 0.0 when the scorer raised.
         correct: Strict correctness, `score == 1.0` (partial credit is not correct).
         format_ok: Whether an <answer> tag was found.

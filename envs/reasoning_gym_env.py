@@ -29,7 +29,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .answer import ANSWER_INSTRUCTION, extract_answer
+from .answer import ANSWER_INSTRUCTION, check_extraction_mode, extract_answer, extract_answer_flexible
 from .base import Problem, Verdict
 from .feedback import render_feedback
 from .hints import verifier_hints
@@ -99,6 +99,7 @@ class ReasoningGymEnv:
         config_cls: type,
         overrides: dict[str, Any] | None = None,
         instruction: str = ANSWER_INSTRUCTION,
+        extraction: str = "strict",
     ) -> None:
         """Validate the config now so that mistakes surface before any decoding.
 
@@ -108,12 +109,15 @@ class ReasoningGymEnv:
             config_cls: The task's Config dataclass.
             overrides: Config field -> value; strings are coerced to the field type.
             instruction: Appended to every question to ask for <answer> tags.
+            extraction: "strict" (only <answer> tags count) or "flexible" (see `envs.answer`).
 
         Raises:
             ValueError: Unknown config key, bad value, or a config the task rejects.
         """
         self.name = name
         self.instruction = instruction
+        check_extraction_mode(extraction)
+        self.extraction = extraction
         self._dataset_cls = dataset_cls
         self._config = build_config(name, config_cls, dict(overrides or {}))
         _check_known_hangs(name, self._config)
@@ -151,7 +155,8 @@ class ReasoningGymEnv:
         A scorer exception is caught: score 0.0 and the exception text in `error`.
         """
         self._check_problem(problem)
-        answer = extract_answer(completion)
+        tagged = extract_answer(completion)
+        answer = extract_answer_flexible(completion) if self.extraction == "flexible" else tagged
         entry = self._entry(problem.seed, problem.index)
         dataset = self._dataset(problem.seed, problem.index + 1)
         score, error = _safe_score(dataset, answer, entry)
@@ -159,7 +164,7 @@ class ReasoningGymEnv:
             answer=answer,
             score=score,
             correct=score == 1.0,
-            format_ok=answer is not None,
+            format_ok=tagged is not None,
             error=error,
         )
 

@@ -30,7 +30,7 @@ def available_envs() -> list[str]:
     return sorted(name for name in _datasets() if name not in EXCLUDED_TASKS)
 
 
-def get_env(name: str, **config: Any) -> Env:
+def get_env(name: str, *, extraction: str = "strict", **config: Any) -> Env:
     """The environment `name` with task config overrides.
 
     Args:
@@ -38,6 +38,8 @@ def get_env(name: str, **config: Any) -> Env:
         **config: Task Config fields; strings are coerced to the field types
             (e.g. min_terms="2", operators="+,-"). `size` is the pool size for the two
             size-dependent tasks; `seed` is not accepted (pass it to `problems`).
+        extraction: "strict" (only <answer> tags count, the default) or "flexible"
+            (falls back to an "answer is" phrase, then the last number; see `envs.answer`).
 
     Raises:
         ValueError: Unknown or excluded name (with did-you-mean), unknown config key,
@@ -52,4 +54,4 @@ def get_env(name: str, **config: Any) -> Env:
     if name not in datasets:
         raise ValueError(unknown_name_message("environment", name, available_envs()))
     dataset_cls, config_cls = datasets[name]
-    return ReasoningGymEnv(name, dataset_cls, config_cls, config)
+    return ReasoningGymEnv(name, dataset_cls, config_cls, config, extraction=extraction)

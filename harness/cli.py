@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from decoders.registry import parse_key_values
+from envs.answer import EXTRACTION_MODES
 from harness.models import DEFAULT_MODEL, DTYPES, EMBEDDED_MODELS
 
 RESULTS_DIR = Path("results")
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=DEFAULT_MODEL,
                      help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), a local HF model folder, or a .gguf file")
     run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    run.add_argument("--extraction", default="strict", choices=EXTRACTION_MODES,
+                     help="strict: only <answer> tags count; flexible: fall back to an 'answer is' phrase, "
+                          "then the last number (format_ok still records whether tags were used)")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     run.add_argument("--n", type=int, default=20, help="number of problems")
     run.add_argument("--seed", type=int, default=0)
@@ -77,6 +81,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stop=stop,
         dtype=args.dtype,
         device=args.device,
+        extraction=args.extraction,
     )
     out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
     summary = run(spec, out)

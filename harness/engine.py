@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decoders.base import Decoder, Step
+from decoders.base import Decoder, Step, select_rows
 from harness.models import LoadedModel
 from harness.stream_batch import StreamBatch
 
@@ -149,6 +149,8 @@ def decode(
             soft = soft[keep.to(soft.device)] if soft is not None else None
         previous_width = len(active)
         active = [active[i] for i in still]
+        if keep is not None:
+            decoder = select_rows(decoder, keep)
         width = len(active)
         for batch, streams in groups:
             if keep is not None:

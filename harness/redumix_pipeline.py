@@ -4,7 +4,7 @@
 2. feedback r on y1 under the decoder's feedback policy;
 3. reflection c: greedy decoding of [user x, assistant y1, user r + reflect prompt];
 4. dual-context mixture decoding of x and x2 = [... , assistant c, user redo prompt]
-   with weights (lam, 1 - lam): one engine call per lam, both contexts in one batch.
+   with weights (lam, 1 - lam): both contexts of every (problem, lam) row in one batch.
 
 Stages 1-3 do not depend on lam, so they run once per problem and are shared by
 every lam of a sweep (see `Stage13Cache`).
@@ -12,6 +12,7 @@ every lam of a sweep (see `Stage13Cache`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from decoders import divergence, get_decoder
 from decoders.redumix import ReDuMix
 from decoders.sampling import row_generator
 from envs.base import Problem
-from harness import engine
+from harness import compress, engine
 from harness.models import LoadedModel, context_window
 from harness.prompts import encode, render_chat
 
@@ -44,6 +45,10 @@ class Stage13:
     stage1_s: float
     feedback_s: float
     reflection_s: float
+    compressed: bool = False  # the earliest part of y1 was summarised to fit the budget
+    tokens_cut: int = 0  # tokens of y1 replaced by the summary
+    summary: str = ""
+    compress_s: float = 0.0
 
 
 @dataclass
@@ -59,7 +64,8 @@ def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_t
     return (
         loaded.name, problem.env, problem.problem_id, problem.question,
         max_new_tokens, tuple(stop), decoder.reflect_prompt, decoder.redo_prompt,
-        decoder.reflection_max_new_tokens, decoder.feedback,
+        decoder.reflection_max_new_tokens, decoder.feedback, decoder.summary_prompt,
+        decoder.summary_max_new_tokens, decoder.context_budget,
     )
 
 
@@ -91,30 +97,31 @@ def solve_batch(
     for problem, stage in zip(problems, stages, strict=True):
         _check_fits(loaded, decoder, problem, "the reflective context x2", stage.x2, max_new_tokens)
 
+    # Every (problem, lam) still to do goes into one stage-4 batch: each row mixes with its own lam.
+    todo = [(i, lam) for lam in lambdas for i, p in enumerate(problems) if (p.problem_id, lam) not in skip]
+    if not todo:
+        return []
+    lams = torch.tensor([lam for _, lam in todo], dtype=torch.float64)
+    mix = dataclasses.replace(decoder.for_lambda(todo[0][1]).mixture(), weights=torch.stack([lams, 1 - lams]))
+    contexts = [
+        [encode(loaded.tokenizer, stages[i].x) for i, _ in todo],
+        [encode(loaded.tokenizer, stages[i].x2) for i, _ in todo],
+    ]
+    stats = _StepStats(len(todo))
+    began = time.perf_counter()
+    outs = engine.decode(
+        loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
+        rngs=[row_generator(seed, problems[i].problem_id) for i, _ in todo], on_step=stats,
+    )
+    # Batch wall time split evenly over its rows (rows of one batch share every step).
+    mix_s = (time.perf_counter() - began) / len(todo)
     results = []
-    for lam in lambdas:
-        rows = [i for i, p in enumerate(problems) if (p.problem_id, lam) not in skip]
-        if not rows:
-            continue
-        mix = decoder.for_lambda(lam).mixture()
-        contexts = [
-            [encode(loaded.tokenizer, stages[i].x) for i in rows],
-            [encode(loaded.tokenizer, stages[i].x2) for i in rows],
-        ]
-        stats = _StepStats(len(rows))
-        began = time.perf_counter()
-        outs = engine.decode(
-            loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
-            rngs=[row_generator(seed, problems[i].problem_id) for i in rows], on_step=stats,
-        )
-        # Batch wall time split evenly over its rows (rows of one batch share every step).
-        mix_s = (time.perf_counter() - began) / len(rows)
-        for j, (i, row) in enumerate(zip(rows, outs, strict=True)):
-            problem = problems[i]
-            results.append({
-                "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),
-                "stage": stages[i], "stats": stats.means(j), "mix_s": mix_s,
-            })
+    for j, ((i, lam), row) in enumerate(zip(todo, outs, strict=True)):
+        problem = problems[i]
+        results.append({
+            "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),
+            "stage": stages[i], "stats": stats.means(j), "mix_s": mix_s,
+        })
     return results
 
 
@@ -140,10 +147,15 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) 
         feedback_s = (time.perf_counter() - began) / len(todo)
 
         began = time.perf_counter()
+        fitted = _fit_first_attempts(loaded, decoder, todo, users, [r.text for r in first], feedbacks,
+                                     max_new_tokens)
+        compress_s = (time.perf_counter() - began) / len(todo)
+
+        began = time.perf_counter()
         turns = [
-            [{"role": "user", "content": u}, {"role": "assistant", "content": r.text},
+            [{"role": "user", "content": u}, {"role": "assistant", "content": y1},
              {"role": "user", "content": _join(fb, decoder.reflect_prompt)}]
-            for u, r, fb in zip(users, first, feedbacks, strict=True)
+            for u, (y1, _, _), fb in zip(users, fitted, feedbacks, strict=True)
         ]
         for p, t in zip(todo, turns, strict=True):
             _check_fits(loaded, decoder, p, "the reflection prompt", render_chat(tok, t),
@@ -155,12 +167,57 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) 
         for n, i in enumerate(missing):
             x2 = render_chat(tok, [*turns[n], {"role": "assistant", "content": reflections[n].text},
                                    {"role": "user", "content": decoder.redo_prompt}])
+            _, tokens_cut, summary = fitted[n]
             cache.entries[keys[i]] = Stage13(
                 x=xs[n], stage1_completion=first[n].text, stage1_answer=verdicts[n].answer,
                 stage1_correct=verdicts[n].correct, feedback=feedbacks[n], reflection=reflections[n].text,
                 x2=x2, stage1_s=stage1_s, feedback_s=feedback_s, reflection_s=reflection_s,
+                compressed=tokens_cut > 0, tokens_cut=tokens_cut, summary=summary, compress_s=compress_s,
             )
     return [cache.entries[k] for k in keys]
+
+
+def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_new_tokens):
+    """Per problem (y1 as placed in x2, tokens of y1 summarised away, summary text).
+
+    x2 must hold, with the reflection and the final answer still to come, inside the
+    budget; where it would not, the earliest part of y1 is summarised (see `harness.compress`).
+    """
+    budget = decoder.context_budget or context_window(loaded.model)
+    fitted = [(y1, 0, "") for y1 in y1s]
+    if not budget:
+        return fitted
+    tok = loaded.tokenizer
+    wrapper = len(tok(compress.wrapper_text(), add_special_tokens=False)["input_ids"])
+    plans = []
+    for problem, user, y1, fb in zip(problems, users, y1s, feedbacks, strict=True):
+        skeleton = render_chat(tok, [
+            {"role": "user", "content": user}, {"role": "assistant", "content": y1},
+            {"role": "user", "content": _join(fb, decoder.reflect_prompt)}, {"role": "assistant", "content": ""},
+            {"role": "user", "content": decoder.redo_prompt},
+        ])
+        needed = len(encode(tok, skeleton)) + decoder.reflection_max_new_tokens + max_new_tokens
+        y1_ids = tok(y1, add_special_tokens=False)["input_ids"]
+        try:
+            plan = compress.plan_cut(needed, budget, len(y1_ids), decoder.summary_max_new_tokens, wrapper)
+        except ValueError as e:
+            raise ValueError(f"problem {problem.problem_id!r}: {e}") from None
+        plans.append((plan, y1_ids))
+    cut_rows = [n for n, (plan, _) in enumerate(plans) if plan.cut]
+    if not cut_rows:
+        return fitted
+    heads = [tok.decode(plans[n][1][: plans[n][0].cut]) for n in cut_rows]
+    prompts = [render_chat(tok, [{"role": "user", "content": f"{decoder.summary_prompt}\n\n{head}"}]) for head in heads]
+    for n, prompt in zip(cut_rows, prompts, strict=True):
+        _check_fits(loaded, decoder, problems[n], "the summary prompt for the first attempt", prompt,
+                    decoder.summary_max_new_tokens, "summary_max_new_tokens")
+    summaries = engine.decode(loaded, [[encode(tok, p) for p in prompts]], get_decoder("greedy"),
+                              max_new_tokens=decoder.summary_max_new_tokens)
+    for n, summary in zip(cut_rows, summaries, strict=True):
+        plan, y1_ids = plans[n]
+        tail = tok.decode(y1_ids[plan.cut :])
+        fitted[n] = (compress.splice_summary(summary.text, tail), plan.cut, summary.text.strip())
+    return fitted
 
 
 def _join(feedback: str, prompt: str) -> str:
@@ -175,7 +232,6 @@ def _check_fits(loaded, decoder, problem, what, text, new_tokens, new_name="max_
         return
     length = len(encode(loaded.tokenizer, text))
     if length + new_tokens > budget:
-        # Summarising y1 to make room (the method's option) is not implemented yet.
         raise ValueError(
             f"problem {problem.problem_id!r}: {what} has {length} tokens, and with {new_name}={new_tokens} "
             f"needs {length + new_tokens} > the context budget of {budget}; lower --max-new-tokens or "

@@ -36,6 +36,7 @@ class RunSpec:
     stop: list[str] = field(default_factory=lambda: ["</answer>"])
     dtype: str = "float32"
     device: str = "cpu"
+    extraction: str = "strict"  # answer extraction: "strict" (<answer> tags only) or "flexible"
 
     def __post_init__(self) -> None:
         for name in ("n", "max_new_tokens", "batch_size"):
@@ -69,7 +70,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     Re-running the same spec on the same folder resumes: problems already recorded
     are skipped. A folder holding a different run is refused, so nothing is lost.
     """
-    env = get_env(spec.env, **spec.env_config)
+    env = get_env(spec.env, extraction=spec.extraction, **spec.env_config)
     decoder = get_decoder(spec.decoder, **spec.decoder_config)
     run_dir = RunDir(out)
     resolved = {
@@ -174,12 +175,14 @@ def _redumix_record(spec, loaded, decoder, res) -> dict:
         "reflection": stage.reflection,
         "contexts": [stage.x, stage.x2],
         "context_tokens": res["row"].prompt_tokens,
-        "compressed": False,
-        "tokens_cut": 0,
+        "compressed": stage.compressed,
+        "tokens_cut": stage.tokens_cut,
+        "stage1_summary": stage.summary,
         **res["stats"],
         "stage1_s": round(stage.stage1_s, 4),
         "feedback_s": round(stage.feedback_s, 4),
         "reflection_s": round(stage.reflection_s, 4),
+        "compress_s": round(stage.compress_s, 4),
         "mix_s": round(res["mix_s"], 4),
     }
 

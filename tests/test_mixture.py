@@ -103,3 +103,26 @@ def test_kl_handles_zero_probabilities():
     assert math.isfinite(float(kl(lp, lq)))
     assert float(kl(lq, lp)) == math.inf
     assert math.isfinite(float(js(lq, lp)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(logit_rows, logit_rows, lams), min_size=1, max_size=4))
+def test_per_row_weights_equal_mixing_each_row_alone(rows):
+    # Several lambda values share one batch: row b mixed with its own weights.
+    src = torch.cat([_sources(a, b) for a, b, _ in rows], dim=1)  # (2, B, V)
+    weights = torch.tensor([[lam for *_, lam in rows], [1 - lam for *_, lam in rows]], dtype=torch.float64)
+    together = mix_logprobs(src, weights)
+    for i, (a, b, lam) in enumerate(rows):
+        alone = mix_logprobs(_sources(a, b), [lam, 1 - lam])[0]
+        assert torch.equal(together[i], alone)
+
+
+def test_weights_of_the_wrong_shape_are_rejected():
+    src = torch.zeros(2, 3, V)
+    for bad in ([0.5, 0.3, 0.2], torch.ones(2, 2)):
+        try:
+            mix_logprobs(src, bad)
+        except ValueError as e:
+            assert "2 sources x 3 rows" in str(e)
+        else:
+            raise AssertionError(f"weights {bad} were accepted")

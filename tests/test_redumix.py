@@ -10,7 +10,7 @@ import torch
 
 from decoders import get_decoder
 from envs import get_env
-from harness import engine, redumix_pipeline
+from harness import compress, engine, redumix_pipeline
 from harness.cli import main
 from harness.prompts import encode
 from harness.runner import RunSpec, run
@@ -160,16 +160,50 @@ def test_lambda_parsing_and_single_value_step():
         get_decoder("redumix", lam="0,1").step(lp, [torch.Generator()] * 3)
 
 
-def test_contexts_longer_than_the_budget_are_refused(tiny, sweep):
+def test_contexts_that_cannot_fit_the_budget_are_refused(tiny, sweep):
     env = get_env("basic_arithmetic", **EASY)
     x2 = next(r["contexts"][1] for r in _records(sweep[0]) if r["problem_id"] == "basic_arithmetic-s0-0")
     x2_len = len(encode(tiny.tokenizer, x2))
-    cases = [(200, "the reflection prompt has"), (x2_len + MAX_NEW - 1, "the reflective context x2 has")]
-    for budget, what in cases:
+    # A first attempt of MAX_NEW tokens is too short to summarise into room for either budget.
+    for budget in (200, x2_len + MAX_NEW - 1):
         decoder = get_decoder("redumix", lam="0.5", context_budget=str(budget), **SHORT)
-        with pytest.raises(ValueError, match=rf"basic_arithmetic-s0-0.*{what} \d+ tokens.*budget of {budget}"):
+        with pytest.raises(ValueError, match=rf"basic_arithmetic-s0-0.*needs \d+ tokens.*budget is {budget}"):
             redumix_pipeline.solve_batch(env, tiny, decoder, env.problems(1, 0), max_new_tokens=MAX_NEW,
                                          stop=["</answer>"], seed=0)
+
+
+def test_long_first_attempts_are_summarised_to_fit_the_budget(tiny):
+    env = get_env("basic_arithmetic", **EASY)
+    problems = env.problems(2, 0)
+    config = {**SHORT, "summary_prompt": "Sum:", "summary_max_new_tokens": "6"}
+    long_new = 80
+
+    def solve(**extra):
+        decoder = get_decoder("redumix", lam="0.5", **config, **extra)
+        return redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=long_new, stop=[], seed=0)
+
+    full = solve()
+    assert not any(r["stage"].compressed for r in full)
+    longest = max(len(encode(tiny.tokenizer, r["stage"].x2)) for r in full)
+    budget = longest + long_new - 10
+    fitted = solve(context_budget=str(budget))
+    for before, after in zip(full, fitted, strict=True):
+        stage = after["stage"]
+        assert stage.stage1_completion == before["stage"].stage1_completion  # the record keeps y1 whole
+        assert len(encode(tiny.tokenizer, stage.x2)) + long_new <= budget
+        if stage.compressed:
+            assert stage.tokens_cut >= 10
+            y1 = stage.stage1_completion
+            assert compress.SUMMARY_PREFIX in stage.x2 and y1[-10:] in stage.x2 and y1 not in stage.x2
+    assert any(r["stage"].compressed for r in fitted)
+
+
+def test_plan_cut_covers_the_excess_and_the_summary():
+    assert compress.plan_cut(needed=90, budget=100, y1_tokens=50, summary_tokens=10).cut == 0
+    plan = compress.plan_cut(needed=130, budget=100, y1_tokens=200, summary_tokens=10)
+    assert plan.cut >= 30 + 10
+    with pytest.raises(ValueError, match="needs 130 tokens but the context budget is 100"):
+        compress.plan_cut(needed=130, budget=100, y1_tokens=20, summary_tokens=10)
 
 
 def _cli(tiny_model_dir, out, *extra):
