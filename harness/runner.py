@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,29 +103,55 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
                unit="problem", disable=not progress)
     for start in range(0, len(todo), spec.batch_size):
         batch = todo[start : start + spec.batch_size]
-        prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": env.user_prompt(p)}]) for p in batch]
         began = time.perf_counter()
-        rows = engine.decode(
-            loaded,
-            [[encode(loaded.tokenizer, text) for text in prompts]],
-            decoder,
-            max_new_tokens=spec.max_new_tokens,
-            stop_strings=spec.stop,
-            rngs=[row_generator(spec.seed, p.problem_id) for p in batch],
-        )
+        records = _decode_batch(spec, env, decoder, loaded, batch)
         decode_s += time.perf_counter() - began
-        records = []
-        for problem, prompt, row in zip(batch, prompts, rows, strict=True):
-            verdict = env.verify(problem, row.text)
-            records.append(_record(spec, loaded, decoder, problem, prompt, row, verdict))
-            correct += verdict.correct
-            new_tokens += row.new_tokens
+        correct += sum(r["correct"] for r in records)
+        new_tokens += sum(r["new_tokens"] for r in records)
         run_dir.append(records)
         bar.update(len(batch))
         bar.set_postfix(acc=f"{correct / max(1, start + len(batch)):.2f}")
     bar.close()
     return RunSummary(out=run_dir.path, n=len(todo), correct=correct, new_tokens=new_tokens,
                       decode_s=decode_s, skipped=len(problems) - len(todo))
+
+
+def iter_record_batches(spec: RunSpec, env, decoder, loaded: LoadedModel, todo: list,
+                        done: set | frozenset = frozenset(),
+                        cache: redumix_pipeline.Stage13Cache | None = None) -> Iterator[list[dict]]:
+    """Decode the problems `todo` under `spec` and yield each batch's records as it finishes.
+
+    Writes nothing: the caller decides where records go (a sweep keeps one samples.jsonl
+    for many such units). For redumix, `done` holds the (problem_id, lambda) pairs to skip
+    and `cache` the stage 1-3 cache to share between units; other decoders ignore both.
+    """
+    for start in range(0, len(todo), spec.batch_size):
+        batch = todo[start : start + spec.batch_size]
+        if not _is_redumix(decoder):
+            yield _decode_batch(spec, env, decoder, loaded, batch)
+            continue
+        results = redumix_pipeline.solve_batch(
+            env, loaded, decoder, batch, max_new_tokens=spec.max_new_tokens, stop=spec.stop, seed=spec.seed,
+            skip=done, cache=cache,
+        )
+        yield [_redumix_record(spec, loaded, decoder, res) for res in results]
+
+
+def _decode_batch(spec: RunSpec, env, decoder, loaded: LoadedModel, batch: list) -> list[dict]:
+    """One engine call over `batch` with a single-pass decoder -> one verified record per problem."""
+    prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": env.user_prompt(p)}]) for p in batch]
+    rows = engine.decode(
+        loaded,
+        [[encode(loaded.tokenizer, text) for text in prompts]],
+        decoder,
+        max_new_tokens=spec.max_new_tokens,
+        stop_strings=spec.stop,
+        rngs=[row_generator(spec.seed, p.problem_id) for p in batch],
+    )
+    return [
+        _record(spec, loaded, decoder, problem, prompt, row, env.verify(problem, row.text))
+        for problem, prompt, row in zip(batch, prompts, rows, strict=True)
+    ]
 
 
 def _is_redumix(decoder) -> bool:
