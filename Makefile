@@ -21,7 +21,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/redumix run --env basic_arithmetic --decoder greedy --n 20 --seed 0 --out results/first \
-		--env-config min_terms=2,max_terms=2,min_digits=1,max_digits=1,allow_parentheses=false,allow_negation=false
+		--env-config min_terms=2,max_terms=2,min_digits=1,max_digits=1,operators=+,-,allow_parentheses=false,allow_negation=false
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -51,9 +51,9 @@ def extract_answer(completion: str) -> str | None:
 
 
 def extract_answer_flexible(completion: str) -> str | None:
-    """The tagged answer if any, else the last "answer is X" phrase, else the last number."""
+    """The tagged answer if any (and not empty), else the last "answer is X" phrase, else the last number."""
     tagged = extract_answer(completion)
-    if tagged is not None:
+    if tagged:  # an empty "<answer></answer>" states nothing; look further
         return tagged
     # "The answer is **7**." -> "7": drop emphasis, quotes and the closing full stop.
     # A phrase about the tags themselves ("the answer is inside <answer> tags") is no answer.

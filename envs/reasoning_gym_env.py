@@ -121,6 +121,7 @@ class ReasoningGymEnv:
         self._dataset_cls = dataset_cls
         self._config = build_config(name, config_cls, dict(overrides or {}))
         _check_known_hangs(name, self._config)
+        _check_known_wrong_answers(name, self._config)
         self._datasets: dict[int, Any] = {}  # seed -> dataset, the largest built so far
         self._entries: dict[tuple[int, int], dict[str, Any]] = {}  # (seed, index) -> item
 
@@ -265,6 +266,19 @@ def _safe_score(
     # 1.0000000000000002 to the word plus extra letters, whose intended score is 0.8). An
     # exact 1.0 means correct, so keep the score just below it.
     return math.nextafter(1.0, 0.0), error
+
+
+def _check_known_wrong_answers(name: str, config: Any) -> None:
+    """Reject configs on which reasoning-gym writes questions whose gold answer is wrong."""
+    if name == "basic_arithmetic" and "/" in config.operators and not config.allow_parentheses:
+        # Its simple generator picks a new divisor after writing the old one into the question
+        # ("Calculate 4 / 1." with answer 2).
+        raise ValueError(
+            "Invalid config for environment 'basic_arithmetic': operators include '/' with "
+            "allow_parentheses=false, where reasoning-gym's generator writes one divisor into the question "
+            "and divides by another, so gold answers of division problems are wrong. "
+            "Fix: drop '/' (e.g. operators=+,-,*) or set allow_parentheses=true."
+        )
 
 
 def _check_known_hangs(name: str, config: Any) -> None:

@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     run.set_defaults(handler=_cmd_run)
 
+    harvest = sub.add_parser("harvest", help="write reflection-revision preference pairs from a ReDuMix run")
+    harvest.add_argument("run_dir", metavar="RUN_DIR", help="folder of a run made with --decoder redumix")
+    harvest.add_argument("--out", required=True, help="JSONL file to write (prompt/chosen/rejected per line)")
+    rule = harvest.add_mutually_exclusive_group()
+    rule.add_argument("--only", choices=["improved"], default="improved",
+                      help="improved (default): first attempt wrong, redo right")
+    rule.add_argument("--all", action="store_true", help="every record whose redo differs from its first attempt")
+    harvest.set_defaults(handler=_cmd_harvest)
+
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
     lister.set_defaults(handler=_cmd_list)
@@ -93,6 +102,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"throughput: {summary.new_tokens} tokens in {summary.decode_s:.1f} s = {summary.tokens_per_s:.1f} tokens/s")
     unit = "records" if summary.by_lambda is not None else "problems"
     print(f"results: {summary.out / 'samples.jsonl'} ({total} {unit})")
+    return 0
+
+
+def _cmd_harvest(args: argparse.Namespace) -> int:
+    from harness.harvest import harvest
+
+    rule = "all" if args.all else args.only
+    summary = harvest(args.run_dir, args.out, rule)
+    print(f"{summary.pairs} pairs ({rule}) from {summary.records} records "
+          f"({summary.identical} skipped: redo identical to the first attempt) -> {args.out}")
     return 0
 
 

@@ -18,6 +18,7 @@ EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
         ("Answer: Paris", "Paris"),
         ("4 + 0 = 4\nThe answer is inside <answer> tags.", "4"),  # talk about tags is no answer
         ("1 / 6 = 0.625", "0.625"),
+        ("2 + 2 = 4. The answer is inside <answer></answer>", "4"),  # an empty tag states nothing
         ("-3 + 1 = -2", "-2"),
         ("no digits here", None),
     ],

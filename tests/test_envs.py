@@ -418,3 +418,21 @@ def test_problems_repeat_across_processes_and_hash_seeds() -> None:
         outputs.append(json.loads(stdout))
     differ = [n for n in names if outputs[0][n] != outputs[1][n]]
     assert not differ, f"not reproducible across processes: {differ}"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": "+,-,*",
+          "allow_parentheses": "false"}],
+)
+def test_basic_arithmetic_gold_answers_match_their_expressions(config: dict) -> None:
+    env = get_env("basic_arithmetic", **config)
+    for p in env.problems(100, seed=0):
+        expression = p.metadata["expression"]
+        assert p.gold == str(eval(expression.replace("/", "//"))), expression  # the task divides exactly
+
+
+def test_basic_arithmetic_division_without_parentheses_is_refused() -> None:
+    # reasoning-gym's simple generator writes one divisor and divides by another ("4 / 1" -> 2).
+    with pytest.raises(ValueError, match=r"gold answers of division problems are wrong.*operators=\+,-,\*"):
+        get_env("basic_arithmetic", allow_parentheses="false")

@@ -1,0 +1,95 @@
+"""Reflection-revision pairs from a ReDuMix run, in the shape DPO trainers read.
+
+Each ReDuMix record holds the first attempt y1 (stage 1) and the mixture-decoded
+redo (stage 4) for the same prompt x, each with its verdict. A pair is written as
+
+    {"prompt": x, "chosen": redo, "rejected": y1, ...}
+
+(TRL's DPOTrainer "standard" format: `prompt` is the exact rendered text the model
+saw, so no chat template is applied twice), plus the verdicts, lambda, feedback
+policy and ids that let a user trace or filter the pair.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.naming import unknown_name_message
+from harness.store import RunDir
+
+RULES: dict[str, str] = {
+    "improved": "the first attempt was wrong and the redo is right",
+    "all": "every record whose redo differs from its first attempt",
+}
+
+
+@dataclass(frozen=True)
+class HarvestSummary:
+    records: int  # ReDuMix records read
+    pairs: int  # pairs written
+    identical: int  # records skipped because the redo equals the first attempt
+
+
+def select_pairs(records: Iterable[dict], rule: str = "improved") -> tuple[list[dict], int]:
+    """(pairs, number of records whose redo is identical to the first attempt) under `rule`."""
+    if rule not in RULES:
+        raise ValueError(unknown_name_message("harvest rule", rule, RULES))
+    pairs, identical = [], 0
+    for record in records:
+        original, revised = record["stage1_completion"], record["completion"]
+        if original == revised:
+            identical += 1
+            continue
+        if rule == "improved" and not (record["correct"] and not record["stage1_correct"]):
+            continue
+        pairs.append(_pair(record))
+    return pairs, identical
+
+
+def harvest(run_dir: str | Path, out: str | Path, rule: str = "improved") -> HarvestSummary:
+    """Write the pairs of the ReDuMix run in `run_dir` to the JSONL file `out`.
+
+    Raises:
+        ValueError: `run_dir` holds no run, or a run without ReDuMix records, or an unknown rule.
+    """
+    run = RunDir(run_dir)
+    if run.read_spec() is None:
+        raise ValueError(f"RUN_DIR (={str(run_dir)!r}) holds no run (no spec.json); pass a folder written by "
+                         "`redumix run` or `redumix sweep`")
+    records = [r for r in run.read_records() if "stage1_completion" in r]
+    if not records:
+        raise ValueError(f"RUN_DIR (={str(run_dir)!r}) has no ReDuMix records; harvest reads runs made with "
+                         "--decoder redumix")
+    pairs, identical = select_pairs(records, rule)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w") as f:
+        for pair in pairs:
+            f.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return HarvestSummary(records=len(records), pairs=len(pairs), identical=identical)
+
+
+def _pair(record: dict) -> dict:
+    return {
+        "prompt": record["contexts"][0],
+        "chosen": record["completion"],
+        "rejected": record["stage1_completion"],
+        "chosen_answer": record["answer"],
+        "chosen_correct": record["correct"],
+        "chosen_score": record["score"],
+        "rejected_answer": record["stage1_answer"],
+        "rejected_correct": record["stage1_correct"],
+        "lambda": record["lambda"],
+        "feedback_policy": record["feedback_policy"],
+        "feedback": record["feedback"],
+        "reflection": record["reflection"],
+        "env": record["env"],
+        "problem_id": record["problem_id"],
+        "gold": record["gold"],
+        "model": record["model"],
+    }
