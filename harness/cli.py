@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop", action="append", metavar="TEXT",
                      help="stop string (repeatable; default </answer>); --stop '' disables")
     run.add_argument("--out", help="run folder (default results/<env>-<decoder>-<time>)")
+    run.add_argument("--save-steps", action="store_true",
+                     help="keep per-step arrays in each record (token ids, log-probs; for mixtures KL, JS, entropy)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     run.set_defaults(handler=_cmd_run)
 
@@ -91,6 +93,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         extraction=args.extraction,
+        save_steps=args.save_steps,
     )
     out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
     summary = run(spec, out)

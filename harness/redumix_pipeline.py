@@ -81,11 +81,13 @@ def solve_batch(
     lambdas: Sequence[float] | None = None,
     skip: set[tuple[str, float]] | frozenset = frozenset(),
     cache: Stage13Cache | None = None,
+    save_steps: bool = False,
 ) -> list[dict]:
     """Run the pipeline on `problems`; one result per (problem, lam) not in `skip`.
 
     Each result holds "problem", "lambda", "row" (the stage-4 engine RowResult),
-    "verdict", "stage" (the Stage13), "stats" (per-row step means) and "mix_s".
+    "verdict", "stage" (the Stage13), "stats" (per-row step means), "mix_s", and with
+    `save_steps` "steps": the chosen token ids and every statistic per decoding step.
 
     Raises:
         ValueError: a reflective context x2 that, with max_new_tokens, does not fit
@@ -107,7 +109,7 @@ def solve_batch(
         [encode(loaded.tokenizer, stages[i].x) for i, _ in todo],
         [encode(loaded.tokenizer, stages[i].x2) for i, _ in todo],
     ]
-    stats = _StepStats(len(todo))
+    stats = _StepStats(len(todo), keep_steps=save_steps)
     began = time.perf_counter()
     outs = engine.decode(
         loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
@@ -121,7 +123,7 @@ def solve_batch(
         results.append({
             "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),
             "stage": stages[i], "stats": stats.means(j), "mix_s": mix_s,
-        })
+        } | ({"steps": {"token_ids": row.token_ids, **stats.per_step(j)}} if save_steps else {}))
     return results
 
 
@@ -242,9 +244,10 @@ def _check_fits(loaded, decoder, problem, what, text, new_tokens, new_name="max_
 class _StepStats:
     """`on_step` observer: per-row sums of the divergence statistics over decoding steps."""
 
-    def __init__(self, num_rows: int) -> None:
+    def __init__(self, num_rows: int, keep_steps: bool = False) -> None:
         self.sums = torch.zeros(num_rows, len(STAT_NAMES), dtype=torch.float64)
         self.counts = torch.zeros(num_rows, dtype=torch.float64)
+        self.steps: list[list[list[float]]] | None = [[] for _ in range(num_rows)] if keep_steps else None
 
     def __call__(self, view: engine.StepView) -> None:
         lp1, lp2 = view.logprobs[0], view.logprobs[1]
@@ -256,6 +259,14 @@ class _StepStats:
         rows = torch.tensor(view.rows)
         self.sums[rows] += values
         self.counts[rows] += 1
+        if self.steps is not None:
+            for row, row_values in zip(view.rows, values.tolist(), strict=True):
+                self.steps[row].append(row_values)
+
+    def per_step(self, row: int) -> dict[str, list[float]]:
+        """Each statistic's value at every step of `row` (rounded: these go to JSON)."""
+        columns = zip(*self.steps[row], strict=True) if self.steps[row] else [[] for _ in STAT_NAMES]
+        return {name: [round(v, 6) for v in column] for name, column in zip(STAT_NAMES, columns, strict=True)}
 
     def means(self, row: int) -> dict[str, float]:
         count = float(self.counts[row])

@@ -38,6 +38,7 @@ class RunSpec:
     dtype: str = "float32"
     device: str = "cpu"
     extraction: str = "strict"  # answer extraction: "strict" (<answer> tags only) or "flexible"
+    save_steps: bool = False  # keep per-step arrays (token ids, log-probs, mixture statistics) in each record
 
     def __post_init__(self) -> None:
         for name in ("n", "max_new_tokens", "batch_size"):
@@ -132,7 +133,7 @@ def iter_record_batches(spec: RunSpec, env, decoder, loaded: LoadedModel, todo: 
             continue
         results = redumix_pipeline.solve_batch(
             env, loaded, decoder, batch, max_new_tokens=spec.max_new_tokens, stop=spec.stop, seed=spec.seed,
-            skip=done, cache=cache,
+            skip=done, cache=cache, save_steps=spec.save_steps,
         )
         yield [_redumix_record(spec, loaded, decoder, res) for res in results]
 
@@ -147,11 +148,18 @@ def _decode_batch(spec: RunSpec, env, decoder, loaded: LoadedModel, batch: list)
         max_new_tokens=spec.max_new_tokens,
         stop_strings=spec.stop,
         rngs=[row_generator(spec.seed, p.problem_id) for p in batch],
+        return_logprobs=spec.save_steps,
     )
     return [
         _record(spec, loaded, decoder, problem, prompt, row, env.verify(problem, row.text))
+        | ({"steps": _single_stream_steps(row)} if spec.save_steps else {})
         for problem, prompt, row in zip(batch, prompts, rows, strict=True)
     ]
+
+
+def _single_stream_steps(row) -> dict[str, list]:
+    # token_logprobs[t] = [log-prob of the chosen token under the stream, (under the decoder's distribution)]
+    return {"token_ids": row.token_ids, "logprob": [round(t[0], 6) for t in row.token_logprobs]}
 
 
 def _is_redumix(decoder) -> bool:
@@ -170,7 +178,7 @@ def _run_redumix(spec, env, decoder, loaded, run_dir, problems, todo, done, prog
         batch = todo[start : start + spec.batch_size]
         results = redumix_pipeline.solve_batch(
             env, loaded, decoder, batch, max_new_tokens=spec.max_new_tokens, stop=spec.stop, seed=spec.seed,
-            skip=done, cache=cache,
+            skip=done, cache=cache, save_steps=spec.save_steps,
         )
         records = [_redumix_record(spec, loaded, decoder, res) for res in results]
         for res in results:
@@ -211,7 +219,7 @@ def _redumix_record(spec, loaded, decoder, res) -> dict:
         "reflection_s": round(stage.reflection_s, 4),
         "compress_s": round(stage.compress_s, 4),
         "mix_s": round(res["mix_s"], 4),
-    }
+    } | ({"steps": res["steps"]} if "steps" in res else {})
 
 
 def _claim(run_dir: RunDir, resolved: dict) -> None:

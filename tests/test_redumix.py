@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -110,12 +111,30 @@ def test_statistics_are_finite_and_consistent(sweep):
         for name in redumix_pipeline.STAT_NAMES:
             assert math.isfinite(r[name]), name
         assert 0.0 <= r["top1_agree"] <= 1.0
+        assert "steps" not in r  # per-step arrays only on request
         assert 0.0 <= r["js_p1_p2"] <= math.log(2) + 1e-6
         assert r["kl_p1_p2"] >= -1e-6 and r["entropy_mix"] >= -1e-6
         if r["lambda"] == 1.0:
             assert abs(r["kl_mix_p1"]) < 1e-6
         if r["lambda"] == 0.0:
             assert abs(r["kl_mix_p2"]) < 1e-6
+
+
+def test_save_steps_keeps_arrays_whose_means_are_the_record_statistics(tiny, tmp_path):
+    spec = dataclasses.replace(_spec("0,0.5"), n=2, save_steps=True)
+    run(spec, tmp_path / "run", loaded=tiny, progress=False)
+    for r in _records(tmp_path / "run"):
+        steps = r["steps"]
+        assert len(steps["token_ids"]) == r["new_tokens"]
+        for name in redumix_pipeline.STAT_NAMES:
+            assert len(steps[name]) == r["new_tokens"]
+            assert math.isclose(sum(steps[name]) / len(steps[name]), r[name], rel_tol=1e-4, abs_tol=1e-5), name
+    greedy = RunSpec(env="basic_arithmetic", n=2, model="tiny", env_config=dict(EASY), max_new_tokens=MAX_NEW,
+                     save_steps=True)
+    run(greedy, tmp_path / "greedy", loaded=tiny, progress=False)
+    for r in _records(tmp_path / "greedy"):
+        assert len(r["steps"]["token_ids"]) == len(r["steps"]["logprob"]) == r["new_tokens"]
+        assert all(lp <= 0.0 for lp in r["steps"]["logprob"])
 
 
 def test_resume_fills_only_missing_lambdas(sweep, tiny, tmp_path):
