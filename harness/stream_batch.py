@@ -3,6 +3,7 @@ ids and a KV cache, advanced one token (or one soft input) at a time."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +27,9 @@ class StreamBatch:
         self.cache: DynamicCache | None = None
         self.mask: Tensor | None = None  # (rows, seen) 1 for real tokens
         self.last_position: Tensor | None = None  # (rows, 1)
+        # Newer transformers name the cache argument `cache`; older ones `past_key_values`.
+        params = inspect.signature(model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @torch.inference_mode()
     def prefill(self, rows: Sequence[Sequence[int]]) -> Tensor:
@@ -45,7 +49,7 @@ class StreamBatch:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            **{self.cache_kwarg: self.cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -67,7 +71,7 @@ class StreamBatch:
         out = self.model(
             attention_mask=self.mask,
             position_ids=self.last_position,
-            past_key_values=self.cache,
+            **{self.cache_kwarg: self.cache},
             use_cache=True,
             **kwargs,
         )
