@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     rule.add_argument("--all", action="store_true", help="every record whose redo differs from its first attempt")
     harvest.set_defaults(handler=_cmd_harvest)
 
+    sweep = sub.add_parser("sweep", help="run a config's grid of models, envs, decoders, lambdas, seeds and "
+                                         "feedback policies into one resumable folder, then write its report")
+    sweep.add_argument("config", metavar="CONFIG", help="sweep config (YAML), e.g. configs/quick.yaml")
+    sweep.add_argument("--out", help="sweep folder (default: the config's `out`, else results/<config name>)")
+    sweep.add_argument("--force-new", action="store_true",
+                       help="if the folder holds another sweep, move its files to replaced-<time>/ and start afresh")
+    sweep.add_argument("--no-report", action="store_true", help="skip the report (write it later: redumix report)")
+    sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    report = sub.add_parser("report", help="write summary.csv, samples.csv and report.html of a sweep or run folder")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `redumix sweep` or `redumix run`")
+    report.set_defaults(handler=_cmd_report)
+
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
     lister.set_defaults(handler=_cmd_list)
@@ -115,6 +129,43 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
     summary = harvest(args.run_dir, args.out, rule)
     print(f"{summary.pairs} pairs ({rule}) from {summary.records} records "
           f"({summary.identical} skipped: redo identical to the first attempt) -> {args.out}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.sweep_config import load_config
+
+    # Checked in full before anything is imported for decoding or written.
+    config = load_config(args.config)
+    out = Path(args.out or config.out or RESULTS_DIR / config.name)
+
+    import torch
+
+    from harness.report import format_summary
+    from harness.sweep import run_sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_sweep(config, out, force_new=args.force_new, write_report=not args.no_report)
+    print(f"records: {result.total} ({result.new} new, {result.total - result.new} already recorded)")
+    t = result.timings
+    print(f"time: {t['total_s']:.1f} s (model load {t['load_s']:.1f} s, stages 1-3 {t['stage_s']:.1f} s, "
+          f"decoding {t['decode_s']:.1f} s, report {t['report_s']:.1f} s)")
+    if result.report is not None:
+        print(format_summary(result.report.summary))
+        print(f"report: {result.report.html}")
+        print(f"tables: {result.report.summary_csv}, {result.report.samples_csv}")
+    print(f"results: {result.out / 'samples.jsonl'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import format_summary, write_report
+
+    report = write_report(args.run_dir)
+    print(format_summary(report.summary))
+    print(f"report: {report.html}")
+    print(f"tables: {report.summary_csv}, {report.samples_csv}")
     return 0
 
 

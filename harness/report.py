@@ -1,0 +1,250 @@
+"""Reports of a run or sweep folder, from its files alone: summary.csv (one row per
+group, every metric of `harness.metrics`), samples.csv (one row per record) and
+report.html, a single self-contained page (figures inlined as PNG, no network).
+
+The page is rendered by Jinja2 with auto-escaping, and the per-sample data rides in
+a JSON script block that the browser fills in as text, so model outputs full of `<`
+and `&` can neither break the page nor inject markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
+
+from harness import metrics  # noqa: E402
+from harness.store import RunDir  # noqa: E402
+
+TEMPLATES = Path(__file__).parent / "templates"
+SUMMARY_FILE, SAMPLES_CSV, HTML_FILE = "summary.csv", "samples.csv", "report.html"
+# What the per-sample browser shows; long texts are cut for the page (samples.csv has them whole).
+BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed", "problem_id",
+                  "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
+                  "completion", "score", "correct", "format_ok"]
+TEXT_LIMIT = 4000
+
+
+@dataclass(frozen=True)
+class Report:
+    summary_csv: Path
+    samples_csv: Path
+    html: Path
+    summary: pd.DataFrame
+
+
+def load_records(run_dir: str | Path) -> pd.DataFrame:
+    """Every record of a run or sweep folder as a table (a torn last line is skipped).
+
+    Raises:
+        ValueError: the folder has no records.
+    """
+    store = RunDir(run_dir)
+    records = store.read_records()
+    if not records:
+        raise ValueError(f"run folder (={str(store.path)!r}) holds no records ({store.samples_path.name} is missing "
+                         "or empty); give a folder written by `redumix sweep` or `redumix run`")
+    return pd.DataFrame.from_records(records)
+
+
+def write_report(run_dir: str | Path, seed: int = 0) -> Report:
+    """Write summary.csv, samples.csv and report.html into `run_dir`; `seed` drives the bootstrap."""
+    store = RunDir(run_dir)
+    records = load_records(store.path)
+    summary = metrics.summarize(records, seed=seed)
+    summary.to_csv(store.path / SUMMARY_FILE, index=False)
+    _flat(records).to_csv(store.path / SAMPLES_CSV, index=False)
+    html = render_html(summary, metrics.normalize(records), store.read_spec() or {}, title=store.path.name)
+    (store.path / HTML_FILE).write_text(html, encoding="utf-8")
+    return Report(store.path / SUMMARY_FILE, store.path / SAMPLES_CSV, store.path / HTML_FILE, summary)
+
+
+def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str) -> str:
+    """The report page as one string (see the module docstring)."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    figures = [fig for fig in (
+        ("Accuracy vs lambda", accuracy_figure(summary),
+         "Strict accuracy with 95% Wilson intervals; decoders without lambda are horizontal lines "
+         "(greedy dashed)."),
+        ("Divergences vs lambda", divergence_figure(summary),
+         "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders."),
+        ("Cost against greedy", overhead_figure(summary),
+         "Mean compute seconds per answer (batching amortised, every stage included) over greedy's."),
+        ("Fixes and breaks vs lambda", fix_break_figure(summary),
+         "Fraction of answers turned wrong->right (fix) and right->wrong (break) against the first attempt."),
+    ) if fig[1] is not None]
+    columns = [c for c in metrics.SUMMARY_COLUMNS if c in summary and summary[c].notna().any()]
+    rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
+    samples = [{k: _json_value(r.get(k), k) for k in BROWSER_FIELDS} for r in records.to_dict("records")]
+    return env.get_template("report.html.j2").render(
+        title=title, figures=figures, columns=columns, rows=rows, samples=samples,
+        spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
+        missing_figures=4 - len(figures),
+    )
+
+
+def _series(summary: pd.DataFrame):
+    """(panel title, panel rows) per (model, env)."""
+    for (model, env), panel in summary.groupby(["model", "env_label"], sort=True):
+        yield f"{env} ({Path(str(model)).name})", panel
+
+
+def _mixing(panel: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    rows = panel[panel["lambda"].notna()]
+    out = []
+    for (label, policy), line in rows.groupby(["decoder_label", rows["feedback_policy"].fillna("")], sort=True):
+        name = f"{label} [{policy}]" if policy else label
+        out.append((name, line.assign(lam=line["lambda"].astype(float)).sort_values("lam")))
+    return out
+
+
+def _panels(count: int, cols: int = 2, width: float = 5.2, height: float = 3.6):
+    cols = min(cols, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
+def accuracy_figure(summary: pd.DataFrame) -> str:
+    panels = list(_series(summary))
+    fig, axes = _panels(len(panels))
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        for name, line in _mixing(panel):
+            ax.plot(line["lam"], line["accuracy"], marker="o", label=name)
+            ax.fill_between(line["lam"], line["accuracy_lo"], line["accuracy_hi"], alpha=0.2)
+        for _, row in panel[panel["lambda"].isna()].iterrows():
+            greedy = row["decoder"] == metrics.REFERENCE_DECODER
+            ax.axhline(row["accuracy"], linestyle="--" if greedy else ":", color="black" if greedy else None,
+                       label=f"{row['decoder_label']} (n={row['n']})")
+            ax.axhspan(row["accuracy_lo"], row["accuracy_hi"], color="grey", alpha=0.08)
+        ax.set(title=title, xlabel="lambda (weight of the original context)", ylabel="accuracy",
+               ylim=(-0.02, 1.02), xlim=(-0.05, 1.05))
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def divergence_figure(summary: pd.DataFrame) -> str | None:
+    stats = [("kl_mix_p1", "KL(P_mix || P1)"), ("kl_mix_p2", "KL(P_mix || P2)"), ("js_p1_p2", "JS(P1, P2)")]
+    panels = [(t, p) for t, p in _series(summary) if p["lambda"].notna().any() and p["kl_mix_p1"].notna().any()]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels))
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        for name, line in _mixing(panel):
+            for (column, label), style in zip(stats, ("-o", "--s", ":^"), strict=True):
+                ax.plot(line["lam"], line[column], style, label=f"{label} {name}")
+        ax.set(title=title, xlabel="lambda", ylabel="nats per step")
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def overhead_figure(summary: pd.DataFrame) -> str | None:
+    panels = [(t, p) for t, p in _series(summary) if p["overhead_vs_greedy"].notna().any()]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels), cols=1, width=9)
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        panel = panel[panel["overhead_vs_greedy"].notna()]
+        labels = [_group_label(row) for _, row in panel.iterrows()]
+        ax.bar(range(len(panel)), panel["overhead_vs_greedy"], color="tab:blue")
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(panel)), labels, rotation=30, ha="right", fontsize=7)
+        ax.set(title=title, ylabel="cost per answer / greedy's")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fix_break_figure(summary: pd.DataFrame) -> str | None:
+    panels = [(t, p) for t, p in _series(summary) if (p["lambda"].notna() & p["fix_rate"].notna()).any()]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels))
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        for name, line in _mixing(panel):
+            if line["fix_rate"].isna().all():
+                continue
+            (drawn,) = ax.plot(line["lam"], line["fix_rate"], "-o", label=f"fix {name}")
+            ax.plot(line["lam"], line["break_rate"], "--x", color=drawn.get_color(), label=f"break {name}")
+        ax.set(title=title, xlabel="lambda", ylabel="fraction of answers", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _group_label(row) -> str:
+    parts = [str(row["decoder_label"])]
+    if pd.notna(row["lambda"]):
+        parts.append(f"lam={float(row['lambda']):g}")
+    if pd.notna(row["feedback_policy"]):
+        parts.append(str(row["feedback_policy"]))
+    return " ".join(parts)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    if not fig.get_tight_layout():
+        fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _cell(value) -> dict:
+    """A summary-table cell: the text shown and the value it sorts by."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return {"text": "", "sort": ""}
+    if isinstance(value, float):
+        return {"text": f"{value:.4g}", "sort": value}
+    if isinstance(value, int):
+        return {"text": str(value), "sort": value}
+    return {"text": str(value), "sort": str(value)}
+
+
+def _json_value(value, key: str):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str) and len(value) > TEXT_LIMIT:
+        return value[:TEXT_LIMIT] + f" [... {len(value) - TEXT_LIMIT} more characters in samples.csv]"
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def _flat(records: pd.DataFrame) -> pd.DataFrame:
+    """Records for CSV: nested values (contexts, decoder configs) as JSON text."""
+    out = records.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, list | dict)).any():
+            out[column] = out[column].map(lambda v: json.dumps(v) if isinstance(v, list | dict) else v)
+    return out
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The summary as a plain-text table for the terminal (every column is in summary.csv)."""
+    table = pd.DataFrame({
+        "env": summary["env_label"],
+        "decoder": summary["decoder_label"],
+        "lambda": summary["lambda"].map(lambda v: "" if pd.isna(v) else f"{float(v):g}"),
+        "feedback": summary["feedback_policy"].map(lambda v: "" if pd.isna(v) else v),
+        "n": summary["n"],
+        "accuracy [95% CI]": [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in
+                              zip(summary["accuracy"], summary["accuracy_lo"], summary["accuracy_hi"], strict=True)],
+        "fix/break": [("" if pd.isna(f) else f"{f:.2f}/{b:.2f}") for f, b in
+                      zip(summary["fix_rate"], summary["break_rate"], strict=True)],
+        "p50 s": summary["latency_p50_s"].map(lambda v: f"{v:.2f}"),
+        "x greedy": summary["overhead_vs_greedy"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+    })
+    if summary["model"].nunique() > 1:
+        table.insert(0, "model", summary["model"].map(lambda m: Path(str(m)).name))
+    return table.to_string(index=False)

@@ -1,0 +1,252 @@
+"""Sweeps: a config's grid of (model, env, seed, decoder, feedback policy, lambda) decoded
+into one resumable samples.jsonl, then summarised by `harness.report`.
+
+A work unit is one (model, env, seed, decoder entry, feedback policy); a redumix unit
+covers its whole lambda grid so that stages 1-3 run once per problem (a stage cache is
+also shared by every unit of a model). Each record carries a `key` built only from the
+config, so a re-run skips exactly the records already on disk: after a crash at any
+point the folder ends with no duplicate and no missing record.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from decoders import get_decoder
+from envs import get_env
+from harness import redumix_pipeline
+from harness.models import load_model
+from harness.runner import RunSpec, iter_record_batches
+from harness.store import RunDir
+from harness.sweep_config import DecoderEntry, EnvEntry, SweepConfig
+
+SWEEP_SPEC_KEY = "sweep"
+# Files a sweep folder holds; --force-new moves them aside together.
+SWEEP_FILES = ("spec.json", "samples.jsonl", "summary.csv", "samples.csv", "report.html")
+STAGE_FIELDS = ("stage1_s", "feedback_s", "reflection_s", "compress_s")
+
+
+def record_key(model: str, env: str, problem_id: str, decoder: str, lam: float | None, seed: int,
+               feedback: str | None) -> str:
+    """The record's identity, e.g. 'smollm2-135m|basic_arithmetic|basic_arithmetic-s0-3|redumix|0.5|0|binary'."""
+    lam_part = "-" if lam is None else repr(float(lam))
+    return "|".join([model, env, problem_id, decoder, lam_part, str(seed), feedback or "-"])
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One decoder entry on one (model, env, seed), under one feedback policy."""
+
+    model: str
+    env: EnvEntry
+    seed: int
+    decoder: DecoderEntry
+    feedback: str | None
+    lambdas: tuple[float, ...] | None  # the lambdas this unit decodes (None: the decoder does not mix)
+
+    @property
+    def label(self) -> str:
+        parts = [self.env.label, self.decoder.label]
+        if self.feedback:
+            parts.append(self.feedback)
+        if self.lambdas and len(self.lambdas) == 1:
+            parts.append(f"lam={self.lambdas[0]:g}")
+        return " ".join(parts) + f" s{self.seed}"
+
+    def decoder_config(self) -> dict:
+        config = dict(self.decoder.config)
+        if self.lambdas is not None:
+            config["lam"] = self.lambdas if len(self.lambdas) > 1 else self.lambdas[0]
+        if self.feedback is not None:
+            config["feedback"] = self.feedback
+        return config
+
+    def keys(self, problem_id: str) -> list[str]:
+        return [record_key(self.model, self.env.label, problem_id, self.decoder.label, lam, self.seed, self.feedback)
+                for lam in (self.lambdas or (None,))]
+
+
+def plan(config: SweepConfig) -> list[Unit]:
+    """Every work unit of `config`, grouped by model so each model loads once."""
+    units = []
+    for model in config.models:
+        for env in config.envs:
+            for seed in config.seeds:
+                for dec in config.decoders:
+                    for policy in dec.feedback or (None,):
+                        if dec.lambdas is None:
+                            units.append(Unit(model, env, seed, dec, policy, None))
+                        elif dec.name == "redumix":
+                            # The redumix pipeline shares stages 1-3 across lambdas inside one unit.
+                            units.append(Unit(model, env, seed, dec, policy, dec.lambdas))
+                        else:
+                            units.extend(Unit(model, env, seed, dec, policy, (lam,)) for lam in dec.lambdas)
+    return units
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    total: int  # records in the folder at the end
+    new: int  # records written by this call
+    timings: dict[str, float] = field(default_factory=dict)
+    report: object | None = None  # harness.report.Report when a report was written
+
+
+def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
+              models: Mapping[str, object] | None = None, progress: bool = True,
+              write_report: bool = True) -> SweepResult:
+    """Decode every missing record of `config` into `out`/samples.jsonl, then write the report.
+
+    Args:
+        models: already-loaded models by config name (skips loading them).
+        force_new: when `out` holds another sweep, move its files to `out`/replaced-<time>/
+            and start afresh instead of refusing.
+
+    Raises:
+        ValueError: `out` holds a different sweep or run (and not force_new).
+    """
+    began = time.perf_counter()
+    units = plan(config)
+    store = RunDir(out)
+    resolved = config.resolved()
+    _claim(store, resolved, force_new)
+    store.write_spec({SWEEP_SPEC_KEY: resolved, "models": (store.read_spec() or {}).get("models", {})})
+
+    present = {r.get("key") for r in store.read_records()}
+    work = []  # (unit, problems, env) with at least one missing key
+    expected: set[str] = set()
+    for unit in units:
+        env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
+        problems = env.problems(unit.env.n, unit.seed)
+        keys = {k for p in problems for k in unit.keys(p.problem_id)}
+        expected |= keys
+        if keys - present:
+            work.append((unit, problems, env))
+
+    timings = {"load_s": 0.0, "stage_s": 0.0, "decode_s": 0.0, "report_s": 0.0}
+    new_records: list[dict] = []
+    bar = tqdm(total=len(expected), initial=len(expected & present), desc="sweep", unit="record",
+               disable=not progress)
+    loaded_by_model = dict(models or {})
+    for model in dict.fromkeys(u.model for u, _, _ in work):
+        if model not in loaded_by_model:
+            t0 = time.perf_counter()
+            loaded_by_model[model] = load_model(model, dtype=config.dtype, device=config.device)
+            timings["load_s"] += time.perf_counter() - t0
+        loaded = loaded_by_model[model]
+        _record_model(store, model, loaded)
+        cache = redumix_pipeline.Stage13Cache()
+        model_work = [(u, p, e) for u, p, e in work if u.model == model]
+        for index, (unit, problems, env) in enumerate(model_work, 1):
+            bar.set_description(f"unit {index}/{len(model_work)} {unit.label}")
+            t0 = time.perf_counter()
+            written = _run_unit(config, unit, problems, env, loaded, store, present, cache, bar)
+            timings["decode_s"] += time.perf_counter() - t0
+            new_records.extend(written)
+    bar.close()
+    # Stage 1-3 time, counted once per problem (its records repeat it for every lambda).
+    stages = {(r["key"].rsplit("|", 3)[0], r["seed"], r.get("feedback_policy")): r["stage_s"]
+              for r in new_records if r.get("stage_s")}
+    timings["stage_s"] = sum(stages.values())
+    timings["decode_s"] = max(0.0, timings["decode_s"] - timings["stage_s"])
+
+    result = SweepResult(out=store.path, total=len(present), new=len(new_records), timings=timings)
+    if write_report:
+        from harness.report import write_report
+
+        t0 = time.perf_counter()
+        result.report = write_report(store.path)
+        timings["report_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - began
+    return result
+
+
+def _run_unit(config, unit, problems, env, loaded, store, present, cache, bar) -> list[dict]:
+    """Decode the unit's missing records, appending each batch as it finishes."""
+    spec = RunSpec(env=unit.env.name, decoder=unit.decoder.name, n=unit.env.n, seed=unit.seed, model=unit.model,
+                   env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
+                   max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
+                   dtype=config.dtype, device=config.device, extraction=config.extraction)
+    decoder = get_decoder(spec.decoder, **spec.decoder_config)
+    todo = [p for p in problems if any(k not in present for k in unit.keys(p.problem_id))]
+    # The (problem, lambda) pairs of this unit already on disk, in the runner's terms.
+    done = {(p.problem_id, lam) for p in problems for lam, k in zip(unit.lambdas or (None,), unit.keys(p.problem_id),
+                                                                    strict=True) if k in present}
+    written = []
+    batches = iter_record_batches(spec, env, decoder, loaded, todo, done, cache)
+    while True:
+        t0 = time.perf_counter()
+        records = next(batches, None)
+        if records is None:
+            break
+        wall = time.perf_counter() - t0
+        records = [_annotate(unit, r, wall / max(1, len(records))) for r in records]
+        records = [r for r in records if r["key"] not in present]
+        store.append(records)
+        present.update(r["key"] for r in records)
+        written.extend(records)
+        bar.update(len(records))
+    return written
+
+
+def _annotate(unit: Unit, record: dict, batch_share_s: float) -> dict:
+    """Sweep fields on a runner record: its key, labels, and comparable time costs."""
+    lam = record.get("lambda", unit.lambdas[0] if unit.lambdas else None)
+    stage_s = sum(record.get(name) or 0.0 for name in STAGE_FIELDS)
+    # Seconds of compute one answer took, batching amortised: the batch's wall time split over
+    # its rows for single-pass decoders; for redumix, its stage times (already split that way).
+    cost_s = stage_s + record["mix_s"] if "mix_s" in record else batch_share_s
+    return record | {
+        "key": record_key(unit.model, unit.env.label, record["problem_id"], unit.decoder.label, lam, unit.seed,
+                          unit.feedback),
+        "env_label": unit.env.label,
+        "decoder_label": unit.decoder.label,
+        "lambda": lam,
+        "feedback_policy": unit.feedback,
+        "stage_s": round(stage_s, 4),
+        "cost_s": round(cost_s, 4),
+    }
+
+
+def _claim(store: RunDir, resolved: dict, force_new: bool) -> None:
+    """Refuse a folder that holds anything but this sweep, unless told to start over."""
+    existing = store.read_spec()
+    holds_records = store.samples_path.is_file() and store.samples_path.stat().st_size > 0
+    if existing is None and not holds_records:
+        return
+    if existing is not None and existing.get(SWEEP_SPEC_KEY) == resolved:
+        return
+    if not force_new:
+        if existing is None:
+            what = "records without a spec.json"
+        elif SWEEP_SPEC_KEY not in existing:
+            what = "a `redumix run` folder"
+        else:
+            changed = sorted(k for k in set(resolved) | set(existing[SWEEP_SPEC_KEY])
+                             if resolved.get(k) != existing[SWEEP_SPEC_KEY].get(k))
+            what = f"a different sweep (differs in: {', '.join(changed)})"
+        raise ValueError(
+            f"out (={str(store.path)!r}) already holds {what}; re-run with that sweep's config to resume it, "
+            "choose another --out, or pass --force-new to start over (the old files are moved to "
+            f"{store.path}/replaced-<time>/, not deleted)"
+        )
+    backup = store.path / f"replaced-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    backup.mkdir()
+    for name in SWEEP_FILES:
+        if (store.path / name).exists():
+            shutil.move(str(store.path / name), backup / name)
+
+
+def _record_model(store: RunDir, name: str, loaded) -> None:
+    spec = store.read_spec() or {}
+    spec.setdefault("models", {})[name] = json.loads(json.dumps(loaded.describe()))
+    store.write_spec(spec)

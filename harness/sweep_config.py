@@ -1,0 +1,386 @@
+"""Sweep configs: one YAML file naming models, environments, decoders, lambda grids,
+seeds and feedback policies, checked in full before any work starts.
+
+Every error names the key path (e.g. ``decoders[1].lambdas[2]``), the value and the
+fix; unknown keys and names answer with a did-you-mean. Checking builds every
+environment and decoder once, so a config that passes cannot fail on its settings
+half-way through a sweep.
+
+Example::
+
+    name: quick
+    models: [smollm2-135m]
+    seeds: [0]
+    max_new_tokens: 48
+    envs:
+      - name: basic_arithmetic
+        n: 8
+        config: {min_terms: 2, max_terms: 2}
+    decoders:
+      - name: greedy
+      - name: redumix
+        lambdas: [0, 0.5, 1]
+        feedback: [ground_truth]
+        config: {reflection_max_new_tokens: 48}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.naming import closest
+
+# Top-level keys -> (required, default). `out` is where results go, not part of the sweep's identity.
+TOP_KEYS: dict[str, tuple[bool, Any]] = {
+    "name": (False, None),
+    "out": (False, None),
+    "models": (True, None),
+    "envs": (True, None),
+    "decoders": (True, None),
+    "seeds": (False, [0]),
+    "max_new_tokens": (False, 256),
+    "batch_size": (False, 8),
+    "stop": (False, ["</answer>"]),
+    "dtype": (False, "float32"),
+    "device": (False, "cpu"),
+    "extraction": (False, "strict"),
+}
+ENV_KEYS = {"name": (True, None), "label": (False, None), "n": (False, 20), "config": (False, {})}
+DECODER_KEYS = {
+    "name": (True, None),
+    "label": (False, None),
+    "config": (False, {}),
+    "lambdas": (False, None),
+    "feedback": (False, None),
+}
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One environment of the sweep; `label` tells apart two entries of the same task."""
+
+    name: str
+    label: str
+    n: int
+    config: dict  # the overrides as written (the resolved task config is in `resolved_config`)
+    resolved_config: dict
+
+
+@dataclass(frozen=True)
+class DecoderEntry:
+    """One decoder of the sweep, with its lambda grid and feedback policies where it has them."""
+
+    name: str
+    label: str
+    config: dict  # parameters as written, without lam / feedback
+    resolved_config: dict  # every parameter, defaults filled in (lam / feedback as the grid)
+    lambdas: tuple[float, ...] | None  # None: the decoder does not mix
+    feedback: tuple[str, ...] | None  # None: the decoder takes no feedback
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    out: str | None
+    models: tuple[str, ...]
+    envs: tuple[EnvEntry, ...]
+    decoders: tuple[DecoderEntry, ...]
+    seeds: tuple[int, ...]
+    max_new_tokens: int
+    batch_size: int
+    stop: tuple[str, ...]
+    dtype: str
+    device: str
+    extraction: str
+
+    def resolved(self) -> dict:
+        """The sweep's identity as JSON: two configs with equal `resolved()` make the same records."""
+        data = dataclasses.asdict(self)
+        data.pop("out")
+        for env in data["envs"]:
+            env.pop("config")
+        for dec in data["decoders"]:
+            dec.pop("config")
+        return json.loads(json.dumps(data))
+
+
+class ConfigError(ValueError):
+    """A sweep config that cannot run; the message names the key path, the value and the fix."""
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and check a sweep config file.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, or any invalid setting.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep config {str(path)!r} does not exist; give the path of a YAML file such as "
+                          "configs/quick.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_config(data, source=str(path), default_name=path.stem)
+
+
+def parse_config(data: Any, source: str = "config", default_name: str = "sweep") -> SweepConfig:
+    """Check a config mapping (as read from YAML) and resolve it.
+
+    Raises:
+        ConfigError: the first problem found, prefixed with `source` and the key path.
+    """
+    try:
+        return _Checker().sweep(data, default_name)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+class _Checker:
+    def sweep(self, data: Any, default_name: str) -> SweepConfig:
+        top = _mapping(data, "the top level", TOP_KEYS)
+        name = _string(top["name"] if top["name"] is not None else default_name, "name")
+        out = _string(top["out"], "out") if top["out"] is not None else None
+        models = tuple(_string(m, f"models[{i}]") for i, m in enumerate(_list(top["models"], "models")))
+        _unique(models, "models")
+        seeds = tuple(_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(_list(top["seeds"], "seeds")))
+        _unique(seeds, "seeds")
+        max_new_tokens = _int(top["max_new_tokens"], "max_new_tokens", minimum=1)
+        batch_size = _int(top["batch_size"], "batch_size", minimum=1)
+        stop_value = top["stop"]
+        stop = tuple(_string(s, f"stop[{i}]") for i, s in enumerate(_list(stop_value, "stop", allow_empty=True)))
+        dtype = self._choice(top["dtype"], "dtype", _dtypes())
+        device = _string(top["device"], "device")
+        self._check_device(device)
+        from envs.answer import EXTRACTION_MODES
+
+        extraction = self._choice(top["extraction"], "extraction", EXTRACTION_MODES)
+        for i, model in enumerate(models):
+            self._check_model(model, f"models[{i}]")
+        envs = tuple(self._env(e, f"envs[{i}]", extraction) for i, e in enumerate(_list(top["envs"], "envs")))
+        _unique([e.label for e in envs], "envs", what="label", fix="give one of them a distinct `label`")
+        decoders = tuple(self._decoder(d, f"decoders[{i}]") for i, d in enumerate(_list(top["decoders"], "decoders")))
+        _unique([d.label for d in decoders], "decoders", what="label", fix="give one of them a distinct `label`")
+        self._check_policies_fit_envs(decoders, envs, extraction)
+        config = SweepConfig(
+            name=name, out=out, models=models, envs=envs, decoders=decoders, seeds=seeds,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, dtype=dtype, device=device,
+            extraction=extraction,
+        )
+        self._check_problems(config)
+        return config
+
+    def _env(self, data: Any, path: str, extraction: str) -> EnvEntry:
+        from envs import available_envs, get_env
+
+        entry = _mapping(data, path, ENV_KEYS)
+        name = _string(entry["name"], f"{path}.name")
+        names = available_envs()
+        if name not in names:
+            guesses = closest(name, names)
+            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            raise ConfigError(f"{path}.name (={name!r}) is not an environment.{hint} "
+                              "See `redumix list envs` for every name")
+        overrides = _mapping(entry["config"], f"{path}.config")
+        try:
+            env = get_env(name, extraction=extraction, **overrides)
+        except ValueError as err:
+            raise ConfigError(f"{path}.config: {err}") from None
+        label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
+        _check_label(label, f"{path}.label")
+        return EnvEntry(name=name, label=label, n=_int(entry["n"], f"{path}.n", minimum=1),
+                        config=dict(overrides), resolved_config=env.config())
+
+    def _decoder(self, data: Any, path: str) -> DecoderEntry:
+        from decoders import available_decoders, get_decoder
+        from decoders.registry import decoder_class
+
+        entry = _mapping(data, path, DECODER_KEYS)
+        name = _string(entry["name"], f"{path}.name")
+        if name not in available_decoders():
+            guesses = closest(name, available_decoders())
+            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            raise ConfigError(f"{path}.name (={name!r}) is not a decoder.{hint} "
+                              f"Available: {', '.join(available_decoders())}")
+        fields = {f.name for f in dataclasses.fields(decoder_class(name)) if f.init}
+        config = dict(_mapping(entry["config"], f"{path}.config"))
+        for key, list_key in (("lam", "lambdas"), ("feedback", "feedback")):
+            if key in config:
+                raise ConfigError(f"{path}.config.{key} (={config[key]!r}): set it with `{list_key}: [...]` "
+                                  f"beside `config`, which the sweep expands into a grid")
+        try:
+            base = get_decoder(name, **config)
+        except ValueError as err:
+            raise ConfigError(f"{path}.config: {err}") from None
+
+        lambdas = self._grid(entry["lambdas"], f"{path}.lambdas", name, "lam", fields, config, float)
+        feedback = self._grid(entry["feedback"], f"{path}.feedback", name, "feedback", fields, config, str)
+        resolved = base.config()
+        if lambdas is None and "lam" in fields:
+            lam = resolved["lam"]
+            lambdas = tuple(float(v) for v in lam) if isinstance(lam, list | tuple) else (float(lam),)
+        if feedback is None and "feedback" in fields:
+            feedback = (resolved["feedback"],)
+        if lambdas is not None:
+            resolved["lam"] = list(lambdas)
+        if feedback is not None:
+            resolved["feedback"] = list(feedback)
+        label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
+        _check_label(label, f"{path}.label")
+        return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved,
+                            lambdas=lambdas, feedback=feedback)
+
+    def _grid(self, value, path, decoder, field, fields, config, kind) -> tuple | None:
+        """A list of values for decoder parameter `field`, each checked by building the decoder."""
+        from decoders import get_decoder
+
+        if value is None:
+            return None
+        if field not in fields:
+            what = "does not mix contexts, so it takes no lambda grid" if field == "lam" else "takes no feedback"
+            raise ConfigError(f"{path} (={value!r}): decoder {decoder!r} {what}; remove `{path.rsplit('.', 1)[1]}`")
+        items = _list(value, path)
+        out = []
+        for i, item in enumerate(items):
+            if kind is float and (isinstance(item, bool) or not isinstance(item, int | float)):
+                raise ConfigError(f"{path}[{i}] (={item!r}) is not a number; write e.g. {path.rsplit('.', 1)[1]}: "
+                                  "[0, 0.5, 1]")
+            if kind is str and not isinstance(item, str):
+                raise ConfigError(f"{path}[{i}] (={item!r}) is not a name; write e.g. feedback: [ground_truth]")
+            try:
+                get_decoder(decoder, **config, **{field: kind(item)})
+            except ValueError as err:
+                raise ConfigError(f"{path}[{i}] (={item!r}): {err}") from None
+            out.append(kind(item))
+        _unique(out, path)
+        return tuple(out)
+
+    def _check_policies_fit_envs(self, decoders, envs, extraction) -> None:
+        from envs import check_feedback_policy, get_env
+
+        for d_index, dec in enumerate(decoders):
+            for p_index, policy in enumerate(dec.feedback or ()):
+                for env in envs:
+                    try:
+                        check_feedback_policy(get_env(env.name, extraction=extraction, **env.config), policy)
+                    except ValueError as err:
+                        raise ConfigError(f"decoders[{d_index}].feedback[{p_index}] (={policy!r}) with environment "
+                                          f"{env.label!r}: {err}") from None
+
+    def _check_problems(self, config: SweepConfig) -> None:
+        # Asking for more problems than a size-bound task holds fails here, not mid-sweep.
+        from envs import get_env
+
+        for i, env in enumerate(config.envs):
+            task = get_env(env.name, extraction=config.extraction, **env.config)
+            for seed in config.seeds:
+                try:
+                    task.problems(env.n, seed)
+                except ValueError as err:
+                    raise ConfigError(f"envs[{i}].n (={env.n}) with seed {seed}: {err}") from None
+
+    def _check_model(self, model: str, path: str) -> None:
+        from harness.models import resolve_source
+
+        try:
+            resolve_source(model)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def _check_device(self, device: str) -> None:
+        from harness.models import resolve_device
+
+        try:
+            resolve_device(device)
+        except ValueError as err:
+            raise ConfigError(f"device: {err}") from None
+
+    def _choice(self, value: Any, path: str, choices) -> str:
+        value = _string(value, path)
+        if value not in choices:
+            guesses = closest(value, choices)
+            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            raise ConfigError(f"{path} (={value!r}) is not one of {', '.join(choices)}.{hint}")
+        return value
+
+
+def _dtypes() -> list[str]:
+    from harness.models import DTYPES
+
+    return sorted(DTYPES)
+
+
+def _mapping(value: Any, path: str, keys: dict[str, tuple[bool, Any]] | None = None) -> dict:
+    """`value` as a dict; with `keys`, unknown keys are errors and missing optional ones get defaults."""
+    if value is None and keys is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} (={value!r}) must be a mapping of key: value pairs")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: key {key!r} must be a string")
+    if keys is None:
+        return value
+    where = "" if path == "the top level" else f"{path}."
+    for key in value:
+        if key not in keys:
+            guesses = closest(key, keys)
+            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            raise ConfigError(f"{where}{key}: unknown key{' at the top level' if not where else ''}.{hint} "
+                              f"Allowed keys: {', '.join(sorted(keys))}")
+    out = {}
+    for key, (required, default) in keys.items():
+        if key in value:
+            out[key] = value[key]
+        elif required:
+            raise ConfigError(f"{where}{key} is missing; add it (see configs/quick.yaml for an example)")
+        else:
+            out[key] = _copy(default)  # never share a mutable default between configs
+    return out
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _list(value: Any, path: str, allow_empty: bool = False) -> list:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        raise ConfigError(f"{path} (={value!r}) must be a list; write e.g. {path.rsplit('.', 1)[-1]}: [{value}]")
+    if not isinstance(value, list):
+        raise ConfigError(f"{path} (={value!r}) must be a list")
+    if not value and not allow_empty:
+        raise ConfigError(f"{path} is empty; give at least one entry")
+    return value
+
+
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path} (={value!r}) must be a non-empty string")
+    return value
+
+
+def _int(value: Any, path: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{path} (={value!r}) must be an integer >= {minimum}")
+    return value
+
+
+def _check_label(label: str, path: str) -> None:
+    # Labels are parts of record keys, which join their parts with "|".
+    if "|" in label:
+        raise ConfigError(f"{path} (={label!r}) must not contain '|'; pick another label")
+
+
+def _unique(values, path: str, what: str = "entry", fix: str = "remove the repeat") -> None:
+    seen: dict = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ConfigError(f"{path}[{i}] repeats the {what} {value!r} of {path}[{seen[value]}]; {fix}")
+        seen[value] = i
