@@ -158,7 +158,9 @@ def render_feedback(
         "score": float(verdict.score),
         "env": problem.env,
     }
-    if not verdict.format_ok:
+    # "missing" means no answer was found; under flexible extraction an untagged answer
+    # was found and is judged on its merits (the verifier text still reports the format).
+    if verdict.answer is None:
         verdict_key = "missing"
     else:
         verdict_key = "correct" if verdict.correct else "incorrect"

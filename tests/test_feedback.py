@@ -278,3 +278,12 @@ def test_verifier_policy_needs_a_verifier() -> None:
 @given(st.text(max_size=60))
 def test_binary_is_fixed_text_for_any_completion(completion: str) -> None:
     assert render("spell_backward", completion, "binary") in BINARY_TEXTS
+
+
+def test_flexible_extraction_judges_untagged_answers_instead_of_reporting_them_missing() -> None:
+    env = get_env("basic_arithmetic", extraction="flexible", min_digits="1", max_digits="1")
+    p = env.problems(1, seed=0)[0]
+    right = env.verify(p, f"The answer is {p.gold}.")
+    assert env.feedback(p, right, "binary") == "Your answer is correct."
+    nothing = env.verify(p, "I cannot say.")
+    assert "no answer in <answer> tags found" in env.feedback(p, nothing, "binary")
