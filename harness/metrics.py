@@ -86,7 +86,7 @@ def summarize(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     table["overhead_vs_greedy"] = overhead_vs_reference(table)
     for column in ("lambda", "feedback_policy"):
-        table[column] = table[column].where(table[column].notna(), None)
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
 
 

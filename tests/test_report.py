@@ -1,0 +1,184 @@
+"""Reports: summary.csv agrees with a recomputation from samples.jsonl, model outputs
+cannot inject markup, and plain run folders and empty folders are handled."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.report import write_report
+from harness.sweep import record_key
+
+MARKUP = '</script><script>window.__pwned = 1</script><b class="injected">&amp; x < y & z</b>'
+GROUP = ["model", "env_label", "decoder_label", "lambda", "feedback_policy"]
+
+
+def synthetic_records(seed: int = 0, problems: int = 12) -> list[dict]:
+    """Sweep-shaped records with seeded random outcomes (markup in some model outputs)."""
+    rng = np.random.default_rng(seed)
+    variants = [("greedy", None, None), ("sample", None, None)]
+    variants += [("redumix", lam, policy) for lam in (0.0, 0.5, 1.0) for policy in ("binary", "ground_truth")]
+    records = []
+    for env in ("basic_arithmetic", "chain_sum"):
+        for s in (0, 1):
+            for i in range(problems):
+                pid = f"{env}-s{s}-{i}"
+                first = bool(rng.random() < 0.4)
+                for decoder, lam, policy in variants:
+                    correct = bool(rng.random() < (0.3 + 0.4 * (lam or 0)))
+                    record = {
+                        "key": record_key("m", env, pid, decoder, lam, s, policy), "model": "m", "env": env,
+                        "env_label": env, "problem_id": pid, "seed": s, "decoder": decoder, "decoder_label": decoder,
+                        "lambda": lam, "feedback_policy": policy, "question": f"What is {i} + 1? {MARKUP}",
+                        "gold": str(i + 1), "answer": str(i + 1) if correct else MARKUP,
+                        "completion": f"<answer>{i + 1 if correct else MARKUP}</answer>",
+                        "score": 1.0 if correct else float(rng.choice([0.0, 0.5])), "correct": correct,
+                        "format_ok": bool(rng.random() < 0.8), "new_tokens": int(rng.integers(1, 40)),
+                        "latency_s": float(rng.uniform(0.1, 2)), "decode_s": float(rng.uniform(0.05, 1.5)),
+                        "cost_s": float(rng.uniform(0.1, 1) * (3 if decoder == "redumix" else 1)),
+                        "stage_s": 0.0, "decoder_config": {"lam": lam},
+                    }
+                    if decoder == "redumix":
+                        record |= {
+                            "stage1_correct": first, "stage1_answer": "7", "feedback": f"Wrong. {MARKUP}",
+                            "reflection": f"Let me think {MARKUP}", "stage_s": float(rng.uniform(0.5, 1)),
+                            "contexts": ["x", "x2"],
+                            **{k: float(rng.uniform(0, 2)) for k in
+                               ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree")},
+                        }
+                    records.append(record)
+    return records
+
+
+def write_sweep_folder(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps({"sweep": {"name": f"cfg {MARKUP}"}}))
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = write_sweep_folder(tmp_path_factory.mktemp("rep") / "sweep", synthetic_records())
+    return folder, write_report(folder)
+
+
+def _wilson(k, n, z=1.959963984540054):
+    p = k / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_summary_csv_equals_a_recomputation_from_samples_jsonl(report):
+    folder, _ = report
+    df = pd.read_json(folder / "samples.jsonl", lines=True)
+    df["lambda_"] = df["lambda"].fillna(-1)
+    df["policy_"] = df["feedback_policy"].fillna("-")
+    df["latency"] = df["latency_s"] + df["stage_s"]
+    df["changed_right"] = (df["stage1_correct"] == False) & df["correct"]  # noqa: E712 (NaN stays False)
+    df["changed_wrong"] = (df["stage1_correct"] == True) & ~df["correct"]  # noqa: E712
+    expected = df.groupby(["model", "env_label", "decoder_label", "lambda_", "policy_"]).agg(
+        n=("correct", "size"), correct=("correct", "sum"), accuracy=("correct", "mean"),
+        mean_score=("score", "mean"), p50=("latency", "median"), p95=("latency", lambda s: s.quantile(0.95)),
+        fix=("changed_right", "mean"), brk=("changed_wrong", "mean"), stage1=("stage1_correct", "mean"),
+        kl1=("kl_mix_p1", "mean"), kl2=("kl_mix_p2", "mean"), js=("js_p1_p2", "mean"),
+        fmt=("format_ok", "mean"), tokens=("new_tokens", "sum"), decode=("decode_s", "sum"), cost=("cost_s", "mean"),
+    ).reset_index()
+
+    summary = pd.read_csv(folder / "summary.csv")
+    summary["lambda_"] = summary["lambda"].fillna(-1)
+    summary["policy_"] = summary["feedback_policy"].fillna("-")
+    merged = expected.merge(summary, on=["model", "env_label", "decoder_label", "lambda_", "policy_"],
+                            suffixes=("_want", ""))
+    assert len(merged) == len(expected) == len(summary) == 2 * 8
+    close = {"accuracy": "accuracy_want", "mean_score": "mean_score_want", "latency_p50_s": "p50",
+             "latency_p95_s": "p95", "kl_mix_p1": "kl1", "kl_mix_p2": "kl2", "js_p1_p2": "js",
+             "new_tokens_total": "tokens", "cost_s": "cost"}
+    for got, want in close.items():
+        np.testing.assert_allclose(merged[got], merged[want], rtol=1e-9, err_msg=got)
+    assert (merged["n"] == merged["n_want"]).all() and (merged["correct"] == merged["correct_want"]).all()
+    np.testing.assert_allclose(merged["format_failure_rate"], 1 - merged["fmt"], rtol=1e-9)
+    np.testing.assert_allclose(merged["s_per_token"], merged["decode"] / merged["tokens"], rtol=1e-9)
+    for _, row in merged.iterrows():
+        lo, hi = _wilson(row["correct"], row["n"])
+        assert row["accuracy_lo"] == pytest.approx(lo) and row["accuracy_hi"] == pytest.approx(hi)
+        assert row["score_lo"] <= row["mean_score"] <= row["score_hi"]
+    mixing = merged[merged["decoder_label"] == "redumix"]
+    np.testing.assert_allclose(mixing["fix_rate"], mixing["fix"], rtol=1e-9)
+    np.testing.assert_allclose(mixing["break_rate"], mixing["brk"], rtol=1e-9)
+    np.testing.assert_allclose(mixing["stage1_accuracy"], mixing["stage1"].astype(float), rtol=1e-9)
+    assert merged.loc[merged["decoder_label"] != "redumix", "fix_rate"].isna().all()
+    # Cost against greedy of the same env.
+    greedy = merged[merged["decoder_label"] == "greedy"].set_index("env_label")["cost"]
+    np.testing.assert_allclose(merged["overhead_vs_greedy"], merged["cost"] / merged["env_label"].map(greedy))
+
+
+def test_samples_csv_holds_every_record(report):
+    folder, _ = report
+    samples = pd.read_csv(folder / "samples.csv")
+    records = synthetic_records()
+    assert len(samples) == len(records)
+    assert list(samples["key"]) == [r["key"] for r in records]
+    assert json.loads(samples.loc[samples["decoder"] == "redumix", "contexts"].iloc[0]) == ["x", "x2"]
+
+
+def test_markup_in_model_outputs_and_config_is_escaped(report):
+    folder, _ = report
+    html = (folder / "report.html").read_text()
+    assert MARKUP not in html
+    assert '<b class="injected">' not in html and "window.__pwned = 1</script>" not in html
+    # Only the page's own two script blocks exist: the JSON data and the code.
+    assert len(re.findall(r"<script\b", html)) == 2
+    # The config is shown escaped; the samples travel as JSON with <, >, & as \u escapes.
+    assert "&lt;/script&gt;&lt;script&gt;window.__pwned" in html
+    data = html.split('<script type="application/json" id="samples-data">', 1)[1].split("</script>", 1)[0]
+    samples = json.loads(data)
+    assert len(samples) == len(synthetic_records())
+    assert MARKUP in samples[0]["question"]
+
+
+def test_page_is_self_contained_with_every_figure(report):
+    folder, _ = report
+    html = (folder / "report.html").read_text()
+    assert html.count('<img class="figure"') == 4
+    assert "http://" not in html and "https://" not in html  # nothing fetched: works offline
+    for name in ("Accuracy vs lambda", "Divergences vs lambda", "Cost against greedy", "Fixes and breaks vs lambda"):
+        assert name in html
+
+
+def test_report_of_a_plain_run_folder_leaves_out_lambda_figures(tmp_path, capsys):
+    records = [r for r in synthetic_records(problems=3) if r["decoder"] == "greedy"]
+    for r in records:  # as `redumix run` writes them: no sweep columns
+        for key in ("key", "env_label", "decoder_label", "lambda", "feedback_policy", "cost_s", "stage_s"):
+            r.pop(key)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["report", str(folder)]) == 0
+    assert f"report: {folder / 'report.html'}" in capsys.readouterr().out
+    summary = pd.read_csv(folder / "summary.csv")
+    assert list(summary["decoder_label"]) == ["greedy", "greedy"] and list(summary["n"]) == [6, 6]
+    html = (folder / "report.html").read_text()
+    assert html.count('<img class="figure"') == 1 and "3 figure(s) left out" in html
+
+
+def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no records" in err and str(tmp_path) in err
+
+
+def test_report_skips_a_torn_last_line(tmp_path):
+    records = synthetic_records(problems=2)
+    folder = write_sweep_folder(tmp_path / "s", records)
+    with (folder / "samples.jsonl").open("a") as f:
+        f.write('{"key": "torn", "mod')
+    assert write_report(folder).summary["n"].sum() == len(records)

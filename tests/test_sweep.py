@@ -1,0 +1,232 @@
+"""`redumix sweep` on the tiny model: one record per config key, resume after crashes
+(including a real kill -9), refusal of a different sweep, and stage sharing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness import redumix_pipeline, sweep
+from harness.cli import main
+from harness.sweep import plan, run_sweep
+from harness.sweep_config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}
+# Short stage prompts keep x2 inside the tiny model's 512-position window (its tokens are characters).
+SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 8}
+TIMING = ("_s",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The tiny model is far faster on one thread than on a shared, busy pair of cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(model_dir, n=3, seeds=(0, 1), batch_size=2, max_new_tokens=10, lambdas=(0, 0.5, 1),
+          policies=("binary", "ground_truth")):
+    return {
+        "name": "t",
+        "models": [str(model_dir)],
+        "seeds": list(seeds),
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "envs": [{"name": "basic_arithmetic", "n": n, "config": dict(EASY)}],
+        "decoders": [
+            {"name": "greedy"},
+            {"name": "sample", "config": {"temperature": 1.5}},
+            {"name": "redumix", "lambdas": list(lambdas), "feedback": list(policies), "config": dict(SHORT)},
+        ],
+    }
+
+
+def _expected_keys(config) -> set[str]:
+    from envs import get_env
+
+    keys = set()
+    for unit in plan(config):
+        env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
+        keys |= {k for p in env.problems(unit.env.n, unit.seed) for k in unit.keys(p.problem_id)}
+    return keys
+
+
+def _lines(out: Path) -> list[str]:
+    return (out / "samples.jsonl").read_text().splitlines()
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in _lines(out)]
+
+
+def _without_timings(records):
+    return sorted(({k: v for k, v in r.items() if not k.endswith(TIMING)} for r in records), key=lambda r: r["key"])
+
+
+@pytest.fixture(scope="module")
+def done(tiny_model_dir, tmp_path_factory):
+    config = parse_config(_data(tiny_model_dir))
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    result = run_sweep(config, out, progress=False)
+    return config, out, result
+
+
+def test_one_record_per_key_and_every_file_written(done):
+    config, out, result = done
+    records = _records(out)
+    keys = [r["key"] for r in records]
+    # 2 seeds x 3 problems x (greedy + sample + 3 lambdas x 2 policies)
+    assert len(keys) == len(set(keys)) == 2 * 3 * (1 + 1 + 6) == result.total == result.new
+    assert set(keys) == _expected_keys(config)
+    for r in records:
+        assert r["key"].split("|")[2] == r["problem_id"] and r["key"].split("|")[5] == str(r["seed"])
+        assert r["cost_s"] > 0
+        if r["decoder"] == "redumix":
+            assert r["lambda"] in (0.0, 0.5, 1.0) and r["feedback_policy"] in ("binary", "ground_truth")
+            assert r["decoder_config"]["feedback"] == r["feedback_policy"]
+        else:
+            assert r["lambda"] is None and r["feedback_policy"] is None
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["sweep"] == config.resolved()
+    assert spec["models"][str(config.models[0])]["parameters"] > 0
+    for name in ("summary.csv", "samples.csv", "report.html"):
+        assert (out / name).stat().st_size > 0
+    assert set(result.timings) == {"load_s", "stage_s", "decode_s", "report_s", "total_s"}
+
+
+def test_rerun_of_a_finished_sweep_adds_nothing(done, tiny_model_dir):
+    config, out, _ = done
+    before = (out / "samples.jsonl").read_bytes()
+    again = run_sweep(parse_config(_data(tiny_model_dir)), out, progress=False, write_report=False)
+    assert again.new == 0 and again.total == len(before.splitlines())
+    assert (out / "samples.jsonl").read_bytes() == before
+
+
+def test_same_config_gives_identical_records_bar_timings(done, tiny_model_dir, tmp_path):
+    config, out, _ = done
+    run_sweep(parse_config(_data(tiny_model_dir)), tmp_path / "b", progress=False, write_report=False)
+    assert _without_timings(_records(tmp_path / "b")) == _without_timings(_records(out))
+
+
+def test_missing_records_and_torn_line_are_redone_exactly(done, tiny_model_dir, tmp_path):
+    config, out, _ = done
+    target = tmp_path / "s"
+    target.mkdir()
+    (target / "spec.json").write_bytes((out / "spec.json").read_bytes())
+    lines = _lines(out)
+    # A crash: the records after the 20th never written, the 20th cut mid-line.
+    (target / "samples.jsonl").write_text("\n".join(lines[:19]) + "\n" + lines[19][:50])
+    result = run_sweep(config, target, progress=False, write_report=False)
+    assert result.new == len(lines) - 19
+    keys = [r["key"] for r in _records(target)]
+    assert len(keys) == len(set(keys)) and set(keys) == _expected_keys(config)
+    assert _without_timings(_records(target)) == _without_timings(_records(out))
+
+
+def test_different_sweep_is_refused_and_force_new_keeps_the_old_files(done, tiny_model_dir, tmp_path):
+    config, out, _ = done
+    target = tmp_path / "s"
+    target.mkdir()
+    for name in ("spec.json", "samples.jsonl"):
+        (target / name).write_bytes((out / name).read_bytes())
+    before = (target / "samples.jsonl").read_bytes()
+    other = parse_config(_data(tiny_model_dir, seeds=(0,), n=2))
+    with pytest.raises(ValueError, match=r"already holds a different sweep \(differs in: envs, seeds\).*--force-new"):
+        run_sweep(other, target, progress=False)
+    assert (target / "samples.jsonl").read_bytes() == before
+
+    result = run_sweep(other, target, force_new=True, progress=False, write_report=False)
+    assert result.total == result.new == 2 * (1 + 1 + 6)
+    (backup,) = target.glob("replaced-*")
+    assert (backup / "samples.jsonl").read_bytes() == before
+    assert json.loads((target / "spec.json").read_text())["sweep"] == other.resolved()
+
+
+def test_a_run_folder_is_not_mixed_with_a_sweep(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--env", "basic_arithmetic", "--model", str(tiny_model_dir), "--n", "2",
+                 "--max-new-tokens", "5", "--out", str(out), "--env-config", "min_terms=2,max_terms=2"]) == 0
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_data(tiny_model_dir)))
+    assert main(["sweep", str(config), "--out", str(out)]) == 2
+    assert "already holds a `redumix run` folder" in capsys.readouterr().err
+
+
+def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model_dir, tmp_path, monkeypatch):
+    caches = []
+
+    class Counting(redumix_pipeline.Stage13Cache):
+        def __init__(self):
+            super().__init__()
+            caches.append(self)
+
+    monkeypatch.setattr(sweep.redumix_pipeline, "Stage13Cache", Counting)
+    data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 0.25, 0.5, 0.75, 1), policies=("binary",))
+    result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
+    assert result.new == 3 * (1 + 1 + 5)
+    (cache,) = caches
+    assert cache.stage1_calls == 3  # not 3 x 5
+
+
+def test_cli_sweep_prints_summary_and_where_results_are(tiny_model_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_data(tiny_model_dir, n=2, seeds=(0,))))
+    out = tmp_path / "out"
+    assert main(["sweep", str(config), "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in printed
+    assert f"results: {out / 'samples.jsonl'}" in printed
+    assert "records: 16 (16 new, 0 already recorded)" in printed
+    assert "accuracy [95% CI]" in printed and "model load" in printed
+    assert main(["sweep", str(config), "--out", str(out)]) == 0
+    assert "records: 16 (0 new, 16 already recorded)" in capsys.readouterr().out
+
+
+def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny_model_dir, tmp_path):
+    data = _data(tiny_model_dir, n=6, seeds=(0, 1), batch_size=1, max_new_tokens=16)
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    expected = _expected_keys(parse_config(data))
+    samples = out / "samples.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "sweep", str(config_path), "--out", str(out), "--threads", "1"],
+        cwd=ROOT, env=dict(os.environ, PYTHONHASHSEED="0"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if samples.is_file() and samples.read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = set()
+    for line in samples.read_text().splitlines():
+        try:
+            partial.add(json.loads(line)["key"])
+        except json.JSONDecodeError:  # the line the kill tore
+            pass
+    assert 3 <= len(partial) < len(expected)
+
+    result = run_sweep(parse_config(data), out, progress=False, write_report=False)
+    keys = [r["key"] for r in _records(out)]
+    assert len(keys) == len(set(keys)) == len(expected)
+    assert set(keys) == expected
+    assert result.new == len(expected) - len(partial & expected)
