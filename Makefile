@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/redumix run --env basic_arithmetic --decoder greedy --n 20 --seed 0 --out results/first \
-		--env-config min_terms=2,max_terms=2,min_digits=1,max_digits=1,operators=+,-,allow_parentheses=false,allow_negation=false
+	$(BIN)/redumix sweep configs/quick.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the report's browser test. Never fails: without root or a
+# package mirror it cannot be installed, and that test then skips, saying why.
+chromium:
+	@test -x /usr/bin/chromium || apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+		|| echo "chromium could not be installed; the report's browser test will be skipped"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
