@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `redumix sweep` or `redumix run`")
     report.set_defaults(handler=_cmd_report)
 
+    # Listed for --help only: main() hands everything after `lm-eval` to lm-eval's own parser.
+    sub.add_parser("lm-eval", add_help=False,
+                   help="lm-evaluation-harness's CLI with the redumix model and the rg_* tasks, e.g. "
+                        "redumix lm-eval run --model redumix --tasks rg_easy --apply_chat_template")
+
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
     lister.set_defaults(handler=_cmd_list)
@@ -195,6 +200,11 @@ def _fix_hash_seed(argv: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _fix_hash_seed(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["lm-eval"]:
+        from harness.lm_eval_cli import main as lm_eval_main
+
+        return lm_eval_main(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

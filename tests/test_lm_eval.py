@@ -1,0 +1,265 @@
+"""lm-eval integration on the tiny model: our model, our tasks, lm-eval's own model and CLI.
+
+Everything runs offline: tasks generate their problems locally and the models are local folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lm_eval  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+from harness import lm_eval_model, lm_eval_tasks  # noqa: E402
+from harness.cli import main  # noqa: E402
+from harness.lm_eval_model import NO_VERIFIER, RedumixLM, cut_at_stop  # noqa: E402
+from harness.runner import RunSpec, run  # noqa: E402
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def task_manager(tmp_path_factory):
+    folder = lm_eval_tasks.write_task_dir(tmp_path_factory.mktemp("rg-tasks"))
+    return TaskManager(include_path=str(folder), include_defaults=False, metadata={"rg_n": 4})
+
+
+@pytest.fixture
+def jsonl_task(tmp_path):
+    """A built-in-style generate task over a local JSONL file (lm-eval's `json` loader, no hub)."""
+    rows = [{"question": f"Q: {a} + {b} =", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (5, 1), (2, 2), (7, 1)]]
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {
+        "task": "local_sums",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test",
+        "doc_to_text": "{{question}}",
+        "doc_to_target": "{{answer}}",
+        "output_type": "generate_until",
+        "generation_kwargs": {"until": ["\n", "Q:"], "max_gen_toks": 8, "do_sample": False},
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    }
+
+
+def _evaluate(model_args, tasks, task_manager=None, **kwargs):
+    kwargs = {"batch_size": 2, "bootstrap_iters": 0, "log_samples": True, **kwargs}
+    return lm_eval.simple_evaluate(model="redumix", model_args=model_args, tasks=tasks,
+                                   task_manager=task_manager, **kwargs)
+
+
+def _runner_records(tiny_model_dir, tmp_path, env, decoder="greedy", decoder_config=None, n=4):
+    out = tmp_path / f"run-{env}-{decoder}"
+    run(RunSpec(env=env, decoder=decoder, decoder_config=decoder_config or {}, n=n, seed=0,
+                model=str(tiny_model_dir), max_new_tokens=MAX_NEW, batch_size=3), out, progress=False)
+    return {r["problem_id"]: r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+
+
+def test_two_rg_tasks_report_our_metrics_and_match_redumix_run(tiny_model_dir, task_manager, tmp_path):
+    res = _evaluate({"model": str(tiny_model_dir)}, ["rg_basic_arithmetic", "rg_chain_sum"], task_manager,
+                    apply_chat_template=True, gen_kwargs={"max_gen_toks": MAX_NEW})
+    for task, env in (("rg_basic_arithmetic", "basic_arithmetic"), ("rg_chain_sum", "chain_sum")):
+        metrics = res["results"][task]
+        assert {"acc,none", "score,none", "format_ok,none"} <= set(metrics)
+        records = _runner_records(tiny_model_dir, tmp_path, env)
+        samples = res["samples"][task]
+        assert len(samples) == 4
+        for sample in samples:
+            record = records[sample["doc"]["problem_id"]]
+            assert sample["arguments"][0][0] == record["prompt"]  # the exact text fed to the model
+            response = sample["resps"][0][0]
+            # lm-eval responses end before the stop string; the runner keeps it.
+            restored = response + "</answer>" if record["finish_reason"] == "stop" else response
+            assert restored == record["completion"]
+            assert sample["acc"] == float(record["correct"]) and sample["score"] == record["score"]
+        assert metrics["acc,none"] == sum(r["correct"] for r in records.values()) / 4
+    assert res["config"]["redumix"]["decoder"] == "greedy"
+
+
+def test_redumix_through_lm_eval_matches_redumix_run(tiny_model_dir, task_manager, tmp_path):
+    # Short prompts: the tiny model's tokenizer spends one token per character of a 512-token window.
+    config = {"lam": 0.3, "feedback": "ground_truth", "reflection_max_new_tokens": 6,
+              "reflect_prompt": "Reflect.", "redo_prompt": "Redo."}
+    res = _evaluate({"model": str(tiny_model_dir), "decoder": "redumix", **config}, ["rg_basic_arithmetic"],
+                    task_manager, apply_chat_template=True, gen_kwargs={"max_gen_toks": MAX_NEW})
+    lm = lm_eval_model.latest_model()
+    records = _runner_records(tiny_model_dir, tmp_path, "basic_arithmetic", "redumix",
+                              {k: str(v) for k, v in config.items()})
+    for sample in res["samples"]["rg_basic_arithmetic"]:
+        record = records[sample["doc"]["problem_id"]]
+        response = sample["resps"][0][0]
+        assert (response + "</answer>" if record["finish_reason"] == "stop" else response) == record["completion"]
+        (telemetry,) = lm.telemetry[("rg_basic_arithmetic", sample["doc_id"])]
+        assert telemetry["stage1_completion"] == record["stage1_completion"]
+        assert telemetry["feedback"] == record["feedback"] and "The expected answer is" in telemetry["feedback"]
+        assert telemetry["feedback_policy"] == "ground_truth"
+        assert telemetry["kl_mix_p1"] == pytest.approx(record["kl_mix_p1"], abs=1e-5)
+        assert telemetry["latency_s"] > 0
+
+
+def test_redumix_on_a_task_without_environment_gets_no_feedback(tiny_model_dir, jsonl_task):
+    _evaluate({"model": str(tiny_model_dir), "decoder": "redumix", "lam": 0.5, "reflection_max_new_tokens": 4,
+               "reflect_prompt": "Reflect.", "redo_prompt": "Redo."},
+              [jsonl_task], limit=2)
+    entries = [e for (task, _), es in lm_eval_model.latest_model().telemetry.items() for e in es]
+    assert len(entries) == 2
+    for entry in entries:
+        assert entry["task"] == "local_sums"
+        assert entry["feedback_policy"] == NO_VERIFIER and entry["feedback"] == ""
+        assert entry["stage1_correct"] is None
+
+
+def test_local_generate_task_runs_through_our_model_in_any_batch_size(tiny_model_dir, jsonl_task):
+    from harness import engine
+    from harness.models import load_model
+    from harness.prompts import encode
+
+    one = _evaluate({"model": str(tiny_model_dir)}, [jsonl_task], batch_size=1)
+    three = _evaluate({"model": str(tiny_model_dir)}, [jsonl_task], batch_size=3)
+    assert "exact_match,none" in one["results"]["local_sums"]
+    outputs = [s["resps"][0][0] for s in one["samples"]["local_sums"]]
+    assert outputs == [s["resps"][0][0] for s in three["samples"]["local_sums"]]
+    # The same prompts decoded by the engine directly, cut before the first stop string.
+    loaded = load_model(str(tiny_model_dir))
+    prompts = [s["arguments"][0][0] for s in one["samples"]["local_sums"]]
+    rows = engine.decode(loaded, [[encode(loaded.tokenizer, p) for p in prompts]],
+                         lm_eval_model.get_decoder("greedy"), max_new_tokens=8, stop_strings=["\n", "Q:"])
+    assert outputs == [cut_at_stop(r.text, ["\n", "Q:"]) for r in rows]
+
+
+def test_builtin_hf_model_still_works_and_agrees_on_loglikelihood(tiny_model_dir, jsonl_task):
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+
+    res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(tiny_model_dir), "dtype": "float32"},
+                                  tasks=[jsonl_task], device="cpu", batch_size=2, bootstrap_iters=0, limit=2)
+    assert "exact_match,none" in res["results"]["local_sums"]
+
+    hf = get_model("hf")(pretrained=str(tiny_model_dir), device="cpu", dtype="float32", batch_size=2)
+    ours = RedumixLM(model=str(tiny_model_dir), batch_size=3)
+    pairs = [("Q: 1 + 2 =", " 3"), ("Q: 10 + 20 =", " 30"), ("", "hello"), ("abc ", "def"), ("x", "y" * 40)]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    for (lp, greedy), (hf_lp, hf_greedy) in zip(ours.loglikelihood(requests), hf.loglikelihood(requests),
+                                                strict=True):
+        assert lp == pytest.approx(hf_lp, abs=1e-3) and greedy == hf_greedy
+    # Longer than the tiny model's 512-token window: scored in two windows.
+    texts = [("The quick brown fox. " * 30,), ("short",)]
+    rolling = [Instance("loglikelihood_rolling", {}, t, i) for i, t in enumerate(texts)]
+    assert ours.loglikelihood_rolling(rolling) == pytest.approx(hf.loglikelihood_rolling(rolling), abs=1e-2)
+
+
+def test_redumix_has_no_loglikelihood(tiny_model_dir):
+    from lm_eval.api.instance import Instance
+
+    lm = RedumixLM(model=str(tiny_model_dir), decoder="redumix")
+    with pytest.raises(NotImplementedError, match="decoder 'redumix' has no loglikelihood"):
+        lm.loglikelihood([Instance("loglikelihood", {}, ("a", "b"), 0)])
+
+
+def test_task_overrides_and_gold_answers_score_one(task_manager):
+    tm = TaskManager(include_path=task_manager.include_path, include_defaults=False,
+                     metadata={"rg_n": 3, "rg_seed": 7, "rg_config": {"chain_sum": {"min_terms": 2, "max_terms": 2}}})
+    docs = list(tm.load(["rg_chain_sum"])["tasks"]["rg_chain_sum"].test_docs())
+    assert [d["problem_id"] for d in docs] == [f"chain_sum-s7-{i}" for i in range(3)]
+    assert all(d["question"].count("+") + d["question"].count("-") == 1 for d in docs)
+    for task in ("rg_basic_arithmetic_easy", "rg_gcd", "rg_spell_backward"):
+        for doc in tm.load([task])["tasks"][task].test_docs():
+            # A response cut before "</answer>" (as lm-eval returns it) still counts.
+            assert lm_eval_tasks.process_results(doc, [f"<answer>{doc['gold']}"]) == {
+                "acc": 1.0, "score": 1.0, "format_ok": 1.0}
+            assert lm_eval_tasks.process_results(doc, ["no answer"])["format_ok"] == 0.0
+
+
+def test_every_environment_has_a_task_and_rg_easy_groups_the_easy_ones(task_manager):
+    from envs import available_envs
+
+    names = set(lm_eval_tasks.available_tasks())
+    assert {f"rg_{env}" for env in available_envs()} <= names
+    loaded = task_manager.load(["rg_easy"])
+    assert sorted(loaded["tasks"]) == sorted(f"rg_{env}_easy" for env in lm_eval_tasks.EASY_CONFIGS)
+
+
+@pytest.mark.parametrize(
+    ("model_args", "error", "message"),
+    [
+        ("decoder=gredy", ValueError, "Unknown decoder 'gredy'. Did you mean: greedy"),
+        ("decoder=redumix,lam=0,0.5", ValueError, "model_args item '0.5' is not key=value"),
+        ("decoder=redumix,lamda=0.5", ValueError, "Unknown parameter 'lamda' for decoder 'redumix'. Did you mean: lam"),
+        ("decoder=redumix,oops", ValueError, "model_args item 'oops' has no value"),
+        ("decoder=sample,temperature=0", ValueError, "temperature (=0"),
+    ],
+)
+def test_bad_model_args_give_our_error(tiny_model_dir, jsonl_task, model_args, error, message):
+    with pytest.raises(error) as info:
+        _evaluate(f"model={tiny_model_dir},{model_args}", [jsonl_task])
+    assert message in str(info.value)
+
+
+def test_bad_batch_size_names_the_argument(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"batch_size \(='auto'\) must be a positive integer"):
+        RedumixLM(model=str(tiny_model_dir), batch_size="auto")
+
+
+def test_cli_route_writes_results_samples_and_telemetry(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REDUMIX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lm-eval"
+    code = main(["lm-eval", "run", "--model", "redumix", "--model_args", f"model={tiny_model_dir}",
+                 "--tasks", "rg_basic_arithmetic", "--limit", "3", "--batch_size", "2", "--apply_chat_template",
+                 "--gen_kwargs", "max_gen_toks=8", "--output_path", str(out), "--log_samples"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "rg_basic_arithmetic" in printed and "acc" in printed  # lm-eval's table
+    (results,) = out.rglob("results_*.json")
+    date = results.stem.removeprefix("results_")
+    assert "rg_basic_arithmetic" in json.loads(results.read_text())["results"]
+    samples = [json.loads(line) for line in (results.parent / f"samples_rg_basic_arithmetic_{date}.jsonl").open()]
+    telemetry = [json.loads(line) for line in (results.parent / f"telemetry_rg_basic_arithmetic_{date}.jsonl").open()]
+    assert sorted(s["doc_id"] for s in samples) == sorted(t["doc_id"] for t in telemetry) == [0, 1, 2]
+    by_doc = {t["doc_id"]: t for t in telemetry}
+    for sample in samples:
+        assert by_doc[sample["doc_id"]]["problem_id"] == sample["doc"]["problem_id"]
+        assert by_doc[sample["doc_id"]]["new_tokens"] >= 1
+
+
+def test_cli_unknown_rg_task_gets_did_you_mean(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REDUMIX_CACHE", str(tmp_path / "cache"))
+    code = main(["lm-eval", "run", "--model", "redumix", "--tasks", "rg_basic_arithmetc"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Unknown task 'rg_basic_arithmetc'. Did you mean: rg_basic_arithmetic" in err
+
+
+def test_cli_runs_our_tasks_beside_a_users_include_path(tiny_model_dir, tmp_path, monkeypatch, jsonl_task):
+    import yaml
+
+    monkeypatch.setenv("REDUMIX_CACHE", str(tmp_path / "cache"))
+    theirs = tmp_path / "their-tasks"
+    theirs.mkdir()
+    (theirs / "local_sums.yaml").write_text(yaml.safe_dump(jsonl_task))
+    out = tmp_path / "out.json"
+    code = main(["lm-eval", "run", "--model", "redumix", "--model_args", f"model={tiny_model_dir}",
+                 "--tasks", "local_sums,rg_gcd", "--include_path", str(theirs), "--limit", "2",
+                 "--gen_kwargs", "max_gen_toks=4", "--output_path", str(out)])
+    assert code == 0
+    (results,) = tmp_path.glob("out_*.json")
+    assert {"local_sums", "rg_gcd"} <= set(json.loads(results.read_text())["results"])
+    date = results.stem.removeprefix("out_")
+    assert (tmp_path / f"telemetry_rg_gcd_{date}.jsonl").is_file()
+    import lm_eval.tasks
+
+    assert lm_eval.tasks.TaskManager.__name__ == "TaskManager"  # restored after the run
+
+
+def test_tasks_subcommand_writes_the_yaml_folder(tmp_path, capsys):
+    assert main(["lm-eval", "tasks", str(tmp_path / "t")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "t")
+    assert (tmp_path / "t" / "rg_basic_arithmetic.yaml").is_file()
+    assert "!function harness.lm_eval_tasks.make_dataset" in (tmp_path / "t" / "rg_gcd.yaml").read_text().replace(
+        "'", "")
