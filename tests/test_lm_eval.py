@@ -263,3 +263,20 @@ def test_tasks_subcommand_writes_the_yaml_folder(tmp_path, capsys):
     assert (tmp_path / "t" / "rg_basic_arithmetic.yaml").is_file()
     assert "!function harness.lm_eval_tasks.make_dataset" in (tmp_path / "t" / "rg_gcd.yaml").read_text().replace(
         "'", "")
+
+
+def test_entry_point_names_our_model():
+    from importlib.metadata import entry_points
+
+    (point,) = [e for e in entry_points(group="lm_eval.models") if e.name == "redumix"]
+    assert point.load() is RedumixLM
+
+
+def test_sampling_is_seeded_per_problem_like_redumix_run(tiny_model_dir, task_manager, tmp_path):
+    res = _evaluate({"model": str(tiny_model_dir), "decoder": "sample", "temperature": 1.5}, ["rg_gcd"],
+                    task_manager, apply_chat_template=True, gen_kwargs={"max_gen_toks": MAX_NEW}, batch_size=3)
+    records = _runner_records(tiny_model_dir, tmp_path, "gcd", "sample", {"temperature": "1.5"})
+    for sample in res["samples"]["rg_gcd"]:
+        record = records[sample["doc"]["problem_id"]]
+        response = sample["resps"][0][0]
+        assert (response + "</answer>" if record["finish_reason"] == "stop" else response) == record["completion"]
