@@ -33,6 +33,7 @@ DEFAULT_REDO_PROMPT = (
     "without leaning on anything you learned in this conversation."
 )
 
+QUESTION_FIELD = "{question}"  # in reflect_prompt / redo_prompt: the original user prompt
 DEFAULT_SUMMARY_PROMPT = (
     "Summarise the following reasoning in a few sentences, keeping every number and "
     "intermediate result it states:"
@@ -50,7 +51,8 @@ class ReDuMix:
         feedback: feedback policy of stage 2 (see `envs.feedback`).
         sample / temperature / top_p / top_k: stage-4 token choice (greedy by default).
         reflect_prompt: appended after the feedback to ask for the stage-3 reflection.
-        redo_prompt: the last user turn of x2.
+        redo_prompt: the last user turn of x2. In both prompts "{question}" stands for
+            the original user prompt (question plus answer-format instruction).
         reflection_max_new_tokens: length bound of the stage-3 reflection.
         context_budget: longest allowed x2 + max_new_tokens in tokens; 0 uses the
             model's context window. Where x2 would not fit, the earliest part of the
@@ -112,6 +114,12 @@ class ReDuMix:
     def for_lambda(self, lam: float) -> ReDuMix:
         """This config with a single lam (what one stage-4 engine call uses)."""
         return dataclasses.replace(self, lam=float(lam))
+
+    def reflect_turn(self, question: str) -> str:
+        return self.reflect_prompt.replace(QUESTION_FIELD, question)
+
+    def redo_turn(self, question: str) -> str:
+        return self.redo_prompt.replace(QUESTION_FIELD, question)
 
     def mixture(self) -> MixtureStep:
         if isinstance(self.lam, tuple):

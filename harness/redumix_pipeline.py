@@ -156,7 +156,7 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) 
         began = time.perf_counter()
         turns = [
             [{"role": "user", "content": u}, {"role": "assistant", "content": y1},
-             {"role": "user", "content": _join(fb, decoder.reflect_prompt)}]
+             {"role": "user", "content": _join(fb, decoder.reflect_turn(u))}]
             for u, (y1, _, _), fb in zip(users, fitted, feedbacks, strict=True)
         ]
         for p, t in zip(todo, turns, strict=True):
@@ -168,7 +168,7 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) 
 
         for n, i in enumerate(missing):
             x2 = render_chat(tok, [*turns[n], {"role": "assistant", "content": reflections[n].text},
-                                   {"role": "user", "content": decoder.redo_prompt}])
+                                   {"role": "user", "content": decoder.redo_turn(users[n])}])
             _, tokens_cut, summary = fitted[n]
             cache.entries[keys[i]] = Stage13(
                 x=xs[n], stage1_completion=first[n].text, stage1_answer=verdicts[n].answer,
@@ -195,8 +195,8 @@ def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_ne
     for problem, user, y1, fb in zip(problems, users, y1s, feedbacks, strict=True):
         skeleton = render_chat(tok, [
             {"role": "user", "content": user}, {"role": "assistant", "content": y1},
-            {"role": "user", "content": _join(fb, decoder.reflect_prompt)}, {"role": "assistant", "content": ""},
-            {"role": "user", "content": decoder.redo_prompt},
+            {"role": "user", "content": _join(fb, decoder.reflect_turn(user))}, {"role": "assistant", "content": ""},
+            {"role": "user", "content": decoder.redo_turn(user)},
         ])
         needed = len(encode(tok, skeleton)) + decoder.reflection_max_new_tokens + max_new_tokens
         y1_ids = tok(y1, add_special_tokens=False)["input_ids"]

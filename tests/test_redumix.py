@@ -217,6 +217,15 @@ def test_long_first_attempts_are_summarised_to_fit_the_budget(tiny):
     assert any(r["stage"].compressed for r in fitted)
 
 
+def test_redo_prompt_can_restate_the_question(tiny):
+    env = get_env("basic_arithmetic", **EASY)
+    problem = env.problems(1, 0)[0]
+    decoder = get_decoder("redumix", lam="0.5", **{**SHORT, "redo_prompt": "Again: {question}"})
+    [result] = redumix_pipeline.solve_batch(env, tiny, decoder, [problem], max_new_tokens=MAX_NEW, stop=[], seed=0)
+    x2 = result["stage"].x2
+    assert f"Again: {env.user_prompt(problem)}" in x2 and "{question}" not in x2
+
+
 def test_plan_cut_covers_the_excess_and_the_summary():
     assert compress.plan_cut(needed=90, budget=100, y1_tokens=50, summary_tokens=10).cut == 0
     plan = compress.plan_cut(needed=130, budget=100, y1_tokens=200, summary_tokens=10)
