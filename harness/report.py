@@ -85,7 +85,7 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
     ) if fig[1] is not None]
     columns = [c for c in metrics.SUMMARY_COLUMNS if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
-    samples = [{k: _json_value(r.get(k), k) for k in BROWSER_FIELDS} for r in records.to_dict("records")]
+    samples = [{k: _json_value(r.get(k)) for k in BROWSER_FIELDS} for r in records.to_dict("records")]
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
@@ -211,7 +211,7 @@ def _cell(value) -> dict:
     return {"text": str(value), "sort": str(value)}
 
 
-def _json_value(value, key: str):
+def _json_value(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, str) and len(value) > TEXT_LIMIT:
