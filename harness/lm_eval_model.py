@@ -133,7 +133,11 @@ class RedumixLM(LM):
     # -- generation -----------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Decode every request; batches share a decoder, stop strings and length bound."""
+        """Decode every request; batches share a decoder, stop strings and length bound.
+
+        lm-eval makes one call per evaluation, so the telemetry starts afresh here.
+        """
+        self.telemetry.clear()
         items = [self._plan(req, repeat, position)
                  for position, (req, repeat) in enumerate(zip(requests, _repeat_numbers(requests), strict=True))]
         groups: dict[tuple, list[_Item]] = defaultdict(list)
@@ -280,6 +284,9 @@ class RedumixLM(LM):
         return chat[0]["content"]
 
     def _record(self, item: _Item, values: dict) -> None:
+        if item.ours:
+            response = cut_at_stop(values["completion"], item.stops)
+            lm_eval_tasks.note_finish(item.request.doc["problem_id"], response, values["finish_reason"] == "stop")
         entry = {"task": item.request.task_name, "doc_id": item.request.doc_id, "repeat": item.repeat,
                  "problem_id": item.request.doc.get("problem_id") if item.ours else None,
                  "tokens_cut": item.tokens_cut, **values}

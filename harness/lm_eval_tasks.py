@@ -164,9 +164,22 @@ def process_results(doc: dict, results: list[str]) -> dict[str, float]:
 def verify_doc(doc: Mapping[str, Any], response: str):
     """The Verdict of `response` on the document's problem.
 
-    lm-eval responses end before the stop string "</answer>", so it is put back first.
+    lm-eval responses end before the stop string "</answer>", so it is put back, unless
+    the model that wrote the response said it ended otherwise (see `note_finish`).
     """
-    return doc_env(doc).verify(doc_problem(doc), close_stopped_answer(response))
+    stopped = _STOPPED.get((doc["problem_id"], response), True)
+    return doc_env(doc).verify(doc_problem(doc), close_stopped_answer(response) if stopped else response)
+
+
+# lm-eval keeps only the text: "... <answer> tags." cut at "</answer>" reads the same as
+# one that ended on EOS inside an open tag. Our model notes which it was, so grading
+# matches `redumix run`; responses of other models are taken as stopped.
+_STOPPED: dict[tuple[str, str], bool] = {}
+
+
+def note_finish(problem_id: str, response: str, stopped: bool) -> None:
+    """Record whether `response` (to problem `problem_id`) ended on its stop string."""
+    _STOPPED[(problem_id, response)] = stopped
 
 
 def doc_problem(doc: Mapping[str, Any]):

@@ -280,3 +280,12 @@ def test_sampling_is_seeded_per_problem_like_redumix_run(tiny_model_dir, task_ma
         record = records[sample["doc"]["problem_id"]]
         response = sample["resps"][0][0]
         assert (response + "</answer>" if record["finish_reason"] == "stop" else response) == record["completion"]
+
+
+def test_a_response_that_ended_inside_an_open_tag_is_not_closed(task_manager, monkeypatch):
+    monkeypatch.setattr(lm_eval_tasks, "_STOPPED", {})
+    doc = next(iter(task_manager.load(["rg_gcd"])["tasks"]["rg_gcd"].test_docs()))
+    response = f"<answer>{doc['gold']}"
+    assert lm_eval_tasks.process_results(doc, [response])["acc"] == 1.0  # taken as cut at "</answer>"
+    lm_eval_tasks.note_finish(doc["problem_id"], response, stopped=False)  # it ended on EOS instead
+    assert lm_eval_tasks.process_results(doc, [response]) == {"acc": 0.0, "score": 0.0, "format_ok": 0.0}
