@@ -134,13 +134,18 @@ def test_local_generate_task_runs_through_our_model_in_any_batch_size(tiny_model
     assert outputs == [cut_at_stop(r.text, ["\n", "Q:"]) for r in rows]
 
 
-def test_builtin_hf_model_still_works_and_agrees_on_loglikelihood(tiny_model_dir, jsonl_task):
+def test_builtin_hf_model_still_works_and_agrees_on_loglikelihood(tiny_model_dir, jsonl_task, task_manager):
     from lm_eval.api.instance import Instance
     from lm_eval.api.registry import get_model
 
     res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(tiny_model_dir), "dtype": "float32"},
                                   tasks=[jsonl_task], device="cpu", batch_size=2, bootstrap_iters=0, limit=2)
     assert "exact_match,none" in res["results"]["local_sums"]
+    # Our tasks run on lm-eval's own models too.
+    res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(tiny_model_dir), "dtype": "float32"},
+                                  tasks=["rg_gcd"], task_manager=task_manager, device="cpu", batch_size=2,
+                                  bootstrap_iters=0, limit=2, gen_kwargs={"max_gen_toks": 6})
+    assert {"acc,none", "score,none", "format_ok,none"} <= set(res["results"]["rg_gcd"])
 
     hf = get_model("hf")(pretrained=str(tiny_model_dir), device="cpu", dtype="float32", batch_size=2)
     ours = RedumixLM(model=str(tiny_model_dir), batch_size=3)
@@ -200,6 +205,18 @@ def test_bad_model_args_give_our_error(tiny_model_dir, jsonl_task, model_args, e
     with pytest.raises(error) as info:
         _evaluate(f"model={tiny_model_dir},{model_args}", [jsonl_task])
     assert message in str(info.value)
+
+
+def test_requests_that_ask_to_sample_are_sampled(tiny_model_dir):
+    greedy = RedumixLM(model=str(tiny_model_dir))
+    chosen = greedy._request_decoder({"do_sample": True, "temperature": 0.7, "top_p": 0.9})
+    assert (chosen.name, chosen.temperature, chosen.top_p) == ("sample", 0.7, 0.9)
+    assert greedy._request_decoder({"do_sample": True, "temperature": 0.0}).name == "greedy"
+    assert greedy._request_decoder({"do_sample": False, "temperature": 0.7}).name == "greedy"
+    redumix = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=0.4)
+    mixed = redumix._request_decoder({"do_sample": True, "temperature": 0.5})
+    assert (mixed.sample, mixed.temperature, mixed.lam) == (True, 0.5, 0.4)
+    assert redumix._request_decoder({"do_sample": False}) is redumix.decoder
 
 
 def test_bad_batch_size_names_the_argument(tiny_model_dir):
