@@ -194,7 +194,8 @@ def test_cli_sweep_prints_summary_and_where_results_are(tiny_model_dir, tmp_path
     assert "records: 16 (0 new, 16 already recorded)" in capsys.readouterr().out
 
 
-def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("kill_after", [3, 30])
+def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny_model_dir, tmp_path, kill_after):
     data = _data(tiny_model_dir, n=6, seeds=(0, 1), batch_size=1, max_new_tokens=16)
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(data))
@@ -208,7 +209,7 @@ def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
-            if samples.is_file() and samples.read_bytes().count(b"\n") >= 3:
+            if samples.is_file() and samples.read_bytes().count(b"\n") >= kill_after:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the sweep ended before it could be killed"
@@ -223,7 +224,7 @@ def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny
             partial.add(json.loads(line)["key"])
         except json.JSONDecodeError:  # the line the kill tore
             pass
-    assert 3 <= len(partial) < len(expected)
+    assert kill_after <= len(partial) < len(expected)
 
     result = run_sweep(parse_config(data), out, progress=False, write_report=False)
     keys = [r["key"] for r in _records(out)]

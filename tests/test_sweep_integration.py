@@ -22,8 +22,8 @@ def test_quick_config_shrunk_runs_and_reports(tmp_path):
     with open("configs/quick.yaml") as f:
         data = yaml.safe_load(f)
     data["envs"][0]["n"] = 2
-    data["max_new_tokens"] = 16
-    data["decoders"][1]["config"]["reflection_max_new_tokens"] = 12
+    data["max_new_tokens"] = 10
+    data["decoders"][1]["config"]["reflection_max_new_tokens"] = 8
     result = run_sweep(parse_config(data), tmp_path / "quick", progress=False)
 
     assert result.new == 2 * (1 + 3)
