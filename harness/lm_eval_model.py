@@ -67,7 +67,7 @@ class RedumixLM(LM):
         dtype: str = "float32",
         device: str | None = None,
         batch_size: int | str | None = 8,
-        max_batch_size: int | None = None,
+        max_batch_size: int | None = None,  # passed by lm-eval; only used with batch_size=auto, unsupported
         seed: int = 0,
         max_length: int | None = None,
         loaded: LoadedModel | None = None,
@@ -172,7 +172,9 @@ class RedumixLM(LM):
         key = doc["problem_id"] if ours else f"{request.task_name}-{request.doc_id}"
         if repeat:
             key = f"{key}#r{repeat}"  # repeats of one document draw different samples
-        ids = encode(self.loaded.tokenizer, context)
+        tok = self.loaded.tokenizer
+        # An empty prompt still needs one input: the BOS (or EOS) token, as for scoring.
+        ids = encode(tok, context) or [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
         room = self.max_length - max_new
         if room < 1:
             raise ValueError(f"max_gen_toks (={max_new}) leaves no room for a prompt in max_length={self.max_length}")
