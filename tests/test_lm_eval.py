@@ -187,6 +187,7 @@ def test_every_environment_has_a_task_and_rg_easy_groups_the_easy_ones(task_mana
 
     names = set(lm_eval_tasks.available_tasks())
     assert {f"rg_{env}" for env in available_envs()} <= names
+    assert names <= set(task_manager.all_tasks)  # every generated YAML is one lm-eval indexes
     loaded = task_manager.load(["rg_easy"])
     assert sorted(loaded["tasks"]) == sorted(f"rg_{env}_easy" for env in lm_eval_tasks.EASY_CONFIGS)
 
