@@ -12,6 +12,7 @@ import pytest
 
 from harness import model_cache
 from harness.models import embedded_model_path, load_model
+from harness.runner import RunSpec, run
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +48,32 @@ def test_redumix_run_end_to_end(embedded, tmp_path):
         assert r["prompt"].startswith("<|im_start|>") and r["question"] in r["prompt"]
         assert r["completion"].strip() and r["new_tokens"] > 0
         assert r["model"] == "smollm2-135m"
+
+
+def test_redumix_on_the_embedded_model_with_ground_truth_feedback(embedded, tmp_path):
+    """Twenty single-digit sums, lambda 0 and 1 in one stage-4 batch.
+
+    lambda = 1 must redo the first attempt token for token; lambda = 0 decodes the
+    reflective context alone, which states the expected answer, so it must fix some
+    wrong first attempts. (Whether it beats lambda = 1 overall depends on the prompts:
+    this 135M model often re-derives a wrong sum after being told the right one.)
+    """
+    spec = RunSpec(
+        env="basic_arithmetic", decoder="redumix", n=20, seed=0, max_new_tokens=48, batch_size=20,
+        env_config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": "+,-",
+                    "allow_parentheses": False, "allow_negation": False},
+        decoder_config={"lam": "0,1", "feedback": "ground_truth", "reflection_max_new_tokens": 48},
+        extraction="flexible",
+    )
+    run(spec, tmp_path / "run", loaded=embedded, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    by_lam = {lam: {r["problem_id"]: r for r in records if r["lambda"] == lam} for lam in (0.0, 1.0)}
+    assert len(by_lam[0.0]) == len(by_lam[1.0]) == 20
+    for r in by_lam[1.0].values():
+        assert r["completion"] == r["stage1_completion"]
+        assert r["kl_mix_p1"] < 1e-4
+    for r in by_lam[0.0].values():
+        assert r["kl_mix_p2"] < 1e-4
+        assert r["gold"] in r["feedback"] and r["feedback"] in r["contexts"][1]
+    fixed = [r for r in by_lam[0.0].values() if r["correct"] and not r["stage1_correct"]]
+    assert fixed, "lambda=0 fixed none of the wrong first attempts although it was told the answers"
