@@ -161,7 +161,7 @@ def test_shipped_configs_are_valid():
     assert {d.name for d in quick.decoders} >= {"greedy", "redumix"}
     from decoders import available_decoders
 
-    assert {d.name for d in full.decoders} == set(available_decoders())
+    assert {d.name for d in full.decoders} == set(available_decoders()), "configs/full.yaml lists every decoder"
     redumix = next(d for d in full.decoders if d.name == "redumix")
     assert redumix.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0) and len(full.seeds) == 3 and len(full.envs) >= 3
     assert copy.deepcopy(quick.resolved()) == load_config("configs/quick.yaml").resolved()
