@@ -58,6 +58,8 @@ class ReDuMix:
             model's context window. Where x2 would not fit, the earliest part of the
             first attempt is summarised by the model (`summary_prompt`, at most
             `summary_max_new_tokens`) and the record says how many tokens were cut.
+        lambdas_per_batch: how many lam values share one stage-4 batch (0: all of them);
+            lower it when batch_size x lam values x 2 contexts does not fit in memory.
     """
 
     lam: float | tuple[float, ...] = 0.5
@@ -72,6 +74,7 @@ class ReDuMix:
     context_budget: int = 0
     summary_prompt: str = DEFAULT_SUMMARY_PROMPT
     summary_max_new_tokens: int = 64
+    lambdas_per_batch: int = 0
 
     num_streams = 2
 
@@ -104,6 +107,10 @@ class ReDuMix:
             raise ValueError(f"reflection_max_new_tokens (={self.reflection_max_new_tokens}) must be >= 1")
         if self.summary_max_new_tokens < 1:
             raise ValueError(f"summary_max_new_tokens (={self.summary_max_new_tokens}) must be >= 1")
+        if self.lambdas_per_batch < 0:
+            raise ValueError(
+                f"lambdas_per_batch (={self.lambdas_per_batch}) must be >= 0; 0 puts every lam in one batch"
+            )
         if self.context_budget < 0:
             raise ValueError(f"context_budget (={self.context_budget}) must be >= 0; 0 uses the model's window")
 

@@ -99,26 +99,37 @@ def solve_batch(
     for problem, stage in zip(problems, stages, strict=True):
         _check_fits(loaded, decoder, problem, "the reflective context x2", stage.x2, max_new_tokens)
 
-    # Every (problem, lam) still to do goes into one stage-4 batch: each row mixes with its own lam.
+    # The (problem, lam) rows still to do, decoded `lambdas_per_batch` lam values at a time
+    # (all at once by default): each row mixes with its own lam.
     todo = [(i, lam) for lam in lambdas for i, p in enumerate(problems) if (p.problem_id, lam) not in skip]
-    if not todo:
-        return []
-    lams = torch.tensor([lam for _, lam in todo], dtype=torch.float64)
-    mix = dataclasses.replace(decoder.for_lambda(todo[0][1]).mixture(), weights=torch.stack([lams, 1 - lams]))
+    group = decoder.lambdas_per_batch or len(lambdas)
+    results = []
+    for start in range(0, len(lambdas), group):
+        chunk = set(lambdas[start : start + group])
+        rows = [(i, lam) for i, lam in todo if lam in chunk]
+        if rows:
+            results += _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop, seed, save_steps)
+    return results
+
+
+def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop, seed, save_steps) -> list[dict]:
+    """One engine call over `rows`, (problem index, lam) pairs, both contexts of each in one batch."""
+    lams = torch.tensor([lam for _, lam in rows], dtype=torch.float64)
+    mix = dataclasses.replace(decoder.for_lambda(rows[0][1]).mixture(), weights=torch.stack([lams, 1 - lams]))
     contexts = [
-        [encode(loaded.tokenizer, stages[i].x) for i, _ in todo],
-        [encode(loaded.tokenizer, stages[i].x2) for i, _ in todo],
+        [encode(loaded.tokenizer, stages[i].x) for i, _ in rows],
+        [encode(loaded.tokenizer, stages[i].x2) for i, _ in rows],
     ]
-    stats = _StepStats(len(todo), keep_steps=save_steps)
+    stats = _StepStats(len(rows), keep_steps=save_steps)
     began = time.perf_counter()
     outs = engine.decode(
         loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
-        rngs=[row_generator(seed, problems[i].problem_id) for i, _ in todo], on_step=stats,
+        rngs=[row_generator(seed, problems[i].problem_id) for i, _ in rows], on_step=stats,
     )
     # Batch wall time split evenly over its rows (rows of one batch share every step).
-    mix_s = (time.perf_counter() - began) / len(todo)
+    mix_s = (time.perf_counter() - began) / len(rows)
     results = []
-    for j, ((i, lam), row) in enumerate(zip(todo, outs, strict=True)):
+    for j, ((i, lam), row) in enumerate(zip(rows, outs, strict=True)):
         problem = problems[i]
         results.append({
             "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),

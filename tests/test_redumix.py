@@ -217,6 +217,27 @@ def test_long_first_attempts_are_summarised_to_fit_the_budget(tiny):
     assert any(r["stage"].compressed for r in fitted)
 
 
+def test_lambdas_share_one_stage4_batch_unless_limited(tiny, monkeypatch):
+    env = get_env("basic_arithmetic", **EASY)
+    problems = env.problems(2, 0)
+    calls = []
+    original = redumix_pipeline._stage_4
+
+    def counting(*args):
+        calls.append(sorted({lam for _, lam in args[5]}))
+        return original(*args)
+
+    monkeypatch.setattr(redumix_pipeline, "_stage_4", counting)
+    outputs = {}
+    for per_batch in ("0", "1"):
+        decoder = get_decoder("redumix", lam="0,0.5,1", lambdas_per_batch=per_batch, **SHORT)
+        results = redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=MAX_NEW,
+                                               stop=["</answer>"], seed=0)
+        outputs[per_batch] = {(r["problem"].problem_id, r["lambda"]): r["row"].text for r in results}
+    assert calls == [[0.0, 0.5, 1.0], [0.0], [0.5], [1.0]]
+    assert outputs["0"] == outputs["1"] and len(outputs["0"]) == 6
+
+
 def test_redo_prompt_can_restate_the_question(tiny):
     env = get_env("basic_arithmetic", **EASY)
     problem = env.problems(1, 0)[0]
