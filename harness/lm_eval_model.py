@@ -22,6 +22,7 @@ is kept in `RedumixLM.telemetry`, keyed by (task, doc id) like lm-eval's samples
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,16 +32,18 @@ from typing import Any
 # lm-eval imports its built-in models only while its registry is empty; registering ours
 # first would hide them ("hf" etc.), so they are imported before ours is registered.
 import lm_eval.models  # noqa: F401
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from decoders import get_decoder
+from decoders.mixture import mix_logprobs
 from decoders.sampling import row_generator
-from envs import Verdict, check_feedback_policy, extract_answer
+from envs import Problem, Verdict, check_feedback_policy, extract_answer
 from harness import engine, lm_eval_tasks, redumix_pipeline
-from harness.loglikelihood import score_continuations
+from harness.loglikelihood import ContinuationScore, continuation_logprobs, score_continuations, score_rows
 from harness.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
 from harness.prompts import encode, render_chat
 
@@ -70,6 +73,7 @@ class RedumixLM(LM):
         max_batch_size: int | None = None,  # passed by lm-eval; only used with batch_size=auto, unsupported
         seed: int = 0,
         max_length: int | None = None,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         loaded: LoadedModel | None = None,
         **decoder_config: Any,
     ) -> None:
@@ -96,6 +100,7 @@ class RedumixLM(LM):
         self.max_length = _positive_int("max_length", max_length) if max_length else (
             context_window(self.loaded.model) or 2048
         )
+        self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self.telemetry: dict[tuple[str, int], list[dict]] = defaultdict(list)
         self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
         self._stage_cache = redumix_pipeline.Stage13Cache()
@@ -135,9 +140,9 @@ class RedumixLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Decode every request; batches share a decoder, stop strings and length bound.
 
-        lm-eval makes one call per evaluation, so the telemetry starts afresh here.
+        lm-eval makes one call per request type and evaluation, so that type's telemetry starts afresh.
         """
-        self.telemetry.clear()
+        self._reset_telemetry("generate_until")
         items = [self._plan(req, repeat, position)
                  for position, (req, repeat) in enumerate(zip(requests, _repeat_numbers(requests), strict=True))]
         groups: dict[tuple, list[_Item]] = defaultdict(list)
@@ -165,7 +170,7 @@ class RedumixLM(LM):
         gen_kwargs = dict(gen_kwargs or {})
         until = gen_kwargs.pop("until", None)
         stops = [until] if isinstance(until, str) else list(until or [])
-        max_new = _positive_int("max_gen_toks", gen_kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+        max_new = _positive_int("max_gen_toks", gen_kwargs.pop("max_gen_toks", self.max_gen_toks))
         decoder = self._request_decoder(gen_kwargs)
         doc = request.doc
         ours = lm_eval_tasks.is_env_doc(doc)
@@ -230,7 +235,7 @@ class RedumixLM(LM):
             for item in items:
                 problem = self._problem(item, env)
                 problems.append(problem)
-                users[problem.problem_id] = self._user_turn(item)
+                users[problem.problem_id] = self._user_turn(item.context, item.request.task_name)
             decoder = items[0].decoder
             if env is None:
                 decoder = dataclasses.replace(decoder, feedback="none")
@@ -259,28 +264,26 @@ class RedumixLM(LM):
         return [texts[item.position] for item in batch]
 
     def _problem(self, item: _Item, env):
-        from envs import Problem
-
         if env is not None:
             problem = lm_eval_tasks.doc_problem(item.request.doc)
             return dataclasses.replace(problem, problem_id=item.key)
         return Problem(env=str(item.request.task_name), problem_id=item.key, index=int(item.request.doc_id or 0),
                        seed=self.seed, question=item.context, gold="", metadata={})
 
-    def _user_turn(self, item: _Item) -> str:
+    def _user_turn(self, context: str, task_name: str | None) -> str:
         """The user message ReDuMix builds its conversations from.
 
         A prompt lm-eval rendered through `apply_chat_template` is one user turn; a raw
         prompt (no --apply_chat_template) is taken whole as the user turn.
         """
-        chat = self._chats.get(item.context)
+        chat = self._chats.get(context)
         if chat is None:
-            return item.context
+            return context
         if len(chat) != 1 or chat[0].get("role") != "user":
             roles = [m.get("role") for m in chat]
             raise ValueError(
                 f"decoder 'redumix' builds its own conversation from one user turn, but task "
-                f"{item.request.task_name!r} sent {len(chat)} messages ({', '.join(map(str, roles))}); "
+                f"{task_name!r} sent {len(chat)} messages ({', '.join(map(str, roles))}); "
                 "run it without --system_instruction and with num_fewshot=0 or --fewshot_as_multiturn false"
             )
         return chat[0]["content"]
@@ -289,10 +292,19 @@ class RedumixLM(LM):
         if item.ours:
             response = cut_at_stop(values["completion"], item.stops)
             lm_eval_tasks.note_finish(item.request.doc["problem_id"], response, values["finish_reason"] == "stop")
-        entry = {"task": item.request.task_name, "doc_id": item.request.doc_id, "repeat": item.repeat,
+        entry = {"task": item.request.task_name, "doc_id": item.request.doc_id, "request_type": "generate_until",
+                 "repeat": item.repeat,
                  "problem_id": item.request.doc.get("problem_id") if item.ours else None,
                  "tokens_cut": item.tokens_cut, **values}
         self.telemetry[(item.request.task_name, item.request.doc_id)].append(entry)
+
+    def _reset_telemetry(self, request_type: str) -> None:
+        for key in list(self.telemetry):
+            kept = [e for e in self.telemetry[key] if e["request_type"] != request_type]
+            if kept:
+                self.telemetry[key] = kept
+            else:
+                del self.telemetry[key]
 
     def write_telemetry(self, path: str | Path, task: str | None = None) -> Path:
         """Write the telemetry (of one task, or all) as JSONL, one line per response."""
@@ -308,10 +320,18 @@ class RedumixLM(LM):
     # -- log-likelihood -------------------------------------------------------------
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """log P(continuation | context) and whether greedy decoding would produce it."""
-        self._check_scoring("loglikelihood")
-        pairs = [self._encode_pair(*req.args) for req in requests]
-        scores = score_continuations(self.loaded, pairs, batch_size=self.batch_size, max_length=self.max_length)
+        """log P(continuation | context) and whether greedy decoding would produce it.
+
+        Under ReDuMix, P is the mixture of the original context x and the reflective x2
+        that stages 1-3 build from the request's context (feedback "none": no verifier
+        reaches these requests), and greedy means the mixture's argmax.
+        """
+        if self.decoder.name == "redumix":
+            scores = self._redumix_scores(requests)
+        else:
+            self._check_scoring("loglikelihood")
+            pairs = [self._encode_pair(*req.args) for req in requests]
+            scores = score_continuations(self.loaded, pairs, batch_size=self.batch_size, max_length=self.max_length)
         out = [(s.logprob, s.is_greedy) for s in scores]
         for req, result in zip(requests, out, strict=True):
             self.cache_hook.add_partial("loglikelihood", req.args, result)
@@ -337,12 +357,60 @@ class RedumixLM(LM):
         return totals
 
     def _check_scoring(self, what: str) -> None:
+        if self.decoder.name == "redumix" and what == "loglikelihood_rolling":
+            raise NotImplementedError(
+                "decoder 'redumix' has no loglikelihood_rolling: a perplexity text has no prompt to attempt, "
+                "reflect on and redo, so its mixture is not defined; use decoder=greedy for perplexity tasks"
+            )
         if self.decoder.num_streams != 1:
             raise NotImplementedError(
-                f"decoder {self.decoder.name!r} has no {what}: its second context is built from a generated "
-                "first attempt, so a continuation's probability under its mixture is not defined here; "
-                "use decoder=greedy (or sample) for loglikelihood and multiple-choice tasks"
+                f"decoder {self.decoder.name!r} has no {what}; use decoder=greedy for log-likelihood tasks"
             )
+
+    def _redumix_scores(self, requests) -> list[ContinuationScore]:
+        """Each continuation scored under mix(x, x2; lam, 1 - lam), token by token."""
+        self._reset_telemetry("loglikelihood")
+        decoder = dataclasses.replace(self.decoder, feedback="none")
+        tasks = {req.args[0]: req.task_name for req in requests}
+        problems = [
+            Problem(env="lm-eval", problem_id="context-" + hashlib.sha256(context.encode()).hexdigest()[:16],
+                    index=i, seed=self.seed, question=context, gold="", metadata={})
+            for i, context in enumerate(tasks)
+        ]
+        env = _RequestEnv(None, {p.problem_id: self._user_turn(p.question, tasks[p.question]) for p in problems})
+        stages = {}
+        for start in range(0, len(problems), self.batch_size):
+            chunk = problems[start : start + self.batch_size]
+            done = redumix_pipeline.first_stages(env, self.loaded, decoder, chunk, max_new_tokens=self.max_gen_toks,
+                                                 stop=[], cache=self._stage_cache)
+            stages.update((p.question, stage) for p, stage in zip(chunk, done, strict=True))
+        tok = self.loaded.tokenizer
+        originals, reflectives = [], []
+        for req in requests:
+            context, continuation = req.args
+            stage = stages[context]
+            x_ids = encode(tok, stage.x)
+            # One tokenization of the continuation, read after both contexts.
+            target = encode(tok, stage.x + continuation)[len(x_ids) :]
+            originals.append((x_ids, target))
+            reflectives.append((encode(tok, stage.x2), target))
+        kwargs = {"batch_size": self.batch_size, "max_length": self.max_length}
+        lam = decoder.lambdas[0]
+        scores = []
+        for req, (_, target), rows_x, rows_x2 in zip(
+            requests, originals, continuation_logprobs(self.loaded, originals, **kwargs),
+            continuation_logprobs(self.loaded, reflectives, **kwargs), strict=True,
+        ):
+            score = score_rows(mix_logprobs(torch.stack([rows_x, rows_x2]), (lam, 1.0 - lam)), target)
+            scores.append(score)
+            stage = stages[req.args[0]]
+            self.telemetry[(req.task_name, req.doc_id)].append({
+                "task": req.task_name, "doc_id": req.doc_id, "request_type": "loglikelihood",
+                "continuation": req.args[1], "lambda": lam, "logprob": score.logprob, "is_greedy": score.is_greedy,
+                "feedback_policy": NO_VERIFIER, "stage1_completion": stage.stage1_completion,
+                "reflection": stage.reflection,
+            })
+        return scores
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         # As lm-eval's own models: trailing spaces of the context belong to the continuation.

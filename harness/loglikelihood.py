@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from harness.models import LoadedModel, context_window
 
@@ -40,6 +41,34 @@ def score_continuations(
         ValueError: an empty context or continuation, a continuation that does not
             fit `max_length`, or batch_size < 1.
     """
+    return _batched(loaded, pairs, batch_size, max_length, score_rows)
+
+
+def continuation_logprobs(
+    loaded: LoadedModel,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> list[Tensor]:
+    """(len(continuation), V) log-probs the model gives at each continuation position, per pair.
+
+    For mixtures: the rows of several contexts are mixed, then scored with `score_rows`.
+    Same batching, truncation and errors as `score_continuations`.
+    """
+    return _batched(loaded, pairs, batch_size, max_length, lambda rows, _: rows.clone())
+
+
+def score_rows(rows: Tensor, continuation: Sequence[int]) -> ContinuationScore:
+    """(n, V) log-probs at the n continuation positions -> the continuation's score."""
+    target = torch.as_tensor(list(continuation), device=rows.device)
+    chosen = rows.gather(-1, target.view(-1, 1))[:, 0]
+    return ContinuationScore(
+        logprob=float(chosen.sum()), is_greedy=bool((rows.argmax(-1) == target).all()), tokens=len(continuation)
+    )
+
+
+def _batched(loaded, pairs, batch_size, max_length, finish):
     if batch_size < 1:
         raise ValueError(f"batch_size (={batch_size}) must be >= 1")
     limit = max_length or context_window(loaded.model) or 2048
@@ -54,17 +83,18 @@ def score_continuations(
             )
     # Longest first: similar lengths share a batch, so little compute goes to padding.
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    out: list[ContinuationScore | None] = [None] * len(pairs)
+    out: list = [None] * len(pairs)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        scores = _score_batch(loaded, [pairs[i] for i in chunk], limit)
-        for i, score in zip(chunk, scores, strict=True):
-            out[i] = score
-    return out  # type: ignore[return-value]
+        rows = _forward_batch(loaded, [pairs[i] for i in chunk], limit)
+        for i, row in zip(chunk, rows, strict=True):
+            out[i] = finish(row, pairs[i][1])
+    return out
 
 
 @torch.inference_mode()
-def _score_batch(loaded: LoadedModel, pairs, limit: int) -> list[ContinuationScore]:
+def _forward_batch(loaded: LoadedModel, pairs, limit: int) -> list[Tensor]:
+    """One forward over the batch -> per pair the (n, V) log-probs predicting its continuation."""
     # The model sees context + continuation minus its last token; position t predicts token t + 1.
     inputs = [(list(c) + list(x))[-(limit + 1) :][:-1] for c, x in pairs]
     keep = max(len(x) for _, x in pairs)
@@ -80,17 +110,4 @@ def _score_batch(loaded: LoadedModel, pairs, limit: int) -> list[ContinuationSco
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     logits = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
     logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)  # (B, keep, V)
-    results = []
-    for i, (_, continuation) in enumerate(pairs):
-        n = len(continuation)
-        rows = logprobs[i, keep - n :]  # (n, V): the predictions of the continuation's tokens
-        target = torch.as_tensor(list(continuation), device=rows.device)
-        chosen = rows.gather(-1, target.view(-1, 1))[:, 0]
-        results.append(
-            ContinuationScore(
-                logprob=float(chosen.sum()),
-                is_greedy=bool((rows.argmax(-1) == target).all()),
-                tokens=n,
-            )
-        )
-    return results
+    return [logprobs[i, keep - len(x) :] for i, (_, x) in enumerate(pairs)]

@@ -138,6 +138,14 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
     return results
 
 
+def first_stages(env, loaded: LoadedModel, decoder: ReDuMix, problems: Sequence[Problem], *, max_new_tokens: int,
+                 stop: Sequence[str], cache: Stage13Cache | None = None) -> list[Stage13]:
+    """Stages 1-3 alone (x and x2 of each problem), for callers that score continuations
+    under the mixture instead of decoding stage 4."""
+    return _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop,
+                          cache if cache is not None else Stage13Cache())
+
+
 def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) -> list[Stage13]:
     keys = [stage_key(loaded, p, decoder, max_new_tokens, stop) for p in problems]
     missing = [i for i, k in enumerate(keys) if k not in cache.entries]

@@ -160,12 +160,37 @@ def test_builtin_hf_model_still_works_and_agrees_on_loglikelihood(tiny_model_dir
     assert ours.loglikelihood_rolling(rolling) == pytest.approx(hf.loglikelihood_rolling(rolling), abs=1e-2)
 
 
-def test_redumix_has_no_loglikelihood(tiny_model_dir):
+def test_redumix_loglikelihood_is_the_mixture_of_both_contexts(tiny_model_dir):
+    import torch
     from lm_eval.api.instance import Instance
 
-    lm = RedumixLM(model=str(tiny_model_dir), decoder="redumix")
-    with pytest.raises(NotImplementedError, match="decoder 'redumix' has no loglikelihood"):
-        lm.loglikelihood([Instance("loglikelihood", {}, ("a", "b"), 0)])
+    from decoders.mixture import mix_logprobs
+    from harness.prompts import encode
+
+    pairs = [("Q: 1 + 2 =", " 3"), ("Q: 1 + 2 =", " 4"), ("Q: 5 + 1 =", " 6")]
+    requests = [Instance("loglikelihood", {}, pair, i, ("mc", i // 2, 1)) for i, pair in enumerate(pairs)]
+    short = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 4}
+    for lam in (0.0, 0.3, 1.0):
+        lm = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=lam, batch_size=2, max_gen_toks=6, **short)
+        results = lm.loglikelihood(requests)
+        assert len(lm._stage_cache.entries) == 2  # one first attempt per distinct context
+        tok = lm.loaded.tokenizer
+        for (context, continuation), (logprob, is_greedy) in zip(pairs, results, strict=True):
+            (stage,) = [s for s in lm._stage_cache.entries.values() if context in s.x]
+            x = encode(tok, stage.x)
+            target = encode(tok, stage.x + continuation)[len(x) :]
+            rows = []
+            for ctx in (x, encode(tok, stage.x2)):  # unbatched forwards of each context + continuation
+                with torch.no_grad():
+                    logits = lm.loaded.model(torch.tensor([ctx + target])).logits[0].float()
+                rows.append(torch.log_softmax(logits, -1)[len(ctx) - 1 : -1])
+            mixed = mix_logprobs(torch.stack(rows), (lam, 1 - lam))
+            expected = mixed.gather(-1, torch.tensor(target).view(-1, 1)).sum()
+            assert logprob == pytest.approx(float(expected), abs=1e-3)
+            assert is_greedy == bool((mixed.argmax(-1) == torch.tensor(target)).all())
+        assert {e["request_type"] for es in lm.telemetry.values() for e in es} == {"loglikelihood"}
+    with pytest.raises(NotImplementedError, match="decoder 'redumix' has no loglikelihood_rolling"):
+        lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("some text",), 0)])
 
 
 def test_task_overrides_and_gold_answers_score_one(task_manager):
