@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from decoders import get_decoder
 from envs import get_env
-from harness import redumix_pipeline
+from harness import engine, redumix_pipeline
 from harness.models import load_model
+from harness.prompts import encode
 from harness.runner import RunSpec, iter_record_batches
 from harness.store import RunDir
 from harness.sweep_config import DecoderEntry, EnvEntry, SweepConfig
@@ -141,6 +142,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         if model not in loaded_by_model:
             t0 = time.perf_counter()
             loaded_by_model[model] = load_model(model, dtype=config.dtype, device=config.device)
+            _warm_up(loaded_by_model[model])
             timings["load_s"] += time.perf_counter() - t0
         loaded = loaded_by_model[model]
         _record_model(store, model, loaded)
@@ -168,6 +170,13 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         timings["report_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - began
     return result
+
+
+def _warm_up(loaded) -> None:
+    """One short decode, so the first unit's timings do not carry the first call's set-up costs
+    (which would make whatever runs first, usually greedy, look slower and distort cost ratios)."""
+    engine.decode(loaded, [[encode(loaded.tokenizer, "Hello, how are you?")] * 2], get_decoder("greedy"),
+                  max_new_tokens=2)
 
 
 def _run_unit(config, unit, problems, env, loaded, store, present, cache, bar) -> list[dict]:
