@@ -102,7 +102,9 @@ class SweepConfig:
     def resolved(self) -> dict:
         """The sweep's identity as JSON: two configs with equal `resolved()` make the same records."""
         data = dataclasses.asdict(self)
+        # Where results go and what the sweep is called do not change its records.
         data.pop("out")
+        data.pop("name")
         for env in data["envs"]:
             env.pop("config")
         for dec in data["decoders"]:

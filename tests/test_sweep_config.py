@@ -50,9 +50,9 @@ def test_non_redumix_mixing_grid_and_defaults():
     assert config.decoders[0].lambdas == (0.5,) and config.decoders[0].feedback == ("ground_truth",)
 
 
-def test_resolved_config_ignores_key_order_and_out_but_not_settings():
-    a = parse_config(_config(out="results/a"))
-    b = parse_config(dict(reversed(list(_config(out="results/b").items()))))
+def test_resolved_config_ignores_key_order_name_and_out_but_not_settings():
+    a = parse_config(_config(out="results/a", name="a"))
+    b = parse_config(dict(reversed(list(_config(out="results/b", name="b").items()))))
     assert a.resolved() == b.resolved()
     assert parse_config(_config(seeds=[0])).resolved() != a.resolved()
 
