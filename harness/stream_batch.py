@@ -33,9 +33,49 @@ class StreamBatch:
 
     @torch.inference_mode()
     def prefill(self, rows: Sequence[Sequence[int]]) -> Tensor:
-        """Run the prompts; return (rows, V) logits for the next token of each row."""
+        """Run the prompts; return (rows, V) logits for the next token of each row.
+
+        Identical prompts (one problem decoded under several mixing weights, say) are
+        run once and their cache rows copied, so repeats cost no prefill compute.
+        """
         if not rows or any(len(r) == 0 for r in rows):
             raise ValueError("every stream needs a non-empty prompt (got an empty one)")
+        first_seen: dict[tuple[int, ...], int] = {}
+        index = [first_seen.setdefault(tuple(row), len(first_seen)) for row in rows]
+        if len(first_seen) == len(rows):
+            return self._prefill_unique(rows)
+        logits = self._prefill_unique([list(row) for row in first_seen])
+        expand = torch.tensor(index, device=self.device)
+        self.keep(expand)
+        return logits[expand]
+
+    def _prefill_unique(self, rows: Sequence[Sequence[int]]) -> Tensor:
+        # Prompts of very different lengths (x and x2 of a ReDuMix row, say) are prefilled
+        # in separate forwards, each padded only to its own longest prompt, then merged:
+        # padding one to the other's length would cost compute for nothing.
+        buckets = length_buckets([len(r) for r in rows])
+        if len(buckets) == 1:
+            return self._prefill_padded(rows)
+        parts = []
+        for bucket in buckets:
+            logits = self._prefill_padded([rows[i] for i in bucket])
+            if not all(type(layer) is DynamicLayer for layer in self.cache.layers):
+                return self._prefill_padded(rows)  # windowed or recurrent layers: no merging
+            parts.append((logits, self.cache, self.mask))
+        order = torch.tensor([i for bucket in buckets for i in bucket], device=self.device)
+        restore = torch.argsort(order)
+        width = max(mask.shape[1] for _, _, mask in parts)
+        self.cache = DynamicCache(config=self.model.config)
+        for layer_idx in range(len(parts[0][1].layers)):
+            keys = torch.cat([_pad_left(cache.layers[layer_idx].keys, width, -2) for _, cache, _ in parts])
+            values = torch.cat([_pad_left(cache.layers[layer_idx].values, width, -2) for _, cache, _ in parts])
+            self.cache.update(keys[restore], values[restore], layer_idx)
+        self.mask = torch.cat([_pad_left(mask, width, -1) for _, _, mask in parts])[restore]
+        self.last_position = (self.mask.sum(-1, keepdim=True) - 1)
+        return torch.cat([logits for logits, _, _ in parts])[restore]
+
+    def _prefill_padded(self, rows: Sequence[Sequence[int]]) -> Tensor:
+        """One forward over `rows` left-padded to the longest; sets the cache, mask and positions."""
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -78,7 +118,8 @@ class StreamBatch:
         return out.logits[:, -1]
 
     def keep(self, rows: Tensor) -> None:
-        """Drop every row not listed in `rows` (indices into the current rows)."""
+        """Keep the rows listed in `rows` (indices into the current rows; a repeated
+        index copies that row), dropping the others."""
         rows = rows.to(self.device)
         self.cache.batch_select_indices(rows)
         self.mask = self.mask[rows]
@@ -101,3 +142,28 @@ def _crop_left(cache: DynamicCache, columns: int) -> bool:
         layer.keys = layer.keys[:, :, columns:]
         layer.values = layer.values[:, :, columns:]
     return True
+
+
+def length_buckets(lengths: Sequence[int], spread: float = 1.5) -> list[list[int]]:
+    """Indices grouped so that within a group the longest is at most `spread` x the shortest.
+
+    Sorted by length, so each group is padded only to its own longest member.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and lengths[i] <= spread * lengths[buckets[-1][0]]:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
+def _pad_left(tensor: Tensor, width: int, dim: int) -> Tensor:
+    """`tensor` with zeros prepended along `dim` up to `width` (masked positions: never attended)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

@@ -8,6 +8,7 @@ import torch
 from decoders import get_decoder
 from decoders.sampling import row_generator
 from harness.engine import decode
+from harness.stream_batch import length_buckets
 from tests.tiny import tiny_model
 
 PROMPTS = ["What is 2+3?", "Hi", "A much longer prompt, so the others need left padding."]
@@ -140,3 +141,44 @@ def test_soft_one_hot_input_equals_token_input(tiny):
 def test_stream_count_must_match_decoder(tiny):
     with pytest.raises(ValueError, match="reads 1 stream"):
         decode(tiny, [_ids(tiny, PROMPTS), _ids(tiny, PROMPTS)], get_decoder("greedy"), max_new_tokens=3)
+
+
+def test_repeated_prompts_are_prefilled_once_and_decode_like_the_others(tiny):
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[0], PROMPTS[2]]
+    widths = []
+    hook = tiny.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        repeated = decode(tiny, [_ids(tiny, prompts)], get_decoder("greedy"), max_new_tokens=20)
+    finally:
+        hook.remove()
+    prefills = [shape for shape in widths if shape[1] > 1]
+    assert sum(rows for rows, _ in prefills) == 2  # two distinct prompts prefilled
+    assert [shape for shape in widths if shape[1] == 1][0][0] == len(prompts)  # every row decodes
+    alone = {p: decode(tiny, [_ids(tiny, [p])], get_decoder("greedy"), max_new_tokens=20)[0].token_ids
+             for p in set(prompts)}
+    assert [r.token_ids for r in repeated] == [alone[p] for p in prompts]
+
+
+def test_prompts_of_very_different_lengths_are_prefilled_apart(tiny):
+    short, long = "Hi there", "A much longer prompt that would make the short one mostly padding. " * 3
+    prompts = [long, short, long + "!", short + "?"]
+    widths = []
+    hook = tiny.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        together = decode(tiny, [_ids(tiny, prompts)], get_decoder("greedy"), max_new_tokens=20)
+    finally:
+        hook.remove()
+    prefills = sorted(shape for shape in widths if shape[1] > 1)
+    assert prefills == [(2, len(_ids(tiny, [short + "?"])[0])), (2, len(_ids(tiny, [long + "!"])[0]))]
+    for prompt, row in zip(prompts, together, strict=True):
+        alone = decode(tiny, [_ids(tiny, [prompt])], get_decoder("greedy"), max_new_tokens=20)[0]
+        assert row.token_ids == alone.token_ids
+
+
+def test_length_buckets():
+    assert length_buckets([100, 600, 110, 580]) == [[0, 2], [3, 1]]
+    assert length_buckets([5, 6, 7]) == [[0, 1, 2]]

@@ -23,13 +23,7 @@ SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_n
 MAX_NEW = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model is far faster on one thread than on a shared, busy pair of cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

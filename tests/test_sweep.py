@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from harness import redumix_pipeline, sweep
@@ -27,13 +26,7 @@ SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_n
 TIMING = ("_s",)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model is far faster on one thread than on a shared, busy pair of cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(model_dir, n=3, seeds=(0, 1), batch_size=2, max_new_tokens=10, lambdas=(0, 0.5, 1),
