@@ -11,6 +11,11 @@ from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
+from harness.growing_cache import GrowingLayer, growing_cache
+
+# Cache layers holding every position of every row (what merging and cropping need).
+FULL_LAYERS = (DynamicLayer, GrowingLayer)
+
 
 class StreamBatch:
     """Rows decoded together in one forward per step.
@@ -59,13 +64,13 @@ class StreamBatch:
         parts = []
         for bucket in buckets:
             logits = self._prefill_padded([rows[i] for i in bucket])
-            if not all(type(layer) is DynamicLayer for layer in self.cache.layers):
+            if not all(type(layer) in FULL_LAYERS for layer in self.cache.layers):
                 return self._prefill_padded(rows)  # windowed or recurrent layers: no merging
             parts.append((logits, self.cache, self.mask))
         order = torch.tensor([i for bucket in buckets for i in bucket], device=self.device)
         restore = torch.argsort(order)
         width = max(mask.shape[1] for _, _, mask in parts)
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = growing_cache(self.model.config)
         for layer_idx in range(len(parts[0][1].layers)):
             keys = torch.cat([_pad_left(cache.layers[layer_idx].keys, width, -2) for _, cache, _ in parts])
             values = torch.cat([_pad_left(cache.layers[layer_idx].values, width, -2) for _, cache, _ in parts])
@@ -84,7 +89,7 @@ class StreamBatch:
             mask[i, width - len(row) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = growing_cache(self.model.config)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -136,11 +141,14 @@ class StreamBatch:
 def _crop_left(cache: DynamicCache, columns: int) -> bool:
     """Drop the first `columns` cached positions of every layer; False (and no change)
     when the cache has layers of another kind (sliding windows, recurrent state)."""
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+    if not all(type(layer) in FULL_LAYERS for layer in cache.layers):
         return False
     for layer in cache.layers:
-        layer.keys = layer.keys[:, :, columns:]
-        layer.values = layer.values[:, :, columns:]
+        if isinstance(layer, GrowingLayer):
+            layer.drop_left(columns)
+        else:
+            layer.keys = layer.keys[:, :, columns:]
+            layer.values = layer.values[:, :, columns:]
     return True
 
 

@@ -182,3 +182,23 @@ def test_prompts_of_very_different_lengths_are_prefilled_apart(tiny):
 def test_length_buckets():
     assert length_buckets([100, 600, 110, 580]) == [[0, 2], [3, 1]]
     assert length_buckets([5, 6, 7]) == [[0, 1, 2]]
+
+
+def test_growing_cache_layer_matches_concatenation():
+    from harness.growing_cache import GrowingLayer
+
+    torch.manual_seed(0)
+    layer, keys = GrowingLayer(), []
+    for length in (5, 1, 1, 70, 1):  # crosses a growth of the buffer
+        k = torch.randn(3, 2, length, 4)
+        keys.append(k)
+        got, _ = layer.update(k, k.clone())
+        assert torch.equal(got, torch.cat(keys, dim=-2))
+    layer.batch_select_indices(torch.tensor([2, 0, 0]))
+    layer.drop_left(3)
+    expected = torch.cat(keys, dim=-2)[[2, 0, 0]][..., 3:, :]
+    assert torch.equal(layer.keys, expected) and torch.equal(layer.values, expected)
+    assert layer.get_seq_length() == expected.shape[-2]
+    new = torch.randn(3, 2, 1, 4)
+    got, _ = layer.update(new, new)
+    assert torch.equal(got, torch.cat([expected, new], dim=-2))
