@@ -95,26 +95,32 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     if loaded is None:
         loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
     run_dir.write_spec(resolved | {"model": loaded.describe()})
-    if _is_redumix(decoder):
-        return _run_redumix(spec, env, decoder, loaded, run_dir, problems, todo, done, progress)
-
-    correct = new_tokens = 0
+    n = correct = new_tokens = 0
     decode_s = 0.0
+    by_lambda: dict[float, tuple[int, int]] = {}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
                unit="problem", disable=not progress)
-    for start in range(0, len(todo), spec.batch_size):
-        batch = todo[start : start + spec.batch_size]
-        began = time.perf_counter()
-        records = _decode_batch(spec, env, decoder, loaded, batch)
-        decode_s += time.perf_counter() - began
+    cache = redumix_pipeline.Stage13Cache()
+    began = time.perf_counter()
+    for records in iter_record_batches(spec, env, decoder, loaded, todo, done, cache):
+        wall = time.perf_counter() - began
+        run_dir.append(records)
+        n += len(records)
         correct += sum(r["correct"] for r in records)
         new_tokens += sum(r["new_tokens"] for r in records)
-        run_dir.append(records)
-        bar.update(len(batch))
-        bar.set_postfix(acc=f"{correct / max(1, start + len(batch)):.2f}")
+        # Throughput counts decoding of the answers: stage 4 alone for ReDuMix.
+        decode_s += sum(r["mix_s"] for r in records) if _is_redumix(decoder) else wall
+        for r in records:
+            if "lambda" in r:
+                right, seen = by_lambda.get(r["lambda"], (0, 0))
+                by_lambda[r["lambda"]] = (right + r["correct"], seen + 1)
+        bar.update(len({r["problem_id"] for r in records}))
+        bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
+        began = time.perf_counter()
     bar.close()
-    return RunSummary(out=run_dir.path, n=len(todo), correct=correct, new_tokens=new_tokens,
-                      decode_s=decode_s, skipped=len(problems) - len(todo))
+    skipped = len(done) if _is_redumix(decoder) else len(problems) - len(todo)
+    return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
+                      skipped=skipped, by_lambda=dict(sorted(by_lambda.items())) if _is_redumix(decoder) else None)
 
 
 def iter_record_batches(spec: RunSpec, env, decoder, loaded: LoadedModel, todo: list,
@@ -164,36 +170,6 @@ def _single_stream_steps(row) -> dict[str, list]:
 
 def _is_redumix(decoder) -> bool:
     return decoder.name == "redumix"
-
-
-def _run_redumix(spec, env, decoder, loaded, run_dir, problems, todo, done, progress) -> RunSummary:
-    """The ReDuMix pipeline (see harness.redumix_pipeline): records per (problem, lambda)."""
-    cache = redumix_pipeline.Stage13Cache()
-    n = correct = new_tokens = 0
-    decode_s = 0.0
-    by_lambda: dict[float, tuple[int, int]] = {}
-    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x redumix",
-               unit="problem", disable=not progress)
-    for start in range(0, len(todo), spec.batch_size):
-        batch = todo[start : start + spec.batch_size]
-        results = redumix_pipeline.solve_batch(
-            env, loaded, decoder, batch, max_new_tokens=spec.max_new_tokens, stop=spec.stop, seed=spec.seed,
-            skip=done, cache=cache, save_steps=spec.save_steps,
-        )
-        records = [_redumix_record(spec, loaded, decoder, res) for res in results]
-        for res in results:
-            n += 1
-            correct += res["verdict"].correct
-            new_tokens += res["row"].new_tokens
-            decode_s += res["mix_s"]
-            right, seen = by_lambda.get(res["lambda"], (0, 0))
-            by_lambda[res["lambda"]] = (right + res["verdict"].correct, seen + 1)
-        run_dir.append(records)
-        bar.update(len(batch))
-        bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
-    bar.close()
-    return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
-                      skipped=len(done), by_lambda=dict(sorted(by_lambda.items())))
 
 
 def _redumix_record(spec, loaded, decoder, res) -> dict:
