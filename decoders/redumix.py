@@ -21,7 +21,7 @@ from torch import Tensor
 
 from decoders.base import Step
 from decoders.mix_step import MixtureStep
-from decoders.registry import register_decoder
+from decoders.registry import get_decoder, register_decoder
 from envs.feedback import check_policy_name
 
 DEFAULT_REFLECT_PROMPT = (
@@ -60,6 +60,8 @@ class ReDuMix:
             `summary_max_new_tokens`) and the record says how many tokens were cut.
         lambdas_per_batch: how many lam values share one stage-4 batch (0: all of them);
             lower it when batch_size x lam values x 2 contexts does not fit in memory.
+        stage1_sample / stage1_temperature / stage1_top_p: how the first attempt is
+            decoded (greedy by default; sampled with a generator per problem when set).
     """
 
     lam: float | tuple[float, ...] = 0.5
@@ -75,6 +77,9 @@ class ReDuMix:
     summary_prompt: str = DEFAULT_SUMMARY_PROMPT
     summary_max_new_tokens: int = 64
     lambdas_per_batch: int = 0
+    stage1_sample: bool = False
+    stage1_temperature: float = 1.0
+    stage1_top_p: float = 1.0
 
     num_streams = 2
 
@@ -103,6 +108,12 @@ class ReDuMix:
             raise ValueError(f"top_k (={self.top_k}) must be >= 0; use 0 to keep every token")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p (={self.top_p}) must be in (0, 1]; use 1.0 to turn it off")
+        if not self.stage1_temperature > 0:
+            raise ValueError(
+                f"stage1_temperature (={self.stage1_temperature}) must be > 0; use stage1_sample=false for greedy"
+            )
+        if not 0.0 < self.stage1_top_p <= 1.0:
+            raise ValueError(f"stage1_top_p (={self.stage1_top_p}) must be in (0, 1]; use 1.0 to turn it off")
         if self.reflection_max_new_tokens < 1:
             raise ValueError(f"reflection_max_new_tokens (={self.reflection_max_new_tokens}) must be >= 1")
         if self.summary_max_new_tokens < 1:
@@ -121,6 +132,12 @@ class ReDuMix:
     def for_lambda(self, lam: float) -> ReDuMix:
         """This config with a single lam (what one stage-4 engine call uses)."""
         return dataclasses.replace(self, lam=float(lam))
+
+    def first_attempt_decoder(self):
+        """The single-context decoder of stage 1."""
+        if not self.stage1_sample:
+            return get_decoder("greedy")
+        return get_decoder("sample", temperature=self.stage1_temperature, top_p=self.stage1_top_p)
 
     def reflect_turn(self, question: str) -> str:
         return self.reflect_prompt.replace(QUESTION_FIELD, question)

@@ -382,7 +382,7 @@ class RedumixLM(LM):
         for start in range(0, len(problems), self.batch_size):
             chunk = problems[start : start + self.batch_size]
             done = redumix_pipeline.first_stages(env, self.loaded, decoder, chunk, max_new_tokens=self.max_gen_toks,
-                                                 stop=[], cache=self._stage_cache)
+                                                 stop=[], cache=self._stage_cache, seed=self.seed)
             stages.update((p.question, stage) for p, stage in zip(chunk, done, strict=True))
         tok = self.loaded.tokenizer
         originals, reflectives = [], []

@@ -60,12 +60,14 @@ class Stage13Cache:
 
 
 def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_tokens: int,
-              stop: Sequence[str]) -> tuple:
+              stop: Sequence[str], seed: int = 0) -> tuple:
     return (
         loaded.name, problem.env, problem.problem_id, problem.question,
         max_new_tokens, tuple(stop), decoder.reflect_prompt, decoder.redo_prompt,
         decoder.reflection_max_new_tokens, decoder.feedback, decoder.summary_prompt,
         decoder.summary_max_new_tokens, decoder.context_budget,
+        # A sampled first attempt depends on the seed; a greedy one does not.
+        (decoder.stage1_temperature, decoder.stage1_top_p, seed) if decoder.stage1_sample else None,
     )
 
 
@@ -95,7 +97,7 @@ def solve_batch(
     """
     cache = cache if cache is not None else Stage13Cache()
     lambdas = list(lambdas) if lambdas is not None else list(decoder.lambdas)
-    stages = _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache)
+    stages = _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, seed=seed)
     for problem, stage in zip(problems, stages, strict=True):
         _check_fits(loaded, decoder, problem, "the reflective context x2", stage.x2, max_new_tokens)
 
@@ -139,15 +141,15 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
 
 
 def first_stages(env, loaded: LoadedModel, decoder: ReDuMix, problems: Sequence[Problem], *, max_new_tokens: int,
-                 stop: Sequence[str], cache: Stage13Cache | None = None) -> list[Stage13]:
+                 stop: Sequence[str], cache: Stage13Cache | None = None, seed: int = 0) -> list[Stage13]:
     """Stages 1-3 alone (x and x2 of each problem), for callers that score continuations
     under the mixture instead of decoding stage 4."""
     return _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop,
-                          cache if cache is not None else Stage13Cache())
+                          cache if cache is not None else Stage13Cache(), seed=seed)
 
 
-def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) -> list[Stage13]:
-    keys = [stage_key(loaded, p, decoder, max_new_tokens, stop) for p in problems]
+def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, *, seed: int = 0) -> list[Stage13]:
+    keys = [stage_key(loaded, p, decoder, max_new_tokens, stop, seed) for p in problems]
     missing = [i for i, k in enumerate(keys) if k not in cache.entries]
     if missing:
         todo = [problems[i] for i in missing]
@@ -157,8 +159,9 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache) 
         began = time.perf_counter()
         users = [env.user_prompt(p) for p in todo]
         xs = [render_chat(tok, [{"role": "user", "content": u}]) for u in users]
-        first = engine.decode(loaded, [[encode(tok, x) for x in xs]], greedy,
-                              max_new_tokens=max_new_tokens, stop_strings=stop)
+        first = engine.decode(loaded, [[encode(tok, x) for x in xs]], decoder.first_attempt_decoder(),
+                              max_new_tokens=max_new_tokens, stop_strings=stop,
+                              rngs=[row_generator(seed, f"{p.problem_id}:stage1") for p in todo])
         cache.stage1_calls += len(todo)
         stage1_s = (time.perf_counter() - began) / len(todo)
 

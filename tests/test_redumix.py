@@ -54,9 +54,9 @@ def sweep(tiny, tmp_path_factory):
     calls = []
     original = redumix_pipeline._stages_1_to_3
 
-    def counting(env, loaded, decoder, problems, *args):
+    def counting(env, loaded, decoder, problems, *args, **kwargs):
         before = len(args[-1].entries)
-        stages = original(env, loaded, decoder, problems, *args)
+        stages = original(env, loaded, decoder, problems, *args, **kwargs)
         calls.append(len(args[-1].entries) - before)
         return stages
 
@@ -230,6 +230,29 @@ def test_lambdas_share_one_stage4_batch_unless_limited(tiny, monkeypatch):
         outputs[per_batch] = {(r["problem"].problem_id, r["lambda"]): r["row"].text for r in results}
     assert calls == [[0.0, 0.5, 1.0], [0.0], [0.5], [1.0]]
     assert outputs["0"] == outputs["1"] and len(outputs["0"]) == 6
+
+
+def test_first_attempt_is_greedy_by_default_and_sampled_on_request(tiny):
+    env = get_env("basic_arithmetic", **EASY)
+    problems = env.problems(3, 0)
+
+    def first_attempts(seed, **extra):
+        decoder = get_decoder("redumix", lam="1", **SHORT, **extra)
+        results = redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=MAX_NEW, stop=[],
+                                               seed=seed)
+        return [r["stage"].stage1_completion for r in results]
+
+    x_texts = [redumix_pipeline.render_chat(tiny.tokenizer, [{"role": "user", "content": env.user_prompt(p)}])
+               for p in problems]
+    greedy = [engine.decode(tiny, [[encode(tiny.tokenizer, x)]], get_decoder("greedy"), max_new_tokens=MAX_NEW)[0].text
+              for x in x_texts]
+    assert first_attempts(0) == greedy == first_attempts(1)
+    sampled = {"stage1_sample": "true", "stage1_temperature": "2.0"}
+    assert first_attempts(0, **sampled) == first_attempts(0, **sampled)  # seeded
+    assert first_attempts(0, **sampled) != first_attempts(1, **sampled)
+    assert first_attempts(0, **sampled) != greedy
+    with pytest.raises(ValueError, match="stage1_temperature"):
+        get_decoder("redumix", stage1_sample="true", stage1_temperature="0")
 
 
 def test_redo_prompt_can_restate_the_question(tiny):
