@@ -96,7 +96,7 @@ def _set(path, value):
         (_set(["decoders", 1, "feedback"], ["ground_truht"]),
          ["decoders[1].feedback[0] (='ground_truht')", "Did you mean: ground_truth?"]),
         (_set(["decoders", 1, "config"], {"lam": 0.5}), ["decoders[1].config.lam (=0.5)", "lambdas: [...]"]),
-        (_set(["decoders", 1, "config"], {"temprature": 0.5}), ["decoders[1].config", "Did you mean: temperature?"]),
+        (_set(["decoders", 1, "config"], {"temprature": 0.5}), ["decoders[1].config", "Did you mean: temperature"]),
         (_set(["decoders", 1, "config"], {"temperature": 0}), ["decoders[1].config", "temperature (=0)"]),
         (_set(["envs", 0, "n"], 0), ["envs[0].n (=0) must be an integer >= 1"]),
         (_set(["seeds"], 0), ["seeds (=0) must be a list", "seeds: [0]"]),
