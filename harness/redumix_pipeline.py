@@ -1,6 +1,7 @@
 """The four ReDuMix stages on top of the engine, for one batch of problems.
 
-1. first attempt y1: greedy decoding of x (the env's user prompt);
+1. first attempt y1: decoding of x, the env's user prompt (greedy unless the decoder
+   asks to sample it);
 2. feedback r on y1 under the decoder's feedback policy;
 3. reflection c: greedy decoding of [user x, assistant y1, user r + reflect prompt];
 4. dual-context mixture decoding of x and x2 = [... , assistant c, user redo prompt]
