@@ -56,6 +56,7 @@ class RunSummary:
     decode_s: float
     skipped: int
     by_lambda: dict[float, tuple[int, int]] | None = None  # redumix: lambda -> (correct, records)
+    first_attempts: tuple[int, int] | None = None  # redumix: (correct, problems) of stage 1
 
     @property
     def accuracy(self) -> float:
@@ -98,6 +99,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     n = correct = new_tokens = 0
     decode_s = 0.0
     by_lambda: dict[float, tuple[int, int]] = {}
+    first_correct: dict[str, bool] = {}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
                unit="problem", disable=not progress)
     cache = redumix_pipeline.Stage13Cache()
@@ -114,13 +116,15 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
             if "lambda" in r:
                 right, seen = by_lambda.get(r["lambda"], (0, 0))
                 by_lambda[r["lambda"]] = (right + r["correct"], seen + 1)
+                first_correct[r["problem_id"]] = r["stage1_correct"]
         bar.update(len({r["problem_id"] for r in records}))
         bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
         began = time.perf_counter()
     bar.close()
     skipped = len(done) if _is_redumix(decoder) else len(problems) - len(todo)
     return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
-                      skipped=skipped, by_lambda=dict(sorted(by_lambda.items())) if _is_redumix(decoder) else None)
+                      skipped=skipped, by_lambda=dict(sorted(by_lambda.items())) if _is_redumix(decoder) else None,
+                      first_attempts=(sum(first_correct.values()), len(first_correct)) if first_correct else None)
 
 
 def iter_record_batches(spec: RunSpec, env, decoder, loaded: LoadedModel, todo: list,

@@ -298,6 +298,8 @@ def test_cli_runs_a_lambda_sweep(tiny_model_dir, tmp_path, capsys):
     assert {r["feedback_policy"] for r in records} == {"binary"}
     printed = capsys.readouterr().out
     assert "lambda=0: " in printed and "lambda=1: " in printed and "(4 records)" in printed
+    first = sum(r["stage1_correct"] for r in records if r["lambda"] == 0.0)
+    assert f"first attempts (stage 1): {first}/2 " in printed
     assert all(r["feedback"].startswith(("Your answer is", "Format error")) for r in records)
     spec = json.loads((out / "spec.json").read_text())
     assert spec["run"]["decoder_config"]["lam"] == [0.0, 1.0]
