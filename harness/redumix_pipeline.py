@@ -58,6 +58,14 @@ class Stage13Cache:
 
     entries: dict[tuple, Stage13] = field(default_factory=dict)
     stage1_calls: int = 0  # problems that went through stage 1 (for tests and logs)
+    # Greedy completions of x decoded elsewhere (a greedy unit of the same sweep), with the
+    # seconds each took: a greedy first attempt is exactly that, so it is not decoded again.
+    greedy_attempts: dict[tuple, tuple[str, float]] = field(default_factory=dict)
+
+
+def first_attempt_key(loaded: LoadedModel, user_prompt: str, max_new_tokens: int, stop: Sequence[str]) -> tuple:
+    """What a greedy first attempt depends on: the model, the prompt and the stopping rules."""
+    return (loaded.name, user_prompt, max_new_tokens, tuple(stop))
 
 
 def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_tokens: int,
@@ -157,22 +165,17 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
         greedy = get_decoder("greedy")
         tok = loaded.tokenizer
         # Timings: each stage's batch wall time is split evenly over the batch's rows.
-        began = time.perf_counter()
         users = [env.user_prompt(p) for p in todo]
         xs = [render_chat(tok, [{"role": "user", "content": u}]) for u in users]
-        first = engine.decode(loaded, [[encode(tok, x) for x in xs]], decoder.first_attempt_decoder(),
-                              max_new_tokens=max_new_tokens, stop_strings=stop,
-                              rngs=[row_generator(seed, f"{p.problem_id}:stage1") for p in todo])
-        cache.stage1_calls += len(todo)
-        stage1_s = (time.perf_counter() - began) / len(todo)
+        first, stage1_s = _first_attempts(loaded, decoder, todo, users, xs, max_new_tokens, stop, cache, seed)
 
         began = time.perf_counter()
-        verdicts = [env.verify(p, r.text) for p, r in zip(todo, first, strict=True)]
+        verdicts = [env.verify(p, y1) for p, y1 in zip(todo, first, strict=True)]
         feedbacks = [env.feedback(p, v, decoder.feedback) for p, v in zip(todo, verdicts, strict=True)]
         feedback_s = (time.perf_counter() - began) / len(todo)
 
         began = time.perf_counter()
-        fitted = _fit_first_attempts(loaded, decoder, todo, users, [r.text for r in first], feedbacks,
+        fitted = _fit_first_attempts(loaded, decoder, todo, users, first, feedbacks,
                                      max_new_tokens)
         compress_s = (time.perf_counter() - began) / len(todo)
 
@@ -194,12 +197,36 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
                                    {"role": "user", "content": decoder.redo_turn(users[n])}])
             _, tokens_cut, summary = fitted[n]
             cache.entries[keys[i]] = Stage13(
-                x=xs[n], stage1_completion=first[n].text, stage1_answer=verdicts[n].answer,
+                x=xs[n], stage1_completion=first[n], stage1_answer=verdicts[n].answer,
                 stage1_correct=verdicts[n].correct, feedback=feedbacks[n], reflection=reflections[n].text,
-                x2=x2, stage1_s=stage1_s, feedback_s=feedback_s, reflection_s=reflection_s,
+                x2=x2, stage1_s=stage1_s[n], feedback_s=feedback_s, reflection_s=reflection_s,
                 compressed=tokens_cut > 0, tokens_cut=tokens_cut, summary=summary, compress_s=compress_s,
             )
     return [cache.entries[k] for k in keys]
+
+
+def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, cache, seed):
+    """(y1 texts, seconds each) for `problems`; greedy ones already decoded elsewhere are reused."""
+    texts: list[str] = [""] * len(problems)
+    seconds = [0.0] * len(problems)
+    to_decode = []
+    for n, user in enumerate(users):
+        known = None if decoder.stage1_sample else cache.greedy_attempts.get(
+            first_attempt_key(loaded, user, max_new_tokens, stop))
+        if known is None:
+            to_decode.append(n)
+        else:
+            texts[n], seconds[n] = known
+    if to_decode:
+        began = time.perf_counter()
+        rows = engine.decode(loaded, [[encode(loaded.tokenizer, xs[n]) for n in to_decode]],
+                             decoder.first_attempt_decoder(), max_new_tokens=max_new_tokens, stop_strings=stop,
+                             rngs=[row_generator(seed, f"{problems[n].problem_id}:stage1") for n in to_decode])
+        share = (time.perf_counter() - began) / len(to_decode)
+        for n, row in zip(to_decode, rows, strict=True):
+            texts[n], seconds[n] = row.text, share
+        cache.stage1_calls += len(to_decode)
+    return texts, seconds
 
 
 def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_new_tokens):

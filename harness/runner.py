@@ -134,18 +134,30 @@ def iter_record_batches(spec: RunSpec, env, decoder, loaded: LoadedModel, todo: 
 
     Writes nothing: the caller decides where records go (a sweep keeps one samples.jsonl
     for many such units). For redumix, `done` holds the (problem_id, lambda) pairs to skip
-    and `cache` the stage 1-3 cache to share between units; other decoders ignore both.
+    and `cache` the stage 1-3 cache to share between units; greedy fills the cache's
+    first attempts, so a later redumix unit does not decode them again.
     """
     for start in range(0, len(todo), spec.batch_size):
         batch = todo[start : start + spec.batch_size]
         if not _is_redumix(decoder):
-            yield _decode_batch(spec, env, decoder, loaded, batch)
+            began = time.perf_counter()
+            records = _decode_batch(spec, env, decoder, loaded, batch)
+            if cache is not None and decoder.name == "greedy":
+                _remember_greedy_attempts(cache, spec, env, loaded, batch, records, time.perf_counter() - began)
+            yield records
             continue
         results = redumix_pipeline.solve_batch(
             env, loaded, decoder, batch, max_new_tokens=spec.max_new_tokens, stop=spec.stop, seed=spec.seed,
             skip=done, cache=cache, save_steps=spec.save_steps,
         )
         yield [_redumix_record(spec, loaded, decoder, res) for res in results]
+
+
+def _remember_greedy_attempts(cache, spec, env, loaded, batch, records, seconds) -> None:
+    # A later ReDuMix unit on the same model takes these as its first attempts instead of redoing them.
+    for problem, record in zip(batch, records, strict=True):
+        key = redumix_pipeline.first_attempt_key(loaded, env.user_prompt(problem), spec.max_new_tokens, spec.stop)
+        cache.greedy_attempts[key] = (record["completion"], seconds / len(batch))
 
 
 def _decode_batch(spec: RunSpec, env, decoder, loaded: LoadedModel, batch: list) -> list[dict]:

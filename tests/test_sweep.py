@@ -167,10 +167,35 @@ def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model
 
     monkeypatch.setattr(sweep.redumix_pipeline, "Stage13Cache", Counting)
     data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 0.25, 0.5, 0.75, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] == "redumix"]
     result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
-    assert result.new == 3 * (1 + 1 + 5)
+    assert result.new == 3 * 5
     (cache,) = caches
     assert cache.stage1_calls == 3  # not 3 x 5
+
+
+def test_redumix_takes_its_first_attempts_from_the_greedy_unit(tiny_model_dir, tmp_path, monkeypatch):
+    caches = []
+
+    class Counting(redumix_pipeline.Stage13Cache):
+        def __init__(self):
+            super().__init__()
+            caches.append(self)
+
+    monkeypatch.setattr(sweep.redumix_pipeline, "Stage13Cache", Counting)
+    data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
+    assert result.new == 3 * (1 + 1 + 2)
+    (cache,) = caches
+    assert cache.stage1_calls == 0  # greedy already decoded every first attempt
+    records = [json.loads(line) for line in _lines(tmp_path / "s")]
+    greedy = {r["problem_id"]: r["completion"] for r in records if r["decoder"] == "greedy"}
+    for r in records:
+        if r["decoder"] == "redumix":
+            assert r["stage1_completion"] == greedy[r["problem_id"]]
+            assert r["stage1_s"] > 0  # the greedy decode's share, so costs stay comparable
+            if r["lambda"] == 1.0:
+                assert r["completion"] == greedy[r["problem_id"]]
 
 
 def test_cli_sweep_prints_summary_and_where_results_are(tiny_model_dir, tmp_path, capsys):
