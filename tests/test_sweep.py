@@ -157,15 +157,21 @@ def test_a_run_folder_is_not_mixed_with_a_sweep(tiny_model_dir, tmp_path, capsys
     assert "already holds a `redumix run` folder" in capsys.readouterr().err
 
 
-def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model_dir, tmp_path, monkeypatch):
-    caches = []
+@pytest.fixture
+def caches(monkeypatch):
+    """Every Stage13Cache the sweep makes, to count how often stage 1 really ran."""
+    made = []
 
     class Counting(redumix_pipeline.Stage13Cache):
         def __init__(self):
             super().__init__()
-            caches.append(self)
+            made.append(self)
 
     monkeypatch.setattr(sweep.redumix_pipeline, "Stage13Cache", Counting)
+    return made
+
+
+def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model_dir, tmp_path, caches):
     data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 0.25, 0.5, 0.75, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] == "redumix"]
     result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
@@ -174,15 +180,7 @@ def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model
     assert cache.stage1_calls == 3  # not 3 x 5
 
 
-def test_redumix_takes_its_first_attempts_from_the_greedy_unit(tiny_model_dir, tmp_path, monkeypatch):
-    caches = []
-
-    class Counting(redumix_pipeline.Stage13Cache):
-        def __init__(self):
-            super().__init__()
-            caches.append(self)
-
-    monkeypatch.setattr(sweep.redumix_pipeline, "Stage13Cache", Counting)
+def test_redumix_takes_its_first_attempts_from_the_greedy_unit(tiny_model_dir, tmp_path, caches):
     data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
     result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
     assert result.new == 3 * (1 + 1 + 2)
