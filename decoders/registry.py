@@ -114,7 +114,10 @@ def parse_key_values(items: list[str] | None, what: str) -> dict[str, str]:
             key, sep, value = part.partition("=")
             if not sep or not key.strip():
                 raise ValueError(f"{what} item {part!r} is not key=value; write e.g. {what} temperature=0.7")
-            out[key.strip()] = value.strip()
+            key, value = key.strip(), value.strip()
+            if out.get(key, value) != value:
+                raise ValueError(f"{what} gives {key} twice ({key}={out[key]} and {key}={value}); give it once")
+            out[key] = value
     return out
 
 

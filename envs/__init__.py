@@ -15,7 +15,7 @@ from .answer import (
     extract_answer_flexible,
     wrap_answer,
 )
-from .base import Env, Problem, Verdict
+from .base import Env, Problem, Verdict, problem_id  # noqa: F401
 from .feedback import (
     DEFAULT_TEMPLATES,
     FEEDBACK_POLICIES,

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+def problem_id(env: str, seed: int, index: int) -> str:
+    """The deterministic id of problem `index` of `env` under `seed`, e.g. "basic_arithmetic-s0-3"."""
+    return f"{env}-s{seed}-{index}"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One task instance, fully determined by (env, config, seed, index).

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .answer import ANSWER_INSTRUCTION, check_extraction_mode, extract_answer, extract_answer_flexible
-from .base import Problem, Verdict
+from .base import Problem, Verdict, problem_id
 from .feedback import render_feedback
 from .hints import verifier_hints
 from .jsonable import to_jsonable
@@ -51,11 +51,6 @@ EXAMPLE_ANSWER_KEYS = {
     "propositional_logic": "example_answer",
     "rubiks_cube": "example_correct_answer",
 }
-
-
-def problem_id(env: str, seed: int, index: int) -> str:
-    """Deterministic id, e.g. "basic_arithmetic-s0-3"."""
-    return f"{env}-s{seed}-{index}"
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 from decoders.registry import parse_key_values
 from envs.answer import EXTRACTION_MODES
 from harness.models import DEFAULT_MODEL, DTYPES, EMBEDDED_MODELS
+from harness.signals import sigterm_as_interrupt
 
 RESULTS_DIR = Path("results")
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     harvest = sub.add_parser("harvest", help="write reflection-revision preference pairs from a ReDuMix run")
     harvest.add_argument("run_dir", metavar="RUN_DIR", help="folder of a run made with --decoder redumix")
     harvest.add_argument("--out", required=True, help="JSONL file to write (prompt/chosen/rejected per line)")
+    harvest.add_argument("--force", action="store_true", help="replace --out if it exists")
     rule = harvest.add_mutually_exclusive_group()
     rule.add_argument("--only", choices=["improved"], default="improved",
                       help="improved (default): first attempt wrong, redo right")
@@ -84,19 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads (={threads}) must be 1 or more (CPU threads torch may use); leave it out for "
+                         "torch's own choice")
     import torch
 
+    torch.set_num_threads(threads)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     stop = [s for s in args.stop if s] if args.stop is not None else ["</answer>"]
     decoder_config = parse_key_values(args.decoder_config, "--decoder-config")
     if args.feedback is not None:
         from envs.feedback import check_policy_name
 
         check_policy_name(args.feedback)
+        given = decoder_config.get("feedback", args.feedback)
+        if given != args.feedback:
+            raise ValueError(f"--feedback (={args.feedback!r}) and --decoder-config feedback={given} disagree; "
+                             "give the feedback policy once")
         decoder_config["feedback"] = args.feedback
     spec = RunSpec(
         env=args.env,
@@ -115,6 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         save_steps=args.save_steps,
     )
     out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
+    args.out_dir = out  # for the message if the run is interrupted
     summary = run(spec, out)
     total = summary.n + summary.skipped
     print(f"accuracy: {summary.correct}/{summary.n} = {summary.accuracy:.3f}"
@@ -134,7 +149,7 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
     from harness.harvest import harvest
 
     rule = "all" if args.all else args.only
-    summary = harvest(args.run_dir, args.out, rule)
+    summary = harvest(args.run_dir, args.out, rule, force=args.force)
     print(f"{summary.pairs} pairs ({rule}) from {summary.records} records "
           f"({summary.identical} skipped: redo identical to the first attempt) -> {args.out}")
     return 0
@@ -147,34 +162,36 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     out = Path(args.out or config.out or RESULTS_DIR / config.name)
 
-    import torch
-
-    from harness.report import format_summary
     from harness.sweep import run_sweep
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
+    args.out_dir = out
     result = run_sweep(config, out, force_new=args.force_new, write_report=not args.no_report)
     print(f"records: {result.total} ({result.new} new, {result.total - result.new} already recorded)")
     t = result.timings
     print(f"time: {t['total_s']:.1f} s (model load {t['load_s']:.1f} s, stages 1-3 {t['stage_s']:.1f} s, "
           f"decoding {t['decode_s']:.1f} s, report {t['report_s']:.1f} s)")
     if result.report is not None:
-        print(format_summary(result.report.summary))
-        print(f"report: {result.report.html}")
-        print(f"tables: {result.report.summary_csv}, {result.report.samples_csv}")
+        _print_report(result.report)
     print(f"results: {result.out / 'samples.jsonl'}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import format_summary, write_report
+    from harness.report import write_report
 
-    report = write_report(args.run_dir)
+    _print_report(write_report(args.run_dir))
+    return 0
+
+
+def _print_report(report) -> None:
+    from harness.report import format_summary
+
     print(format_summary(report.summary))
+    for line in report.notes:
+        print(f"note: {line}")
     print(f"report: {report.html}")
     print(f"tables: {report.summary_csv}, {report.samples_csv}")
-    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -210,10 +227,29 @@ def main(argv: list[str] | None = None) -> int:
         return lm_eval_main(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with sigterm_as_interrupt():
+            return args.handler(args)
     except ValueError as err:
         print(f"redumix {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted_message(getattr(args, "out_dir", None)), file=sys.stderr)
+        return 130
+
+
+def interrupted_message(out: Path | None) -> str:
+    """'interrupted: 12 records kept in results/quick; run the same command to resume'."""
+    if out is None:
+        return "interrupted"
+    from harness.record_grid import grid_of
+    from harness.store import RunDir
+
+    store = RunDir(out)
+    try:
+        kept = len(store.read(grid_of(store.read_spec())).records)
+    except (OSError, ValueError):
+        return f"interrupted; run the same command to resume {out}"
+    return f"interrupted: {kept} records kept in {out}; run the same command to resume"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.console import note
 from harness.naming import unknown_name_message
+from harness.output_paths import check_new_file, write_atomically
+from harness.record_grid import grid_of
 from harness.store import RunDir
 
 RULES: dict[str, str] = {
@@ -49,28 +52,33 @@ def select_pairs(records: Iterable[dict], rule: str = "improved") -> tuple[list[
     return pairs, identical
 
 
-def harvest(run_dir: str | Path, out: str | Path, rule: str = "improved") -> HarvestSummary:
+def harvest(run_dir: str | Path, out: str | Path, rule: str = "improved", force: bool = False) -> HarvestSummary:
     """Write the pairs of the ReDuMix run in `run_dir` to the JSONL file `out`.
 
+    `out` must be a new file (or `force`), never one of a run folder's own files; it is
+    written whole under a temporary name and renamed, so a failure leaves nothing half-written.
+
     Raises:
-        ValueError: `run_dir` holds no run, or a run without ReDuMix records, or an unknown rule.
+        ValueError: `out` is not a new file; `run_dir` holds no run, or a run without ReDuMix
+            records; an unknown rule.
     """
+    if rule not in RULES:
+        raise ValueError(unknown_name_message("harvest rule", rule, RULES))
+    out = check_new_file(out, "--out", force=force)
     run = RunDir(run_dir)
-    if run.read_spec() is None:
+    spec = run.read_spec()
+    if spec is None:
         raise ValueError(f"RUN_DIR (={str(run_dir)!r}) holds no run (no spec.json); pass a folder written by "
                          "`redumix run` or `redumix sweep`")
-    records = [r for r in run.read_records() if "stage1_completion" in r]
+    contents = run.read(grid_of(spec))
+    for line in contents.notes():
+        note(line)
+    records = [r for r in contents.records if "stage1_completion" in r]
     if not records:
         raise ValueError(f"RUN_DIR (={str(run_dir)!r}) has no ReDuMix records; harvest reads runs made with "
                          "--decoder redumix")
     pairs, identical = select_pairs(records, rule)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w") as f:
-        for pair in pairs:
-            f.write(json.dumps(pair, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+    write_atomically(out, "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))
     return HarvestSummary(records=len(records), pairs=len(pairs), identical=identical)
 
 

@@ -128,8 +128,9 @@ def load_model(model: str = DEFAULT_MODEL, dtype: str = "float32", device: str =
     """Load `model` (embedded name, HF folder or .gguf path) for inference.
 
     Raises:
-        ValueError: unknown name, missing path, missing embedded package, or a folder
-            that is not a model; the message says what to do instead.
+        ValueError: unknown name, missing path, missing embedded package, a folder
+            that is not a model, or a GGUF to convert into a model cache that cannot be
+            written; the message says what to do instead.
     """
     torch_dtype = resolve_dtype(dtype)
     device = resolve_device(device)

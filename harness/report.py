@@ -24,7 +24,9 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
 from harness import metrics  # noqa: E402
-from harness.store import RunDir  # noqa: E402
+from harness.output_paths import write_all_atomically  # noqa: E402
+from harness.record_grid import grid_of  # noqa: E402
+from harness.store import RunDir, StoreContents  # noqa: E402
 
 TEMPLATES = Path(__file__).parent / "templates"
 SUMMARY_FILE, SAMPLES_CSV, HTML_FILE = "summary.csv", "samples.csv", "report.html"
@@ -41,35 +43,58 @@ class Report:
     samples_csv: Path
     html: Path
     summary: pd.DataFrame
+    notes: tuple[str, ...] = ()  # lines skipped, duplicates ignored, an incomplete sweep: also shown on the page
+
+
+def read_folder(run_dir: str | Path) -> tuple[pd.DataFrame, StoreContents, dict]:
+    """(records that count as a table, what was read and skipped, the spec) of a run or sweep folder.
+
+    Records are read strictly (see `harness.store`): a line that is not a record of the
+    folder's grid, or repeats one, is left out and listed, never counted.
+
+    Raises:
+        ValueError: the folder is missing, its spec is corrupt, or it has no records.
+    """
+    store = RunDir(run_dir)
+    if not store.path.is_dir():
+        raise ValueError(f"RUN_DIR (={str(store.path)!r}) is not a folder; give a folder written by "
+                         "`redumix sweep` or `redumix run`")
+    spec = store.read_spec()
+    contents = store.read(grid_of(spec))
+    if not contents.records:
+        held = f" ({'; '.join(contents.notes())})" if contents.skipped else ""
+        raise ValueError(f"run folder (={str(store.path)!r}) holds no records{held}; give a folder written by "
+                         "`redumix sweep` or `redumix run`")
+    return pd.DataFrame.from_records(contents.records), contents, spec or {}
 
 
 def load_records(run_dir: str | Path) -> pd.DataFrame:
-    """Every record of a run or sweep folder as a table (a torn last line is skipped).
-
-    Raises:
-        ValueError: the folder has no records.
-    """
-    store = RunDir(run_dir)
-    records = store.read_records()
-    if not records:
-        raise ValueError(f"run folder (={str(store.path)!r}) holds no records ({store.samples_path.name} is missing "
-                         "or empty); give a folder written by `redumix sweep` or `redumix run`")
-    return pd.DataFrame.from_records(records)
+    """Every record that counts in a run or sweep folder, as a table (see `read_folder`)."""
+    return read_folder(run_dir)[0]
 
 
 def write_report(run_dir: str | Path, seed: int = 0) -> Report:
-    """Write summary.csv, samples.csv and report.html into `run_dir`; `seed` drives the bootstrap."""
-    store = RunDir(run_dir)
-    records = load_records(store.path)
+    """Write summary.csv, samples.csv and report.html into `run_dir`; `seed` drives the bootstrap.
+
+    The three files are written to temporary names first and renamed only when all are
+    written, so a failure (or a kill) never leaves a half-written or mismatched set.
+    """
+    records, contents, spec = read_folder(run_dir)
+    folder = Path(run_dir)
+    notes = tuple(contents.notes()) + ((contents.progress_note() + " (run the same command again to finish)",)
+                                       if contents.progress_note() else ())
     summary = metrics.summarize(records, seed=seed)
-    summary.to_csv(store.path / SUMMARY_FILE, index=False)
-    _flat(records).to_csv(store.path / SAMPLES_CSV, index=False)
-    html = render_html(summary, metrics.normalize(records), store.read_spec() or {}, title=store.path.name)
-    (store.path / HTML_FILE).write_text(html, encoding="utf-8")
-    return Report(store.path / SUMMARY_FILE, store.path / SAMPLES_CSV, store.path / HTML_FILE, summary)
+    html = render_html(summary, metrics.normalize(records), spec, title=folder.name, notes=notes)
+    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, notes)
+    write_all_atomically({
+        paths.summary_csv: summary.to_csv(index=False),
+        paths.samples_csv: _flat(records).to_csv(index=False),
+        paths.html: html,
+    })
+    return paths
 
 
-def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str) -> str:
+def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str, notes=()) -> str:
     """The report page as one string (see the module docstring)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     figures = [fig for fig in (
@@ -89,7 +114,7 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
-        missing_figures=4 - len(figures),
+        missing_figures=4 - len(figures), notes=list(notes),
     )
 
 

@@ -16,8 +16,13 @@ from decoders import get_decoder
 from decoders.sampling import row_generator
 from envs import check_feedback_policy, get_env
 from harness import engine, redumix_pipeline
+from harness.console import note
+from harness.folder_claim import claim_folder
+from harness.folder_lock import folder_locked
 from harness.models import DEFAULT_MODEL, LoadedModel, load_model
+from harness.output_paths import prepare_folder
 from harness.prompts import encode, render_chat
+from harness.record_grid import run_grid
 from harness.store import RunDir
 
 
@@ -75,27 +80,37 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     """
     env = get_env(spec.env, extraction=spec.extraction, **spec.env_config)
     decoder = get_decoder(spec.decoder, **spec.decoder_config)
-    run_dir = RunDir(out)
+    if _is_redumix(decoder):
+        check_feedback_policy(env, decoder.feedback)
     resolved = {
         "run": dataclasses.asdict(spec) | {"decoder_config": decoder.config(), "env_config": env.config()},
     }
     # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
     resolved = json.loads(json.dumps(resolved))
-    _claim(run_dir, resolved)
+    grid = run_grid(resolved["run"])
+    run_dir = RunDir(prepare_folder(out, "out"))
+    with folder_locked(run_dir.path, note=note):
+        claim_folder(run_dir, "run", resolved["run"], grid, note=note)
+        run_dir.check_writable()
+        contents = run_dir.read(grid)
+        for line in contents.notes():
+            note(line)
+        problems = env.problems(spec.n, spec.seed)
+        if _is_redumix(decoder):
+            # One record per (problem, lambda); a problem is to do while any lambda is missing.
+            done = {(r["problem_id"], r["lambda"]) for r in contents.records}
+            todo = [p for p in problems if any((p.problem_id, lam) not in done for lam in decoder.lambdas)]
+        else:
+            done = {r["problem_id"] for r in contents.records}
+            todo = [p for p in problems if p.problem_id not in done]
+        if loaded is None:
+            loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
+        run_dir.write_spec(resolved | {"model": loaded.describe()})
+        return _decode_into(spec, env, decoder, loaded, run_dir, problems, todo, done, progress)
 
-    if _is_redumix(decoder):
-        check_feedback_policy(env, decoder.feedback)
-    problems = env.problems(spec.n, spec.seed)
-    if _is_redumix(decoder):
-        # One record per (problem, lambda); a problem is to do while any lambda is missing.
-        done = {(r["problem_id"], r["lambda"]) for r in run_dir.read_records()}
-        todo = [p for p in problems if any((p.problem_id, lam) not in done for lam in decoder.lambdas)]
-    else:
-        done = {r["problem_id"] for r in run_dir.read_records()}
-        todo = [p for p in problems if p.problem_id not in done]
-    if loaded is None:
-        loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
-    run_dir.write_spec(resolved | {"model": loaded.describe()})
+
+def _decode_into(spec, env, decoder, loaded, run_dir, problems, todo, done, progress) -> RunSummary:
+    """Decode `todo`, appending each batch to `run_dir` as it finishes."""
     n = correct = new_tokens = 0
     decode_s = 0.0
     by_lambda: dict[float, tuple[int, int]] = {}
@@ -212,15 +227,6 @@ def _redumix_record(spec, loaded, decoder, res) -> dict:
         "compress_s": round(stage.compress_s, 4),
         "mix_s": round(res["mix_s"], 4),
     } | ({"steps": res["steps"]} if "steps" in res else {})
-
-
-def _claim(run_dir: RunDir, resolved: dict) -> None:
-    existing = run_dir.read_spec()
-    if existing is not None and existing.get("run") != resolved["run"]:
-        raise ValueError(
-            f"out (={str(run_dir.path)!r}) already holds a different run (see its {run_dir.spec_path.name}); "
-            "choose a new --out folder, or re-run with that run's exact settings to resume it"
-        )
 
 
 def _record(spec, loaded, decoder, problem, prompt, row, verdict) -> dict:

@@ -1,8 +1,13 @@
 """Run directories: the resolved spec and an append-only JSONL of records.
 
 Records are appended and flushed as each batch finishes, so a crash loses at most
-the batch in flight. A torn last line (a crash mid-write) is ignored on read and
-cut off before the next append.
+the batch in flight; signals wait until an append is complete, so an interrupt never
+tears a line. A torn last line (a crash mid-write) is cut off before the next append.
+
+Reading is strict (`RunDir.read`): each line is decoded on its own, checked against
+the record schema (`harness.record_schema`) and the spec's grid (`harness.record_grid`),
+and counted once by identity (the first copy). Everything left out is listed with its
+line number, so one bad line never hides the rest and never counts.
 """
 
 from __future__ import annotations
@@ -10,14 +15,62 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.record_grid import Grid, grid_of, record_identity
+from harness.record_schema import record_problem
+from harness.signals import signals_deferred
 
 SPEC_FILE = "spec.json"
 SAMPLES_FILE = "samples.jsonl"
+SHOWN_SKIPS = 5  # lines named one by one in a note; the rest are counted
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    line: int  # 1-based line number in samples.jsonl
+    reason: str
+
+
+@dataclass
+class StoreContents:
+    """What a samples.jsonl holds: the records that count, and every line that does not."""
+
+    path: Path
+    records: list[dict] = field(default_factory=list)  # valid, in the grid, first copy only
+    skipped: list[SkippedLine] = field(default_factory=list)  # torn, undecodable, not a record, outside the grid
+    duplicates: list[SkippedLine] = field(default_factory=list)  # later copies of a counted record
+    expected: int | None = None  # records the spec asks for (None: no spec to say)
+
+    @property
+    def identities(self) -> set[str]:
+        return {record_identity(r) for r in self.records}
+
+    @property
+    def complete(self) -> bool:
+        return self.expected is None or len(self.records) >= self.expected
+
+    def notes(self) -> list[str]:
+        """One line per kind of problem, naming the file and line numbers; empty when all is well."""
+        out = []
+        if self.skipped:
+            out.append(f"{self.path}: skipped {_count(len(self.skipped), 'line')} that are not counted "
+                       f"({_listing(self.skipped)})")
+        if self.duplicates:
+            out.append(f"{self.path}: ignored {_count(len(self.duplicates), 'duplicate record')}, "
+                       f"the first copy counts ({_listing(self.duplicates)})")
+        return out
+
+    def progress_note(self) -> str | None:
+        """'incomplete: 40 of 54 records' when the spec asks for more than the folder holds."""
+        if self.complete:
+            return None
+        return f"incomplete: {len(self.records)} of {self.expected} records"
 
 
 class RunDir:
-    """One run's folder on disk."""
+    """One run's (or sweep's) folder on disk."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -25,38 +78,98 @@ class RunDir:
         self.samples_path = self.path / SAMPLES_FILE
 
     def read_spec(self) -> dict | None:
-        if not self.spec_path.is_file():
+        """The folder's spec, or None when it has none.
+
+        Raises:
+            ValueError: spec.json is unreadable, not JSON, or not a run or sweep spec.
+        """
+        if not self.spec_path.exists():
             return None
-        return json.loads(self.spec_path.read_text())
+        fix = (f"restore it, or move it aside: a folder without {SPEC_FILE} is resumed when every record "
+               "belongs to the config you give")
+        try:
+            spec = json.loads(self.spec_path.read_bytes().decode("utf-8"))
+        except OSError as err:
+            raise ValueError(f"{self.spec_path} cannot be read ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.spec_path} is not UTF-8 text; {fix}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.spec_path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                             f"{err.msg}); {fix}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("sweep", spec.get("run")), dict):
+            raise ValueError(f"{self.spec_path} is not a run or sweep spec (an object with a `run` or `sweep` "
+                             f"entry); {fix}")
+        try:
+            grid_of(spec)
+        except KeyError as err:
+            raise ValueError(f"{self.spec_path} is not a complete run or sweep spec (no {err.args[0]!r} entry); "
+                             f"{fix}") from None
+        except (TypeError, ValueError, AttributeError):
+            raise ValueError(f"{self.spec_path} is not a complete run or sweep spec (an entry has the wrong type); "
+                             f"{fix}") from None
+        return spec
 
     def write_spec(self, spec: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.spec_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.spec_path)
+        from harness.output_paths import write_atomically
 
-    def read_records(self) -> list[dict]:
-        """Every complete record; a torn last line is skipped."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.spec_path, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+    def read(self, grid: Grid | None = None) -> StoreContents:
+        """Every record that counts (see the module docstring); `grid`: what the spec asks for."""
+        contents = StoreContents(path=self.samples_path, expected=None if grid is None else len(grid))
         if not self.samples_path.is_file():
-            return []
-        records = []
-        for line in self.samples_path.read_text().splitlines():
-            if not line.strip():
+            return contents
+        data = self.samples_path.read_bytes()
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline
+        first_line: dict[str, int] = {}
+        sweep = grid.kind == "sweep" if grid is not None else None
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
+            record, reason = _parse(raw, sweep)
+            if reason is None:
+                identity = record_identity(record)
+                if grid is not None and identity not in grid:
+                    reason = f"outside the spec's grid ({_what(record, identity)})"
+                elif identity in first_line:
+                    contents.duplicates.append(SkippedLine(number, f"repeats line {first_line[identity]}"))
+                    continue
+            if reason is not None:
+                contents.skipped.append(SkippedLine(number, reason))
+                continue
+            first_line[identity] = number
+            contents.records.append(record)
+        if torn.strip():
+            contents.skipped.append(SkippedLine(len(lines) + 1, "torn (no newline: a write was interrupted)"))
+        return contents
+
+    def read_records(self, grid: Grid | None = None) -> list[dict]:
+        """The records that count (see `read`)."""
+        return self.read(grid).records
+
+    def check_writable(self) -> None:
+        """Fail now, before any work, if records could not be appended later."""
+        if self.samples_path.exists():
+            if not self.samples_path.is_file():
+                raise ValueError(f"{self.samples_path} is not a file; move it aside so records can be written")
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
+                with self.samples_path.open("ab"):
+                    pass
+            except OSError as err:
+                raise ValueError(f"{self.samples_path} cannot be written ({err.strerror}); make it writable or "
+                                 "choose another --out") from None
 
     def append(self, records: Iterable[dict]) -> None:
+        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
-        with self.samples_path.open("a") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with signals_deferred():  # an interrupt lands after the batch, never inside a line
+            self._drop_torn_tail()
+            with self.samples_path.open("ab") as f:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
 
     def _drop_torn_tail(self) -> None:
         """Cut a last line that has no newline (an interrupted write)."""
@@ -66,3 +179,35 @@ class RunDir:
         if data and not data.endswith(b"\n"):
             with self.samples_path.open("r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
+
+
+def _parse(raw: bytes, sweep: bool | None) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, why the line is not one). `sweep` None: either kind of record."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"not UTF-8 text (byte {err.start + 1})"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"not JSON ({err.msg}, column {err.colno})"
+    if sweep is None:  # no spec: a line with a key is held to the sweep schema
+        sweep = isinstance(value, dict) and "key" in value
+    reason = record_problem(value, sweep=sweep)
+    return (value, None) if reason is None else (None, reason)
+
+
+def _what(record: dict, identity: str) -> str:
+    if "key" in record:
+        return f"key {identity!r}"
+    return f"problem {record['problem_id']!r}, lambda {record.get('lambda')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _listing(lines: list[SkippedLine]) -> str:
+    shown = "; ".join(f"line {s.line}: {s.reason}" for s in lines[:SHOWN_SKIPS])
+    rest = len(lines) - SHOWN_SKIPS
+    return shown + (f"; and {rest} more" if rest > 0 else "")

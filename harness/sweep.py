@@ -11,11 +11,9 @@ point the folder ends with no duplicate and no missing record.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -23,23 +21,19 @@ from tqdm.auto import tqdm
 from decoders import get_decoder
 from envs import get_env
 from harness import engine, redumix_pipeline
+from harness.console import note
+from harness.folder_claim import claim_folder
+from harness.folder_lock import folder_locked
 from harness.models import load_model
+from harness.output_paths import prepare_folder
 from harness.prompts import encode
+from harness.record_grid import record_key, sweep_grid
 from harness.runner import RunSpec, iter_record_batches
 from harness.store import RunDir
 from harness.sweep_config import DecoderEntry, EnvEntry, SweepConfig
 
 SWEEP_SPEC_KEY = "sweep"
-# Files a sweep folder holds; --force-new moves them aside together.
-SWEEP_FILES = ("spec.json", "samples.jsonl", "summary.csv", "samples.csv", "report.html")
 STAGE_FIELDS = ("stage1_s", "feedback_s", "reflection_s", "compress_s")
-
-
-def record_key(model: str, env: str, problem_id: str, decoder: str, lam: float | None, seed: int,
-               feedback: str | None) -> str:
-    """The record's identity, e.g. 'smollm2-135m|basic_arithmetic|basic_arithmetic-s0-3|redumix|0.5|0|binary'."""
-    lam_part = "-" if lam is None else repr(float(lam))
-    return "|".join([model, env, problem_id, decoder, lam_part, str(seed), feedback or "-"])
 
 
 @dataclass(frozen=True)
@@ -117,12 +111,22 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
     """
     began = time.perf_counter()
     units = plan(config)
-    store = RunDir(out)
     resolved = config.resolved()
-    _claim(store, resolved, force_new)
-    store.write_spec({SWEEP_SPEC_KEY: resolved, "models": (store.read_spec() or {}).get("models", {})})
+    grid = sweep_grid(resolved)
+    store = RunDir(prepare_folder(out, "out"))
+    with folder_locked(store.path, note=note):
+        claim_folder(store, "sweep", resolved, grid, force_new=force_new, note=note)
+        store.check_writable()
+        contents = store.read(grid)
+        for line in contents.notes():
+            note(line)
+        return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began)
 
-    present = {r.get("key") for r in store.read_records()}
+
+def _sweep_into(config, units, store, present, models, progress, write_report, began) -> SweepResult:
+    """Decode every unit's missing records into `store` (claimed and locked by the caller)."""
+    resolved = config.resolved()
+    described = dict((store.read_spec() or {}).get("models") or {})
     work = []  # (unit, problems, env) with at least one missing key
     expected: set[str] = set()
     for unit in units:
@@ -132,6 +136,8 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         expected |= keys
         if keys - present:
             work.append((unit, problems, env))
+    if not work:
+        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described})
 
     timings = {"load_s": 0.0, "stage_s": 0.0, "decode_s": 0.0, "report_s": 0.0}
     new_records: list[dict] = []
@@ -145,7 +151,9 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
             _warm_up(loaded_by_model[model])
             timings["load_s"] += time.perf_counter() - t0
         loaded = loaded_by_model[model]
-        _record_model(store, model, loaded)
+        # Written once a model has loaded, so a model that fails to load leaves no spec behind.
+        described[model] = json.loads(json.dumps(loaded.describe()))
+        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described})
         cache = redumix_pipeline.Stage13Cache()
         model_work = [(u, p, e) for u, p, e in work if u.model == model]
         for index, (unit, problems, env) in enumerate(model_work, 1):
@@ -224,38 +232,3 @@ def _annotate(unit: Unit, record: dict, batch_share_s: float) -> dict:
         "stage_s": round(stage_s, 4),
         "cost_s": round(cost_s, 4),
     }
-
-
-def _claim(store: RunDir, resolved: dict, force_new: bool) -> None:
-    """Refuse a folder that holds anything but this sweep, unless told to start over."""
-    existing = store.read_spec()
-    holds_records = store.samples_path.is_file() and store.samples_path.stat().st_size > 0
-    if existing is None and not holds_records:
-        return
-    if existing is not None and existing.get(SWEEP_SPEC_KEY) == resolved:
-        return
-    if not force_new:
-        if existing is None:
-            what = "records without a spec.json"
-        elif SWEEP_SPEC_KEY not in existing:
-            what = "a `redumix run` folder"
-        else:
-            changed = sorted(k for k in set(resolved) | set(existing[SWEEP_SPEC_KEY])
-                             if resolved.get(k) != existing[SWEEP_SPEC_KEY].get(k))
-            what = f"a different sweep (differs in: {', '.join(changed)})"
-        raise ValueError(
-            f"out (={str(store.path)!r}) already holds {what}; re-run with that sweep's config to resume it, "
-            "choose another --out, or pass --force-new to start over (the old files are moved to "
-            f"{store.path}/replaced-<time>/, not deleted)"
-        )
-    backup = store.path / f"replaced-{datetime.now():%Y%m%d-%H%M%S-%f}"
-    backup.mkdir()
-    for name in SWEEP_FILES:
-        if (store.path / name).exists():
-            shutil.move(str(store.path / name), backup / name)
-
-
-def _record_model(store: RunDir, name: str, loaded) -> None:
-    spec = store.read_spec() or {}
-    spec.setdefault("models", {})[name] = json.loads(json.dumps(loaded.describe()))
-    store.write_spec(spec)

@@ -1,13 +1,10 @@
-"""Model loading: sources, the converted-GGUF cache, and errors for bad input."""
+"""Model loading: sources and errors for bad input (the converted-GGUF cache: test_model_cache.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from harness import model_cache
 from harness.models import load_model
 
 
@@ -54,60 +51,3 @@ def test_bad_dtype_and_device(tiny_model_dir):
         load_model(str(tiny_model_dir), dtype="float23")
     with pytest.raises(ValueError, match="device"):
         load_model(str(tiny_model_dir), device="tpu")
-
-
-@pytest.fixture
-def fake_conversion(monkeypatch, tmp_path):
-    """Replace the slow GGUF conversion with one that writes two small files."""
-    monkeypatch.setenv("REDUMIX_CACHE", str(tmp_path / "cache"))
-    calls = []
-
-    def convert(gguf_path, out):
-        calls.append(gguf_path)
-        (out / "model.safetensors").write_bytes(b"w" * 100)
-        (out / "config.json").write_text("{}")
-
-    monkeypatch.setattr(model_cache, "_convert", convert)
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"gguf")
-    return gguf, calls
-
-
-def test_cache_converts_once(fake_conversion):
-    gguf, calls = fake_conversion
-    first, cached_first = model_cache.converted_gguf(gguf)
-    second, cached_second = model_cache.converted_gguf(gguf)
-    assert first == second and (cached_first, cached_second) == (False, True)
-    assert len(calls) == 1
-
-
-@pytest.mark.parametrize("damage", ["truncate", "delete-manifest", "garble-manifest", "delete-file"])
-def test_corrupt_cache_entry_is_rebuilt(fake_conversion, damage):
-    gguf, calls = fake_conversion
-    folder, _ = model_cache.converted_gguf(gguf)
-    if damage == "truncate":
-        (folder / "model.safetensors").write_bytes(b"w" * 10)
-    elif damage == "delete-manifest":
-        (folder / model_cache.MANIFEST).unlink()
-    elif damage == "garble-manifest":
-        (folder / model_cache.MANIFEST).write_text("{not json")
-    else:
-        (folder / "config.json").unlink()
-    again, cached = model_cache.converted_gguf(gguf)
-    assert not cached and len(calls) == 2
-    assert model_cache.is_complete(again)
-    assert json.loads((again / model_cache.MANIFEST).read_text())["files"]["model.safetensors"] == 100
-
-
-def test_interrupted_conversion_leaves_no_entry(fake_conversion, monkeypatch):
-    gguf, _ = fake_conversion
-
-    def broken(gguf_path, out):
-        (out / "model.safetensors").write_bytes(b"half")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(model_cache, "_convert", broken)
-    with pytest.raises(KeyboardInterrupt):
-        model_cache.converted_gguf(gguf)
-    assert not model_cache.entry_dir(gguf).exists()
-    assert list(model_cache.entry_dir(gguf).parent.iterdir()) == []

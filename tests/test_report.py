@@ -57,9 +57,21 @@ def synthetic_records(seed: int = 0, problems: int = 12) -> list[dict]:
     return records
 
 
+def synthetic_grid(problems: int = 12) -> dict:
+    """The sweep spec (as spec.json holds it) whose grid is exactly `synthetic_records`' keys."""
+    redumix = {"name": "redumix", "label": "redumix", "lambdas": [0.0, 0.5, 1.0],
+               "feedback": ["binary", "ground_truth"]}
+    return {
+        "models": ["m"], "seeds": [0, 1],
+        "envs": [{"name": env, "label": env, "n": problems} for env in ("basic_arithmetic", "chain_sum")],
+        "decoders": [{"name": d, "label": d, "lambdas": None, "feedback": None} for d in ("greedy", "sample")]
+        + [redumix],
+    }
+
+
 def write_sweep_folder(folder: Path, records: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spec.json").write_text(json.dumps({"sweep": {"name": f"cfg {MARKUP}"}}))
+    (folder / "spec.json").write_text(json.dumps({"sweep": synthetic_grid() | {"name": f"cfg {MARKUP}"}}))
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
 

@@ -1,0 +1,83 @@
+"""Deciding whether a folder may take a run's or sweep's records, before any work.
+
+A folder is taken when it is new, when its spec.json is this config's (a resume), or
+when it has records but no spec.json and every one of them belongs to this config's
+grid (the spec is then rewritten, with a note). Anything else is refused with what
+the folder holds and the fix; a sweep may pass `force_new` to move the old files
+aside instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+
+from harness.output_paths import FOLDER_FILES
+from harness.record_grid import Grid, record_identity
+from harness.store import SPEC_FILE, RunDir
+
+KIND_NAMES = {"run": "a `redumix run` folder", "sweep": "a `redumix sweep` folder"}
+
+
+def claim_folder(store: RunDir, kind: str, resolved: dict, grid: Grid, *, force_new: bool = False,
+                 note: Callable[[str], None] = print) -> None:
+    """Check that `store` may take the records of the `kind` ("run" or "sweep") spec `resolved`.
+
+    Raises:
+        ValueError: the folder holds something else; the message says what and how to proceed.
+    """
+    existing = store.read_spec()
+    if existing is not None:
+        if existing.get(kind) == resolved:
+            return
+        problem = _spec_differs(existing, kind, resolved)
+    else:
+        problem = _records_without_spec(store, kind, grid, note)
+        if problem is None:
+            return
+    if kind == "sweep" and force_new:
+        _move_aside(store)
+        return
+    fix = ("re-run with that sweep's config to resume it, choose another --out, or pass --force-new to start over "
+           f"(the old files are moved to {store.path}/replaced-<time>/, not deleted)" if kind == "sweep" else
+           "choose a new --out folder, or re-run with that run's exact settings to resume it")
+    raise ValueError(f"out (={str(store.path)!r}) already holds {problem}; {fix}")
+
+
+def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
+    other = "sweep" if kind == "run" else "run"
+    if kind not in existing:
+        return KIND_NAMES[other]
+    if kind == "run":
+        return f"a different run (see its {SPEC_FILE})"
+    theirs = existing[kind]
+    changed = sorted(k for k in set(resolved) | set(theirs) if resolved.get(k) != theirs.get(k))
+    return f"a different sweep (differs in: {', '.join(changed)})"
+
+
+def _records_without_spec(store: RunDir, kind: str, grid: Grid, note) -> str | None:
+    """Why the spec-less folder cannot be resumed under `grid`, or None (after saying it will be)."""
+    contents = store.read()
+    if not contents.records:
+        if contents.skipped:
+            return (f"a {store.samples_path.name} whose {len(contents.skipped)} lines are not records "
+                    f"(line {contents.skipped[0].line}: {contents.skipped[0].reason}) and no spec.json")
+        return None
+    for record in contents.records:
+        identity = record_identity(record)
+        if identity not in grid or ("key" in record) != (kind == "sweep"):
+            return (f"records without a spec.json, and not all of them belong to this {kind}: the first that "
+                    f"does not is {identity!r}")
+    note(f"{store.path} has no spec.json, but all {len(contents.records)} records in it belong to this {kind}: "
+         "resuming it and writing spec.json again")
+    return None
+
+
+def _move_aside(store: RunDir) -> None:
+    backup = store.path / f"replaced-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    backup.mkdir()
+    for name in FOLDER_FILES:
+        if (store.path / name).exists() and not name.startswith("."):
+            shutil.move(str(store.path / name), backup / name)
+

@@ -1,0 +1,89 @@
+"""What a line of samples.jsonl must hold to count as a record.
+
+Reading is strict: a line that is not a JSON object with these fields, of these
+types, is skipped and reported, never counted. Pure functions of the parsed line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_NUMBER = (int, float)
+
+# Every record (`redumix run` and `redumix sweep`): who answered what, and how it scored.
+RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "env": str,
+    "problem_id": str,
+    "decoder": str,
+    "model": str,
+    "seed": int,
+    "completion": str,
+    "score": _NUMBER,
+    "correct": bool,
+    "new_tokens": int,
+    "latency_s": _NUMBER,
+    "decode_s": _NUMBER,
+}
+# Added by sweeps: the record's identity and the labels the report groups by.
+SWEEP_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "key": str,
+    "env_label": str,
+    "decoder_label": str,
+    "cost_s": _NUMBER,
+}
+# Present only on some records, but typed when present.
+OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "lambda": _NUMBER,
+    "feedback_policy": str,
+    "stage1_correct": bool,
+    "format_ok": bool,
+}
+
+
+def record_problem(value: Any, sweep: bool) -> str | None:
+    """Why `value` (one parsed JSON line) is not a record; None when it is one.
+
+    `sweep`: the folder is a sweep's, so the sweep fields are required too.
+    """
+    if not isinstance(value, dict):
+        return f"not a record (a JSON {_json_kind(value)}, not an object)"
+    required = RECORD_FIELDS | (SWEEP_FIELDS if sweep else {})
+    missing = [name for name in required if name not in value]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        return f"not a record (missing {shown})"
+    for name, kind in (required | OPTIONAL_FIELDS).items():
+        if name in value and not _is(value[name], kind, optional=name in OPTIONAL_FIELDS):
+            return f"not a record ({name} = {_short(value[name])} is not {_kind_name(kind)})"
+    return None
+
+
+def _is(value: Any, kind, optional: bool) -> bool:
+    if value is None:
+        return optional
+    if isinstance(value, bool) and kind is not bool:
+        return False  # JSON true is not a seed or a score
+    return isinstance(value, kind)
+
+
+def _kind_name(kind) -> str:
+    if kind == _NUMBER:
+        return "a number"
+    return {str: "a string", int: "an integer", bool: "true or false"}[kind]
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
