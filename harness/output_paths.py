@@ -91,8 +91,12 @@ def write_all_atomically(files: dict[Path, str | bytes]) -> None:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
-    for path, tmp in staged.items():
-        os.replace(tmp, path)
+    try:
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
 
 
 def _temporary(path: Path) -> Path:

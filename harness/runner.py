@@ -117,25 +117,27 @@ def _decode_into(spec, env, decoder, loaded, run_dir, problems, todo, done, prog
     first_correct: dict[str, bool] = {}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
                unit="problem", disable=not progress)
-    cache = redumix_pipeline.Stage13Cache()
-    began = time.perf_counter()
-    for records in iter_record_batches(spec, env, decoder, loaded, todo, done, cache):
-        wall = time.perf_counter() - began
-        run_dir.append(records)
-        n += len(records)
-        correct += sum(r["correct"] for r in records)
-        new_tokens += sum(r["new_tokens"] for r in records)
-        # Throughput counts decoding of the answers: stage 4 alone for ReDuMix.
-        decode_s += sum(r["mix_s"] for r in records) if _is_redumix(decoder) else wall
-        for r in records:
-            if "lambda" in r:
-                right, seen = by_lambda.get(r["lambda"], (0, 0))
-                by_lambda[r["lambda"]] = (right + r["correct"], seen + 1)
-                first_correct[r["problem_id"]] = r["stage1_correct"]
-        bar.update(len({r["problem_id"] for r in records}))
-        bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
+    try:
+        cache = redumix_pipeline.Stage13Cache()
         began = time.perf_counter()
-    bar.close()
+        for records in iter_record_batches(spec, env, decoder, loaded, todo, done, cache):
+            wall = time.perf_counter() - began
+            run_dir.append(records)
+            n += len(records)
+            correct += sum(r["correct"] for r in records)
+            new_tokens += sum(r["new_tokens"] for r in records)
+            # Throughput counts decoding of the answers: stage 4 alone for ReDuMix.
+            decode_s += sum(r["mix_s"] for r in records) if _is_redumix(decoder) else wall
+            for r in records:
+                if "lambda" in r:
+                    right, seen = by_lambda.get(r["lambda"], (0, 0))
+                    by_lambda[r["lambda"]] = (right + r["correct"], seen + 1)
+                    first_correct[r["problem_id"]] = r["stage1_correct"]
+            bar.update(len({r["problem_id"] for r in records}))
+            bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
+            began = time.perf_counter()
+    finally:  # closed before any message about an interrupt
+        bar.close()
     skipped = len(done) if _is_redumix(decoder) else len(problems) - len(todo)
     return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
                       skipped=skipped, by_lambda=dict(sorted(by_lambda.items())) if _is_redumix(decoder) else None,

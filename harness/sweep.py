@@ -140,9 +140,32 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
         store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described})
 
     timings = {"load_s": 0.0, "stage_s": 0.0, "decode_s": 0.0, "report_s": 0.0}
-    new_records: list[dict] = []
     bar = tqdm(total=len(expected), initial=len(expected & present), desc="sweep", unit="record",
                disable=not progress)
+    try:
+        new_records = _decode_work(config, work, models, store, resolved, described, present, bar, timings)
+    finally:  # closed before any message about an interrupt
+        bar.close()
+    # Stage 1-3 time, counted once per problem (its records repeat it for every lambda).
+    stages = {(r["key"].rsplit("|", 3)[0], r["seed"], r.get("feedback_policy")): r["stage_s"]
+              for r in new_records if r.get("stage_s")}
+    timings["stage_s"] = sum(stages.values())
+    timings["decode_s"] = max(0.0, timings["decode_s"] - timings["stage_s"])
+
+    result = SweepResult(out=store.path, total=len(present), new=len(new_records), timings=timings)
+    if write_report:
+        from harness.report import write_report
+
+        t0 = time.perf_counter()
+        result.report = write_report(store.path)
+        timings["report_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - began
+    return result
+
+
+def _decode_work(config, work, models, store, resolved, described, present, bar, timings) -> list[dict]:
+    """Load each model that has work (recording it in spec.json) and decode its units; the new records."""
+    new_records: list[dict] = []
     loaded_by_model = dict(models or {})
     for model in dict.fromkeys(u.model for u, _, _ in work):
         if model not in loaded_by_model:
@@ -162,22 +185,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
             written = _run_unit(config, unit, problems, env, loaded, store, present, cache, bar)
             timings["decode_s"] += time.perf_counter() - t0
             new_records.extend(written)
-    bar.close()
-    # Stage 1-3 time, counted once per problem (its records repeat it for every lambda).
-    stages = {(r["key"].rsplit("|", 3)[0], r["seed"], r.get("feedback_policy")): r["stage_s"]
-              for r in new_records if r.get("stage_s")}
-    timings["stage_s"] = sum(stages.values())
-    timings["decode_s"] = max(0.0, timings["decode_s"] - timings["stage_s"])
-
-    result = SweepResult(out=store.path, total=len(present), new=len(new_records), timings=timings)
-    if write_report:
-        from harness.report import write_report
-
-        t0 = time.perf_counter()
-        result.report = write_report(store.path)
-        timings["report_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - began
-    return result
+    return new_records
 
 
 def _warm_up(loaded) -> None:
