@@ -24,7 +24,7 @@ from harness.signals import signals_deferred
 
 SPEC_FILE = "spec.json"
 SAMPLES_FILE = "samples.jsonl"
-SHOWN_SKIPS = 5  # lines named one by one in a note; the rest are counted
+SHOWN_SKIPS = 10  # lines named one by one in a note; the rest are counted
 
 
 @dataclass(frozen=True)

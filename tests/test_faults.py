@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,8 @@ from harness.cli import main
 from harness.folder_lock import LOCK_FILE, folder_locked
 from harness.sweep import run_sweep
 from harness.sweep_config import parse_config
-from tests.test_sweep import ROOT, _data, _expected_keys
+from tests.cli_process import ROOT, signal_after
+from tests.test_sweep import _data, _expected_keys
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -169,6 +169,7 @@ def test_report_counts_each_valid_record_once_and_names_every_skipped_line(sw, c
         b'{"env": "x", \xff\xfe}',  # invalid UTF-8 (n+4)
         json.dumps(outside).encode(),  # outside the grid's lambdas (n+5)
         b"not json at all",  # (n+6)
+        json.dumps(json.loads(good[1]) | {"correct": "yes"}).encode(),  # a field of the wrong type (n+7)
     ]
     (folder / "samples.jsonl").write_bytes(b"\n".join(good + bad) + b"\n" + b'{"env": "torn')
     n = len(good)
@@ -177,10 +178,10 @@ def test_report_counts_each_valid_record_once_and_names_every_skipped_line(sw, c
     assert "Traceback" not in out
     assert f"line {n + 1}: repeats line 1" in out
     for line, reason in [(n + 2, "missing"), (n + 3, "a JSON list"), (n + 4, "not UTF-8"),
-                         (n + 5, "outside the spec's grid"), (n + 6, "not JSON")]:
-        assert f"line {line}: not a record" in out or f"line {line}: {reason}" in out, (line, out)
-        assert reason in out
-    assert f"line {n + 7}: torn" in out or "and 1 more" in out
+                         (n + 5, "outside the spec's grid"), (n + 6, "not JSON"),
+                         (n + 7, "correct = 'yes' is not true or false")]:
+        assert any(f"line {line}: {prefix}{reason}" in out for prefix in ("", "not a record (")), (line, out)
+    assert f"line {n + 8}: torn" in out
     _summary_matches(folder, records)
     assert len(pd.read_csv(folder / "samples.csv")) == len(records)
     html = (folder / "report.html").read_text()
@@ -267,27 +268,22 @@ def test_sweep_threads_zero_is_refused(finished, tmp_path, capsys):
     _one_line_error(capsys.readouterr().err, "--threads (=0)")
 
 
+def test_a_config_that_is_not_utf8_is_one_clear_line(tmp_path, capsys):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert main(["sweep", str(config)]) == 2
+    _one_line_error(capsys.readouterr().err, "not UTF-8 text")
+
+
+def test_run_into_a_sweep_folder_is_refused_and_keeps_it(sw, tiny_model_dir, capsys, no_loading):
+    folder, _ = sw
+    before = (folder / "samples.jsonl").read_bytes()
+    assert main(["run", "--env", "basic_arithmetic", "--model", str(tiny_model_dir), "--out", str(folder)]) == 2
+    _one_line_error(capsys.readouterr().err, "already holds a `redumix sweep` folder")
+    assert (folder / "samples.jsonl").read_bytes() == before
+
+
 # --- 7. interrupts ----------------------------------------------------------------------------------------------
-
-def _interrupt_after(args: list[str], samples: Path, lines: int, sig: int) -> tuple[int, str]:
-    """Start `redumix ARGS`, send `sig` once `samples` has `lines` records; (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
-                            env=dict(os.environ, PYTHONHASHSEED="0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if samples.is_file() and samples.read_bytes().count(b"\n") >= lines:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the command ended before it could be interrupted"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, err
-
 
 def _interrupted_cleanly(code: int, err: str, out: Path) -> list[dict]:
     """The records kept, after checking the exit code and the one closing line."""
@@ -305,7 +301,7 @@ def test_an_interrupted_sweep_ends_with_one_line_and_resumes_exactly(tiny_model_
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
-    code, err = _interrupt_after(["sweep", str(config), "--out", str(out), "--threads", "1"],
+    code, err = signal_after(["sweep", str(config), "--out", str(out), "--threads", "1"],
                                  out / "samples.jsonl", 3, sig)
     kept = _interrupted_cleanly(code, err, out)
     expected = _expected_keys(parse_config(data))
@@ -323,7 +319,7 @@ def test_an_interrupted_run_ends_with_one_line_and_resumes_exactly(tiny_model_di
     args = ["run", "--env", "basic_arithmetic", "--env-config", "min_terms=2,max_terms=2", "--model",
             str(tiny_model_dir), "--n", "12", "--batch-size", "1", "--max-new-tokens", "16", "--out", str(out),
             "--threads", "1"]
-    kept = _interrupted_cleanly(*_interrupt_after(args, out / "samples.jsonl", 2, signal.SIGINT), out)
+    kept = _interrupted_cleanly(*signal_after(args, out / "samples.jsonl", 2, signal.SIGINT), out)
     assert 2 <= len(kept) < 12
     assert main(args) == 0
     assert f"{len(kept)} already recorded" in capsys.readouterr().out

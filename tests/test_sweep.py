@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +14,8 @@ from harness import redumix_pipeline, sweep
 from harness.cli import main
 from harness.sweep import plan, run_sweep
 from harness.sweep_config import parse_config
+from tests.cli_process import signal_after
 
-ROOT = Path(__file__).resolve().parents[1]
 EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}
 # Short stage prompts keep x2 inside the tiny model's 512-position window (its tokens are characters).
 SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 8}
@@ -218,22 +214,9 @@ def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny
     out = tmp_path / "out"
     expected = _expected_keys(parse_config(data))
     samples = out / "samples.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "sweep", str(config_path), "--out", str(out), "--threads", "1"],
-        cwd=ROOT, env=dict(os.environ, PYTHONHASHSEED="0"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if samples.is_file() and samples.read_bytes().count(b"\n") >= kill_after:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code, _ = signal_after(["sweep", str(config_path), "--out", str(out), "--threads", "1"], samples, kill_after,
+                           signal.SIGKILL)
+    assert code == -signal.SIGKILL
     partial = set()
     for line in samples.read_text().splitlines():
         try:

@@ -1,0 +1,31 @@
+"""`redumix` in a child process, signalled once it has written some records."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def signal_after(args: list[str], samples: Path, lines: int, sig: int) -> tuple[int, str]:
+    """Start `redumix ARGS`, send `sig` once `samples` has `lines` lines; (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
+                            env=dict(os.environ, PYTHONHASHSEED="0"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if samples.is_file() and samples.read_bytes().count(b"\n") >= lines:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the command ended before it could be signalled"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
