@@ -71,7 +71,9 @@ def synthetic_grid(problems: int = 12) -> dict:
 
 def write_sweep_folder(folder: Path, records: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spec.json").write_text(json.dumps({"sweep": synthetic_grid() | {"name": f"cfg {MARKUP}"}}))
+    problems = 1 + max(int(r["problem_id"].rsplit("-", 1)[1]) for r in records)
+    spec = {"sweep": synthetic_grid(problems) | {"name": f"cfg {MARKUP}"}}
+    (folder / "spec.json").write_text(json.dumps(spec))
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
 
