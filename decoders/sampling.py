@@ -40,18 +40,33 @@ def filter_logprobs(
 
 
 def draw(logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:
-    """(B, V) log-probs -> (B,) token ids, row i drawn with its own generator rngs[i]."""
+    """(B, V) log-probs -> (B,) token ids, row i drawn with its own generator rngs[i].
+
+    A generator on another device than the log-probs (a CPU one with CUDA logits)
+    draws that row on its own device, since torch.multinomial refuses a generator
+    from another device; that costs a transfer per row and step, so callers make
+    generators on the model's device (see `row_generator`).
+    """
     if len(rngs) != logprobs.shape[0]:
         raise ValueError(f"need one generator per row: {len(rngs)} for {logprobs.shape[0]} rows")
     probs = logprobs.float().exp()
-    return torch.stack(
-        [torch.multinomial(probs[i], 1, generator=rngs[i])[0] for i in range(probs.shape[0])]
-    )
+    return torch.stack([_draw_row(probs[i], rngs[i]) for i in range(probs.shape[0])])
+
+
+def _draw_row(probs: Tensor, gen: torch.Generator) -> Tensor:
+    if gen.device == probs.device:
+        return torch.multinomial(probs, 1, generator=gen)[0]
+    return torch.multinomial(probs.to(gen.device), 1, generator=gen)[0].to(probs.device)
 
 
 def row_generator(seed: int, key: str, device: str | torch.device = "cpu") -> torch.Generator:
-    """A generator seeded from (seed, key), so each problem's draws are reproducible
-    whatever batch it lands in."""
+    """A generator on `device` seeded from (seed, key), so each problem's draws are
+    reproducible whatever batch it lands in.
+
+    Pass the device of the logits (LoadedModel.device). The same seed gives different
+    streams on CPU and CUDA (their generators differ), so sampled outputs on GPU are
+    reproducible on GPU but do not match CPU runs.
+    """
     import hashlib
 
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()

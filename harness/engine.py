@@ -98,7 +98,7 @@ def decode(
         return []
     tokenizer = models[0].tokenizer
     eos = set(eos_token_ids) if eos_token_ids is not None else eos_ids(models[0])
-    rngs = list(rngs) if rngs is not None else [torch.Generator().manual_seed(0)] * num_rows
+    rngs = list(rngs) if rngs is not None else [torch.Generator(models[0].device).manual_seed(0)] * num_rows
 
     # One batch per model holding all of that model's streams, stream-major.
     groups: list[tuple[StreamBatch, list[int]]] = []
@@ -206,11 +206,21 @@ def _soft_embeddings(weights: Tensor, embedding: Tensor) -> Tensor:
     return weights[:, :vocab].to(embedding.dtype) @ embedding[:vocab]
 
 
+# Characters a stop-string window holds beyond the longest stop string and the newest
+# token's own text. They cover what decoding a slice of tokens changes at its edges,
+# a few characters each: a character split over byte tokens shows as U+FFFD at either
+# end, SentencePiece-style decoders drop the slice's leading space, and a new token can
+# rewrite the character before it (a completed UTF-8 sequence, " ." cleaned to ".").
+_TAIL_MARGIN = 8
+
+
 def _end_of_row(ids, eos, stop_strings, tokenizer, max_new_tokens):
     """(reason, stop string, cut text) if the row is done, else None."""
     if ids[-1] in eos:
         return "eos", None, None
-    if stop_strings:
+    if stop_strings and _stop_in_tail(ids, stop_strings, tokenizer):
+        # The window's edges can show a stop string the full text lacks, and only the full
+        # text gives the cut, so the full text settles a hit: one decode per row in practice.
         text = tokenizer.decode(ids, skip_special_tokens=True)
         hits = [(text.find(s) + len(s), s) for s in stop_strings if s in text]
         if hits:
@@ -219,6 +229,26 @@ def _end_of_row(ids, eos, stop_strings, tokenizer, max_new_tokens):
     if len(ids) >= max_new_tokens:
         return "length", None, None
     return None
+
+
+def _stop_in_tail(ids, stop_strings, tokenizer) -> bool:
+    """Whether a stop string shows in the decoded text of the row's last tokens.
+
+    Rows are checked every step, so a stop string new to the full text ends in what the
+    newest token added or changed. The window covers that, the longest stop string and
+    _TAIL_MARGIN characters, and doubles while its tokens are too short (byte pieces,
+    skipped special tokens), so a step costs a bounded decode instead of one linear in
+    the row's length. It never misses a stop string new to the full text (the row had
+    none a step earlier, or it would have ended), but may report one the full text lacks.
+    """
+    longest = max(len(s) for s in stop_strings)
+    need = longest + _TAIL_MARGIN + len(tokenizer.decode(ids[-1:], skip_special_tokens=True))
+    size = longest + _TAIL_MARGIN + 1
+    while True:
+        window = tokenizer.decode(ids[-size:], skip_special_tokens=True)
+        if size >= len(ids) or len(window) >= need:
+            return any(s in window for s in stop_strings)
+        size *= 2
 
 
 def _trace_logprobs(trace, active, logprobs: Tensor, step: Step) -> None:

@@ -211,7 +211,8 @@ class RedumixLM(LM):
     def _single_batch(self, batch: list[_Item]) -> list[str]:
         rows = engine.decode(
             self.loaded, [[item.ids for item in batch]], batch[0].decoder, max_new_tokens=batch[0].max_new,
-            stop_strings=batch[0].stops, rngs=[row_generator(self.seed, item.key) for item in batch],
+            stop_strings=batch[0].stops,
+            rngs=[row_generator(self.seed, item.key, self.loaded.device) for item in batch],
         )
         texts = []
         for item, row in zip(batch, rows, strict=True):

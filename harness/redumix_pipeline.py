@@ -135,7 +135,7 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
     began = time.perf_counter()
     outs = engine.decode(
         loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
-        rngs=[row_generator(seed, problems[i].problem_id) for i, _ in rows], on_step=stats,
+        rngs=[row_generator(seed, problems[i].problem_id, loaded.device) for i, _ in rows], on_step=stats,
     )
     # Batch wall time split evenly over its rows (rows of one batch share every step).
     mix_s = (time.perf_counter() - began) / len(rows)
@@ -221,7 +221,8 @@ def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, 
         began = time.perf_counter()
         rows = engine.decode(loaded, [[encode(loaded.tokenizer, xs[n]) for n in to_decode]],
                              decoder.first_attempt_decoder(), max_new_tokens=max_new_tokens, stop_strings=stop,
-                             rngs=[row_generator(seed, f"{problems[n].problem_id}:stage1") for n in to_decode])
+                             rngs=[row_generator(seed, f"{problems[n].problem_id}:stage1", loaded.device)
+                                   for n in to_decode])
         share = (time.perf_counter() - began) / len(to_decode)
         for n, row in zip(to_decode, rows, strict=True):
             texts[n], seconds[n] = row.text, share

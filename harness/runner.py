@@ -186,7 +186,7 @@ def _decode_batch(spec: RunSpec, env, decoder, loaded: LoadedModel, batch: list)
         decoder,
         max_new_tokens=spec.max_new_tokens,
         stop_strings=spec.stop,
-        rngs=[row_generator(spec.seed, p.problem_id) for p in batch],
+        rngs=[row_generator(spec.seed, p.problem_id, loaded.device) for p in batch],
         return_logprobs=spec.save_steps,
     )
     return [

@@ -9,7 +9,7 @@ import torch
 
 from decoders import available_decoders, get_decoder
 from decoders.registry import parse_key_values
-from decoders.sampling import filter_logprobs
+from decoders.sampling import draw, filter_logprobs, row_generator
 
 
 def test_registry_lists_builtin_decoders():
@@ -80,3 +80,31 @@ def test_filtered_rows_are_normalised_and_temperature_sharpens():
     out = filter_logprobs(LOGPROBS, temperature=0.5, top_k=3)
     assert torch.allclose(out.exp().sum(-1), torch.ones(1))
     assert out[0, 0] > torch.log_softmax(LOGPROBS, -1)[0, 0]
+
+
+# Two rows' draws as the CPU generators gave them before generators could live on the
+# logits' device: CPU sampling must stay bit-identical.
+PINNED_LOGPROBS = torch.log_softmax(torch.arange(12.0).sin().mul(2).view(2, 6), dim=-1)
+PINNED_DRAWS = [[1, 1], [2, 4], [3, 2], [1, 1], [2, 2], [0, 2]]
+
+
+@pytest.mark.parametrize("device", [None, "cpu", torch.device("cpu")])
+def test_row_generators_on_cpu_give_the_pinned_draws(device):
+    extra = () if device is None else (device,)
+    rngs = [row_generator(7, "a", *extra), row_generator(7, "b", *extra)]
+    assert [draw(PINNED_LOGPROBS, rngs).tolist() for _ in PINNED_DRAWS] == PINNED_DRAWS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_draws_on_cuda_with_row_generators():
+    logprobs = PINNED_LOGPROBS.cuda()
+    rngs = [row_generator(7, "a", "cuda"), row_generator(7, "b", "cuda")]
+    assert all(g.device.type == "cuda" for g in rngs)
+    draws = [draw(logprobs, rngs) for _ in range(50)]
+    assert all(d.device == logprobs.device for d in draws)
+    # One stream per row: row 1 alone draws what it drew next to row 0.
+    alone = [row_generator(7, "b", "cuda")]
+    assert [draw(logprobs[1:], alone).item() for _ in range(50)] == [int(d[1]) for d in draws]
+    # A CPU generator with CUDA logits still draws, on its own device, so CPU streams are kept.
+    cpu_rngs = [row_generator(7, "a"), row_generator(7, "b")]
+    assert [draw(logprobs, cpu_rngs).tolist() for _ in PINNED_DRAWS] == PINNED_DRAWS

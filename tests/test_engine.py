@@ -202,3 +202,21 @@ def test_growing_cache_layer_matches_concatenation():
     new = torch.randn(3, 2, 1, 4)
     got, _ = layer.update(new, new)
     assert torch.equal(got, torch.cat([expected, new], dim=-2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sampling_on_cuda_with_row_generators():
+    import dataclasses
+
+    flat = tiny_model(init_std=0.02)
+    flat = dataclasses.replace(flat, model=flat.model.to("cuda"), device="cuda")
+    sampler = get_decoder("sample")
+    prompts = _ids(flat, PROMPTS)
+
+    def run(rows, keys):
+        rngs = [row_generator(0, key, flat.device) for key in keys]
+        return decode(flat, [rows], sampler, max_new_tokens=15, rngs=rngs, eos_token_ids=[])
+
+    together = run(prompts, ["p0", "p1", "p2"])
+    assert [r.token_ids for r in together] == [r.token_ids for r in run(prompts, ["p0", "p1", "p2"])]
+    assert together[2].token_ids == run(prompts[2:], ["p2"])[0].token_ids
