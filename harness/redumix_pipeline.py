@@ -50,6 +50,7 @@ class Stage13:
     tokens_cut: int = 0  # tokens of y1 replaced by the summary
     summary: str = ""
     compress_s: float = 0.0
+    stage1_reused: bool = False  # y1 is a greedy answer decoded elsewhere; stage1_s is that decode's share
 
 
 @dataclass
@@ -167,7 +168,8 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
         # Timings: each stage's batch wall time is split evenly over the batch's rows.
         users = [env.user_prompt(p) for p in todo]
         xs = [render_chat(tok, [{"role": "user", "content": u}]) for u in users]
-        first, stage1_s = _first_attempts(loaded, decoder, todo, users, xs, max_new_tokens, stop, cache, seed)
+        first, stage1_s, reused = _first_attempts(loaded, decoder, todo, users, xs, max_new_tokens, stop, cache,
+                                                  seed)
 
         began = time.perf_counter()
         verdicts = [env.verify(p, y1) for p, y1 in zip(todo, first, strict=True)]
@@ -201,14 +203,17 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
                 stage1_correct=verdicts[n].correct, feedback=feedbacks[n], reflection=reflections[n].text,
                 x2=x2, stage1_s=stage1_s[n], feedback_s=feedback_s, reflection_s=reflection_s,
                 compressed=tokens_cut > 0, tokens_cut=tokens_cut, summary=summary, compress_s=compress_s,
+                stage1_reused=reused[n],
             )
     return [cache.entries[k] for k in keys]
 
 
 def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, cache, seed):
-    """(y1 texts, seconds each) for `problems`; greedy ones already decoded elsewhere are reused."""
+    """(y1 texts, seconds each, whether each was reused) for `problems`; greedy ones already
+    decoded elsewhere are reused."""
     texts: list[str] = [""] * len(problems)
     seconds = [0.0] * len(problems)
+    reused = [False] * len(problems)
     to_decode = []
     for n, user in enumerate(users):
         known = None if decoder.stage1_sample else cache.greedy_attempts.get(
@@ -217,6 +222,7 @@ def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, 
             to_decode.append(n)
         else:
             texts[n], seconds[n] = known
+            reused[n] = True
     if to_decode:
         began = time.perf_counter()
         rows = engine.decode(loaded, [[encode(loaded.tokenizer, xs[n]) for n in to_decode]],
@@ -227,7 +233,7 @@ def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, 
         for n, row in zip(to_decode, rows, strict=True):
             texts[n], seconds[n] = row.text, share
         cache.stage1_calls += len(to_decode)
-    return texts, seconds
+    return texts, seconds, reused
 
 
 def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_new_tokens):

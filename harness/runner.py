@@ -224,6 +224,7 @@ def _redumix_record(spec, loaded, decoder, res) -> dict:
         "stage1_summary": stage.summary,
         **res["stats"],
         "stage1_s": round(stage.stage1_s, 4),
+        "stage1_reused": stage.stage1_reused,
         "feedback_s": round(stage.feedback_s, 4),
         "reflection_s": round(stage.reflection_s, 4),
         "compress_s": round(stage.compress_s, 4),

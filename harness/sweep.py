@@ -146,8 +146,11 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
         new_records = _decode_work(config, work, models, store, resolved, described, present, bar, timings)
     finally:  # closed before any message about an interrupt
         bar.close()
-    # Stage 1-3 time, counted once per problem (its records repeat it for every lambda).
-    stages = {(r["key"].rsplit("|", 3)[0], r["seed"], r.get("feedback_policy")): r["stage_s"]
+    # Stage 1-3 time spent by this sweep, counted once per problem (its records repeat it for
+    # every lambda). A first attempt reused from the greedy unit was decoding time there, so
+    # its share stays in decoding rather than being moved to stages 1-3.
+    stages = {(r["key"].rsplit("|", 3)[0], r["seed"], r.get("feedback_policy")):
+              r["stage_s"] - (r["stage1_s"] if r.get("stage1_reused") else 0.0)
               for r in new_records if r.get("stage_s")}
     timings["stage_s"] = sum(stages.values())
     timings["decode_s"] = max(0.0, timings["decode_s"] - timings["stage_s"])

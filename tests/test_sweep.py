@@ -19,7 +19,7 @@ from tests.cli_process import signal_after
 EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}
 # Short stage prompts keep x2 inside the tiny model's 512-position window (its tokens are characters).
 SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 8}
-TIMING = ("_s",)
+TIMING = ("_s", "stage1_reused")  # times, and where the first attempt's time came from
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -182,12 +182,17 @@ def test_redumix_takes_its_first_attempts_from_the_greedy_unit(tiny_model_dir, t
     assert result.new == 3 * (1 + 1 + 2)
     (cache,) = caches
     assert cache.stage1_calls == 0  # greedy already decoded every first attempt
+    # The time split counts the reused greedy decodes as decoding, not as stages 1-3 (once per problem).
+    spent = {r["problem_id"]: r["feedback_s"] + r["reflection_s"] + r["compress_s"]
+             for r in (json.loads(line) for line in _lines(tmp_path / "s")) if r["decoder"] == "redumix"}
+    assert result.timings["stage_s"] == pytest.approx(sum(spent.values()), abs=1e-3)
     records = [json.loads(line) for line in _lines(tmp_path / "s")]
     greedy = {r["problem_id"]: r["completion"] for r in records if r["decoder"] == "greedy"}
     for r in records:
         if r["decoder"] == "redumix":
             assert r["stage1_completion"] == greedy[r["problem_id"]]
             assert r["stage1_s"] > 0  # the greedy decode's share, so costs stay comparable
+            assert r["stage1_reused"] is True
             if r["lambda"] == 1.0:
                 assert r["completion"] == greedy[r["problem_id"]]
 
