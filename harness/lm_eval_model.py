@@ -371,7 +371,10 @@ class RedumixLM(LM):
     def _redumix_scores(self, requests) -> list[ContinuationScore]:
         """Each continuation scored under mix(x, x2; lam, 1 - lam), token by token."""
         self._reset_telemetry("loglikelihood")
-        decoder = dataclasses.replace(self.decoder, feedback="none")
+        # x2 must fit max_length whole (cutting it from the left would drop x itself), so stages
+        # 1-3 summarise the first attempt where x2 plus max_gen_toks would not fit, as in decoding.
+        budget = min(self.decoder.context_budget or self.max_length, self.max_length)
+        decoder = dataclasses.replace(self.decoder, feedback="none", context_budget=budget)
         tasks = {req.args[0]: req.task_name for req in requests}
         problems = [
             Problem(env="lm-eval", problem_id="context-" + hashlib.sha256(context.encode()).hexdigest()[:16],
@@ -393,8 +396,16 @@ class RedumixLM(LM):
             x_ids = encode(tok, stage.x)
             # One tokenization of the continuation, read after both contexts.
             target = encode(tok, stage.x + continuation)[len(x_ids) :]
+            x2_ids = encode(tok, stage.x2)
+            if len(x2_ids) + len(target) > self.max_length:
+                raise ValueError(
+                    f"ReDuMix log-likelihood: the reflective context x2 ({len(x2_ids)} tokens) and the continuation "
+                    f"({len(target)} tokens) exceed max_length={self.max_length}, and x2 is never cut; raise "
+                    f"max_length, or raise max_gen_toks (={self.max_gen_toks}, the room stages 1-3 keep for the "
+                    "continuation) to at least the continuation's length"
+                )
             originals.append((x_ids, target))
-            reflectives.append((encode(tok, stage.x2), target))
+            reflectives.append((x2_ids, target))
         kwargs = {"batch_size": self.batch_size, "max_length": self.max_length}
         lam = decoder.lambdas[0]
         scores = []

@@ -193,6 +193,26 @@ def test_redumix_loglikelihood_is_the_mixture_of_both_contexts(tiny_model_dir):
         lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("some text",), 0)])
 
 
+def test_redumix_loglikelihood_never_cuts_x2(tiny_model_dir):
+    from lm_eval.api.instance import Instance
+
+    from harness.prompts import encode
+
+    short = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 4}
+    probe = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=0.5, max_gen_toks=6, **short)
+    probe.loglikelihood([Instance("loglikelihood", {}, ("Q: 1 + 2 =", " 3"), 0)])
+    (stage,) = probe._stage_cache.entries.values()
+    x2_tokens = len(encode(probe.loaded.tokenizer, stage.x2))
+    # Room for x2 and max_gen_toks (6) exactly: a 3-token continuation fits, a 10-token one would cut x2.
+    tight = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=0.5, max_gen_toks=6,
+                      max_length=x2_tokens + 6, **short)
+    (fits,) = tight.loglikelihood([Instance("loglikelihood", {}, ("Q: 1 + 2 =", " 3"), 0)])
+    (same,) = probe.loglikelihood([Instance("loglikelihood", {}, ("Q: 1 + 2 =", " 3"), 0)])
+    assert fits[0] == pytest.approx(same[0], abs=1e-4)
+    with pytest.raises(ValueError, match=r"x2 \(\d+ tokens\) and the continuation \(10 tokens\) exceed max_length"):
+        tight.loglikelihood([Instance("loglikelihood", {}, ("Q: 1 + 2 =", " 123456789"), 0)])
+
+
 def test_task_overrides_and_gold_answers_score_one(task_manager):
     tm = TaskManager(include_path=task_manager.include_path, include_defaults=False,
                      metadata={"rg_n": 3, "rg_seed": 7, "rg_config": {"chain_sum": {"min_terms": 2, "max_terms": 2}}})
