@@ -248,7 +248,8 @@ class RedumixLM(LM):
             )
             for item, res in zip(items, results, strict=True):
                 stage, row = res["stage"], res["row"]
-                latency = stage.stage1_s + stage.feedback_s + stage.compress_s + stage.reflection_s + res["mix_s"]
+                # As in run records: latency_s is the final decoding; the stages before it are stage_s.
+                stage_s = stage.stage1_s + stage.feedback_s + stage.compress_s + stage.reflection_s
                 self._record(item, {
                     "decoder": "redumix", "decoder_config": decoder.config(), "lambda": res["lambda"],
                     "feedback_policy": decoder.feedback if env is not None else NO_VERIFIER,
@@ -259,7 +260,8 @@ class RedumixLM(LM):
                     "context_tokens": row.prompt_tokens, "compressed": stage.compressed,
                     **{k: round(v, 6) for k, v in res["stats"].items()},
                     "stage1_s": round(stage.stage1_s, 4), "reflection_s": round(stage.reflection_s, 4),
-                    "mix_s": round(res["mix_s"], 4), "latency_s": round(latency, 4),
+                    "mix_s": round(res["mix_s"], 4), "stage_s": round(stage_s, 4),
+                    "latency_s": round(row.prefill_s + row.decode_s, 4),
                 })
                 texts[item.position] = cut_at_stop(row.text, item.stops)
         return [texts[item.position] for item in batch]
