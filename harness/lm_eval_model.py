@@ -216,7 +216,7 @@ class RedumixLM(LM):
         )
         texts = []
         for item, row in zip(batch, rows, strict=True):
-            text = cut_at_stop(row.text, item.stops)
+            text = lm_eval_tasks.Response(cut_at_stop(row.text, item.stops), row.finish_reason == "stop")
             self._record(item, {
                 "decoder": item.decoder.name, "decoder_config": item.decoder.config(),
                 "completion": row.text, "finish_reason": row.finish_reason, "new_tokens": row.new_tokens,
@@ -263,7 +263,8 @@ class RedumixLM(LM):
                     "mix_s": round(res["mix_s"], 4), "stage_s": round(stage_s, 4),
                     "latency_s": round(row.prefill_s + row.decode_s, 4),
                 })
-                texts[item.position] = cut_at_stop(row.text, item.stops)
+                texts[item.position] = lm_eval_tasks.Response(cut_at_stop(row.text, item.stops),
+                                                              row.finish_reason == "stop")
         return [texts[item.position] for item in batch]
 
     def _problem(self, item: _Item, env):
@@ -292,9 +293,6 @@ class RedumixLM(LM):
         return chat[0]["content"]
 
     def _record(self, item: _Item, values: dict) -> None:
-        if item.ours:
-            response = cut_at_stop(values["completion"], item.stops)
-            lm_eval_tasks.note_finish(item.request.doc["problem_id"], response, values["finish_reason"] == "stop")
         entry = {"task": item.request.task_name, "doc_id": item.request.doc_id, "request_type": "generate_until",
                  "repeat": item.repeat,
                  "problem_id": item.request.doc.get("problem_id") if item.ours else None,

@@ -165,21 +165,31 @@ def verify_doc(doc: Mapping[str, Any], response: str):
     """The Verdict of `response` on the document's problem.
 
     lm-eval responses end before the stop string "</answer>", so it is put back, unless
-    the model that wrote the response said it ended otherwise (see `note_finish`).
+    the response says it ended otherwise (a `Response` from our model does).
     """
-    stopped = _STOPPED.get((doc["problem_id"], response), True)
+    stopped = getattr(response, "ended_on_stop", True)
     return doc_env(doc).verify(doc_problem(doc), close_stopped_answer(response) if stopped else response)
 
 
-# lm-eval keeps only the text: "... <answer> tags." cut at "</answer>" reads the same as
-# one that ended on EOS inside an open tag. Our model notes which it was, so grading
-# matches `redumix run`; responses of other models are taken as stopped.
-_STOPPED: dict[tuple[str, str], bool] = {}
+class Response(str):
+    """A generated text that carries how it ended, through lm-eval to our grader.
 
+    lm-eval keeps only the text: "... <answer> tags." cut at "</answer>" reads the same as
+    one that ended on EOS inside an open tag. Our model returns this `str`, so grading
+    matches `redumix run`; plain strings (other models' responses, or text a filter
+    rewrote) are taken as stopped.
+    """
 
-def note_finish(problem_id: str, response: str, stopped: bool) -> None:
-    """Record whether `response` (to problem `problem_id`) ended on its stop string."""
-    _STOPPED[(problem_id, response)] = stopped
+    ended_on_stop: bool
+
+    # Defaults: lm-eval casts a gold answer to the response's type, `type(response)(gold)`.
+    def __new__(cls, text: str = "", ended_on_stop: bool = True) -> Response:
+        made = super().__new__(cls, text)
+        made.ended_on_stop = ended_on_stop
+        return made
+
+    def __reduce__(self):  # pickled by lm-eval's request cache
+        return (Response, (str(self), self.ended_on_stop))
 
 
 def doc_problem(doc: Mapping[str, Any]):

@@ -346,12 +346,17 @@ def test_sampling_is_seeded_per_problem_like_redumix_run(tiny_model_dir, task_ma
         record = records[sample["doc"]["problem_id"]]
         response = sample["resps"][0][0]
         assert (response + "</answer>" if record["finish_reason"] == "stop" else response) == record["completion"]
+        # How it ended travels with the text through lm-eval's filters to the grader.
+        assert sample["filtered_resps"][0].ended_on_stop == (record["finish_reason"] == "stop")
 
 
-def test_a_response_that_ended_inside_an_open_tag_is_not_closed(task_manager, monkeypatch):
-    monkeypatch.setattr(lm_eval_tasks, "_STOPPED", {})
+def test_a_response_that_ended_inside_an_open_tag_is_not_closed(task_manager):
+    import pickle
+
     doc = next(iter(task_manager.load(["rg_gcd"])["tasks"]["rg_gcd"].test_docs()))
-    response = f"<answer>{doc['gold']}"
-    assert lm_eval_tasks.process_results(doc, [response])["acc"] == 1.0  # taken as cut at "</answer>"
-    lm_eval_tasks.note_finish(doc["problem_id"], response, stopped=False)  # it ended on EOS instead
-    assert lm_eval_tasks.process_results(doc, [response]) == {"acc": 0.0, "score": 0.0, "format_ok": 0.0}
+    text = f"<answer>{doc['gold']}"
+    assert lm_eval_tasks.process_results(doc, [text])["acc"] == 1.0  # a plain string: taken as cut at "</answer>"
+    ended_on_eos = lm_eval_tasks.Response(text, ended_on_stop=False)
+    for response in (ended_on_eos, pickle.loads(pickle.dumps(ended_on_eos))):  # lm-eval's cache pickles
+        assert response == text
+        assert lm_eval_tasks.process_results(doc, [response]) == {"acc": 0.0, "score": 0.0, "format_ok": 0.0}
