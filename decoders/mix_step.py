@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decoders.base import Step
+from decoders.base import RowState, Step
 from decoders.mixture import mix_logprobs
 from decoders.sampling import draw, filter_logprobs
 
@@ -21,7 +21,8 @@ class MixtureStep:
     With `sample=False` the token is the mixture's argmax; otherwise it is drawn
     after temperature / top-k / top-p / min-p filtering, with each row's generator.
     `weights` is one weight per stream, or a (K, B) tensor of per-row weights (rows
-    with different lambda in one batch).
+    with different lambda in one batch); per-row weights are per-row state, so the
+    engine keeps each row's weights as rows leave the batch.
     """
 
     weights: tuple[float, ...] | Tensor
@@ -36,13 +37,20 @@ class MixtureStep:
     def num_streams(self) -> int:
         return len(self.weights)
 
-    def select_rows(self, indices: Tensor) -> MixtureStep:
-        if not isinstance(self.weights, Tensor):
-            return self
-        return dataclasses.replace(self, weights=self.weights[:, indices.to(self.weights.device)])
+    def init_state(self, num_rows: int) -> RowState:
+        """Per-row weights as (B, K) state, rows first; shared weights need none."""
+        if not isinstance(self.weights, Tensor) or self.weights.ndim == 1:
+            return {}
+        if self.weights.ndim != 2 or self.weights.shape[1] != num_rows:
+            raise ValueError(
+                f"per-row weights of shape {tuple(self.weights.shape)} do not fit {num_rows} rows; "
+                f"give a (streams, rows) = ({self.num_streams}, {num_rows}) tensor"
+            )
+        return {"weights": self.weights.T}
 
-    def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
-        mixed = mix_logprobs(logprobs, self.weights)
+    def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator], state: RowState | None = None) -> Step:
+        weights = state["weights"].T if state and "weights" in state else self.weights
+        mixed = mix_logprobs(logprobs, weights)
         if not self.sample:
             return Step(token_ids=mixed.argmax(dim=-1), logprobs=mixed)
         filtered = filter_logprobs(mixed, self.temperature, self.top_k, self.top_p, self.min_p)

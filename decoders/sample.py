@@ -39,7 +39,8 @@ class Sample:
 
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
         filtered = filter_logprobs(logprobs[0], self.temperature, self.top_k, self.top_p, self.min_p)
-        return Step(token_ids=draw(filtered, rngs), logprobs=filtered)
+        # Step.logprobs is the distribution before filtering: stream 0's, the default.
+        return Step(token_ids=draw(filtered, rngs))
 
     def config(self) -> dict:
         return dataclasses.asdict(self)

@@ -3,23 +3,30 @@
 It decodes B rows x K streams in lockstep. Stream k of row b is a context on some
 model; all streams that share a model are advanced in one batched forward per step.
 Each step the decoder sees the (K, B, V) log-probs and returns the token that is
-appended to every stream of the row (or a soft weight vector whose embedding is
-fed instead). Rows stop independently on EOS, a stop string, or max_new_tokens, and
-finished rows are dropped from the batch so they stop costing compute.
+appended to every stream of the row (or, per row, a soft weight vector whose embedding
+is fed instead). Rows stop independently on EOS, a stop string, or max_new_tokens, and
+finished rows are dropped from the batch, with the decoder's per-row state, so they
+stop costing compute.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from decoders.base import Decoder, Step, select_rows
+from decoders.base import NOT_FORCED, Decoder, Step, check_state, initial_state, run_step, select_state
 from harness.models import LoadedModel
 from harness.stream_batch import StreamBatch
+
+# Caller hook: (step index, active rows' original indices, each active row's new tokens so
+# far, read-only) -> {original row index: token id to force into that row at this step}.
+ForceTokens = Callable[[int, list[int], list[list[int]]], Mapping[int, int]]
 
 
 @dataclass
@@ -35,8 +42,11 @@ class RowResult:
         prompt_tokens: prompt length of each stream.
         prefill_s: wall time of the batch's prefill (shared by its rows).
         decode_s: wall time from the end of prefill until this row finished.
-        token_logprobs: on request, per step the chosen token's log-prob under each
-            stream, then under the distribution it was chosen from.
+        token_logprobs: on request, per step [lp_0, ..., lp_{K-1}(, lp_dec)]: the recorded
+            token's log-prob under each stream's full next-token distribution (log-softmax
+            of the logits, before any decoder filtering such as temperature or top-p),
+            then, for decoders that return `Step.logprobs`, under that distribution (also
+            before filtering). Column 0 is what run records save as `steps.logprob`.
     """
 
     token_ids: list[int]
@@ -60,7 +70,7 @@ class StepView:
     step_index: int
     rows: list[int]  # original row index of each active row
     logprobs: Tensor  # (K, B_active, V)
-    step: Step
+    step: Step  # as the decoder returned it, with forced tokens in token_ids and forced_ids
 
 
 def decode(
@@ -75,30 +85,41 @@ def decode(
     eos_token_ids: Sequence[int] | None = None,
     return_logprobs: bool = False,
     on_step: Callable[[StepView], None] | None = None,
+    force_tokens: ForceTokens | None = None,
 ) -> list[RowResult]:
     """Decode every row of `contexts` with `decoder`.
 
     Args:
-        models: one model, or several for decoders whose streams use different models.
+        models: one model, or several for decoders whose streams use different models;
+            they must share one vocabulary (checked before any forward pass).
         contexts: contexts[k][b] is the prompt token ids of stream k of row b.
         decoder: chooses each row's next token from the streams' log-probs.
         max_new_tokens: upper bound on new tokens per row.
         stream_models: index into `models` for each stream (default: all use models[0]).
         stop_strings: a row ends once its new text contains one of these.
         rngs: one generator per row (required by sampling decoders).
-        eos_token_ids: tokens that end a row (default: the first model's EOS ids).
-        return_logprobs: keep per-step log-probs of the chosen tokens.
+        eos_token_ids: tokens that end a row (default: every model's EOS ids).
+        return_logprobs: keep per-step log-probs of the recorded tokens (see RowResult).
         on_step: observer called after each step (e.g. to collect statistics).
+        force_tokens: hook called after the decoder each step; the tokens it returns are
+            forced into their rows like `Step.forced_ids` (and win over the decoder's).
+            The decoder is not told: one whose state depends on a forced token (a soft
+            decoder leaving its thinking phase at `</think>`) forces it itself.
     """
     models = [models] if isinstance(models, LoadedModel) else list(models)
     num_streams, num_rows = len(contexts), len(contexts[0]) if contexts else 0
     _check_inputs(models, contexts, decoder, stream_models, max_new_tokens, rngs)
+    check_vocabularies(models)
+    vocab_size = _shared_vocab_size(models)
     stream_models = list(stream_models) if stream_models is not None else [0] * num_streams
     if num_rows == 0:
         return []
     tokenizer = models[0].tokenizer
-    eos = set(eos_token_ids) if eos_token_ids is not None else eos_ids(models[0])
+    eos = set(eos_token_ids) if eos_token_ids is not None else set().union(*(eos_ids(m) for m in models))
     rngs = list(rngs) if rngs is not None else [torch.Generator(models[0].device).manual_seed(0)] * num_rows
+    state = initial_state(decoder, num_rows)
+    # Log-probs of every stream meet on the first model's device, where decoders mix them.
+    device = models[0].model.device
 
     # One batch per model holding all of that model's streams, stream-major.
     groups: list[tuple[StreamBatch, list[int]]] = []
@@ -118,22 +139,31 @@ def decode(
 
     active = list(range(num_rows))
     new_ids: list[list[int]] = [[] for _ in range(num_rows)]
+    # How many of a row's first tokens came at steps where it could not stop.
+    held = [0] * num_rows
     logprob_trace: list[list[list[float]]] = [[] for _ in range(num_rows)]
     finished: dict[int, tuple[str, str | None, str | None, float]] = {}
 
     for step_index in range(max_new_tokens):
-        logprobs = torch.stack([_log_softmax(z) for z in stream_logits])
-        step = decoder.step(logprobs, [rngs[r] for r in active])
-        tokens = step.token_ids.tolist()
+        logprobs = torch.stack([_log_softmax(z, vocab_size).to(device) for z in stream_logits])
+        step = run_step(decoder, logprobs, [rngs[r] for r in active], state)
+        _check_step(decoder, step, len(active))
+        step = _with_forced_tokens(step, force_tokens, step_index, active, new_ids, logprobs.shape[-1])
+        if step.state is not None:
+            state = step.state
         if return_logprobs:
             _trace_logprobs(logprob_trace, active, logprobs, step)
         if on_step is not None:
             on_step(StepView(step_index, list(active), logprobs, step))
 
+        tokens = step.token_ids.tolist()
+        no_stop = step.no_stop_mask.tolist() if step.no_stop_mask is not None else [False] * len(active)
         still: list[int] = []
         for i, row in enumerate(active):
             new_ids[row].append(tokens[i])
-            ended = _end_of_row(new_ids[row], eos, stop_strings, tokenizer, max_new_tokens)
+            if no_stop[i]:
+                held[row] = len(new_ids[row])
+            ended = _end_of_row(new_ids[row], eos, stop_strings, tokenizer, max_new_tokens, held[row])
             if ended is None:
                 still.append(i)
             else:
@@ -141,25 +171,17 @@ def decode(
         if not still:
             break
 
-        keep = torch.tensor(still) if len(still) < len(active) else None
-        soft = step.soft_weights
-        next_tokens = step.token_ids
-        if keep is not None:
-            next_tokens = next_tokens[keep.to(next_tokens.device)]
-            soft = soft[keep.to(soft.device)] if soft is not None else None
-        previous_width = len(active)
-        active = [active[i] for i in still]
-        if keep is not None:
-            decoder = select_rows(decoder, keep)
+        inputs = _next_inputs(step)
+        if len(still) < len(active):
+            keep = torch.tensor(still)
+            inputs = inputs.select(keep)
+            state = select_state(state, keep)
+            for batch, streams in groups:
+                batch.keep(torch.cat([keep + j * len(active) for j in range(len(streams))]))
+            active = [active[i] for i in still]
         width = len(active)
         for batch, streams in groups:
-            if keep is not None:
-                batch.keep(torch.cat([keep + j * previous_width for j in range(len(streams))]))
-            if soft is not None:
-                embeds = _soft_embeddings(soft, batch.input_embeddings())
-                logits = batch.advance(embeds=embeds.repeat(len(streams), 1))
-            else:
-                logits = batch.advance(token_ids=next_tokens.repeat(len(streams)))
+            logits = _advance(batch, inputs, len(streams))
             for j, k in enumerate(streams):
                 stream_logits[k] = logits[j * width : (j + 1) * width]
 
@@ -194,16 +216,166 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def _log_softmax(logits: Tensor) -> Tensor:
+def check_vocabularies(models: Sequence[LoadedModel]) -> None:
+    """Refuse models whose tokenizers map tokens to ids differently: their streams
+    would record and mix different tokens under one id.
+
+    Raises:
+        ValueError: naming the first ids on which two models differ.
+    """
+    first = models[0].tokenizer
+    if all(m.tokenizer is first for m in models[1:]):
+        return  # one tokenizer (the usual single model): nothing to compare, and get_vocab is not free
+    reference = first.get_vocab()
+    for i, other in enumerate(models[1:], start=1):
+        if other.tokenizer is first:
+            continue
+        vocab = other.tokenizer.get_vocab()
+        if vocab != reference:
+            a, b = _model_label(models, 0), _model_label(models, i)
+            raise ValueError(
+                f"models disagree on the vocabulary ({len(reference)} tokens in {a}, {len(vocab)} in {b}): "
+                f"{_vocabulary_differences(reference, vocab, a, b)}; mixing needs one tokenizer for all models"
+            )
+
+
+def _vocabulary_differences(vocab_a: Mapping[str, int], vocab_b: Mapping[str, int], a: str, b: str,
+                            limit: int = 3) -> str:
+    """'id 17 is 'x' in a and 'y' in b; ...' for the first `limit` ids that differ."""
+    by_id_a = {i: token for token, i in vocab_a.items()}
+    by_id_b = {i: token for token, i in vocab_b.items()}
+    differing = [i for i in sorted(by_id_a.keys() | by_id_b.keys()) if by_id_a.get(i) != by_id_b.get(i)]
+    parts = []
+    for i in differing[:limit]:
+        in_a = repr(by_id_a[i]) if i in by_id_a else "absent"
+        in_b = repr(by_id_b[i]) if i in by_id_b else "absent"
+        parts.append(f"id {i} is {in_a} in {a} and {in_b} in {b}")
+    more = len(differing) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _model_label(models: Sequence[LoadedModel], i: int) -> str:
+    name = models[i].name
+    return name if sum(m.name == name for m in models) == 1 else f"{name} (models[{i}])"
+
+
+def _shared_vocab_size(models: Sequence[LoadedModel]) -> int | None:
+    """Where the models' output layers differ in size (padded differently), the width the
+    log-probs are cut to, the shared tokenizer's vocabulary size; None where they agree."""
+    sizes = [_output_size(m) for m in models]
+    if len(set(sizes)) == 1:
+        return None
+    shared = len(models[0].tokenizer)
+    names = ", ".join(f"{_model_label(models, i)}: {size}" for i, size in enumerate(sizes))
+    if shared > min(sizes):
+        raise ValueError(
+            f"the tokenizer has {shared} tokens, but a model's output layer scores fewer ({names}); "
+            "every model must score every token"
+        )
+    warnings.warn(
+        f"the models' output layers differ in size ({names}); their log-probs are cut to the "
+        f"tokenizer's {shared} tokens so they can be mixed",
+        stacklevel=3,
+    )
+    return shared
+
+
+def _output_size(loaded: LoadedModel) -> int:
+    head = loaded.model.get_output_embeddings()
+    return head.weight.shape[0] if head is not None else loaded.model.config.vocab_size
+
+
+def _log_softmax(logits: Tensor, vocab_size: int | None = None) -> Tensor:
+    if vocab_size is not None:
+        logits = logits[..., :vocab_size]
     # Half-precision logits are widened so mixtures and statistics stay accurate.
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     return torch.log_softmax(logits, dim=-1)
 
 
-def _soft_embeddings(weights: Tensor, embedding: Tensor) -> Tensor:
-    vocab = min(weights.shape[-1], embedding.shape[0])
-    return weights[:, :vocab].to(embedding.dtype) @ embedding[:vocab]
+def _check_step(decoder: Decoder, step: Step, num_rows: int) -> None:
+    """A Step's per-row fields must cover the active rows (a wrong shape would mix rows up)."""
+    fields = {"token_ids": step.token_ids, "soft_mask": step.soft_mask, "no_stop_mask": step.no_stop_mask,
+              "forced_ids": step.forced_ids, "soft_weights": step.soft_weights}
+    for name, value in fields.items():
+        expected_ndim = 2 if name == "soft_weights" else 1
+        if value is not None and (value.ndim != expected_ndim or value.shape[0] != num_rows):
+            raise ValueError(
+                f"decoder {decoder.name!r}: Step.{name} has shape {tuple(value.shape)}; "
+                f"it needs {num_rows} rows ({'(B, V)' if expected_ndim == 2 else '(B,)'}, B = active rows)"
+            )
+    for name in ("soft_mask", "no_stop_mask"):
+        value = getattr(step, name)
+        if value is not None and value.dtype != torch.bool:
+            raise ValueError(f"decoder {decoder.name!r}: Step.{name} must be a bool tensor; got {value.dtype}")
+    if step.soft_mask is not None and step.soft_weights is None:
+        raise ValueError(f"decoder {decoder.name!r}: Step.soft_mask is set without soft_weights to feed")
+    if step.state is not None:
+        check_state(decoder, step.state, num_rows)
+
+
+def _with_forced_tokens(step: Step, force_tokens: ForceTokens | None, step_index: int, active: list[int],
+                        new_ids: list[list[int]], vocab_size: int) -> Step:
+    """`step` with forced tokens in `token_ids`: the decoder's `forced_ids`, overridden by
+    what the caller's hook forces. Unchanged where nothing is forced."""
+    forced = step.forced_ids
+    wanted = force_tokens(step_index, list(active), [new_ids[r] for r in active]) if force_tokens else None
+    if wanted:
+        forced = forced.clone() if forced is not None else torch.full_like(step.token_ids, NOT_FORCED)
+        position = {row: i for i, row in enumerate(active)}
+        for row, token in wanted.items():
+            if row not in position:
+                raise ValueError(f"force_tokens forced a token into row {row}, which is not decoding at this step")
+            forced[position[row]] = token
+    if forced is None:
+        return step
+    forced = forced.to(step.token_ids.device, step.token_ids.dtype)
+    is_forced = forced != NOT_FORCED
+    if bool(((forced[is_forced] < 0) | (forced[is_forced] >= vocab_size)).any()):
+        raise ValueError(f"forced token ids {forced[is_forced].tolist()} must lie in [0, {vocab_size})")
+    return dataclasses.replace(step, token_ids=torch.where(is_forced, forced, step.token_ids), forced_ids=forced)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the active rows feed next: each row its token, or a soft input where asked."""
+
+    token_ids: Tensor  # (B,)
+    soft_weights: Tensor | None = None  # (B, V); None: every row feeds its token
+    soft_mask: Tensor | None = None  # (B,) bool; None with soft_weights: every row is soft
+
+    def select(self, rows: Tensor) -> _Inputs:
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.index_select(0, rows.to(t.device))
+
+        return _Inputs(pick(self.token_ids), pick(self.soft_weights), pick(self.soft_mask))
+
+
+def _next_inputs(step: Step) -> _Inputs:
+    """The rows' next inputs: soft where the step asks, except forced rows, which feed their token."""
+    if step.soft_weights is None:
+        return _Inputs(step.token_ids)
+    soft = step.soft_mask if step.soft_mask is not None else torch.ones_like(step.token_ids, dtype=torch.bool)
+    if step.forced_ids is not None:
+        soft = soft & (step.forced_ids.to(soft.device) == NOT_FORCED)
+    if bool(soft.all()):
+        return _Inputs(step.token_ids, step.soft_weights)
+    if not bool(soft.any()):
+        return _Inputs(step.token_ids)
+    return _Inputs(step.token_ids, step.soft_weights, soft)
+
+
+def _advance(batch: StreamBatch, inputs: _Inputs, copies: int) -> Tensor:
+    """One forward of `batch`, whose `copies` streams of each row all take the row's input."""
+    if inputs.soft_weights is None:
+        return batch.advance(token_ids=inputs.token_ids.repeat(copies))
+    embeds = batch.soft_embeddings(inputs.soft_weights)
+    if inputs.soft_mask is not None:
+        # Token rows get the model's own embedding of their token, soft rows `weights @ E`.
+        embeds = torch.where(inputs.soft_mask.to(embeds.device)[:, None], embeds,
+                             batch.token_embeddings(inputs.token_ids))
+    return batch.advance(embeds=embeds.repeat(copies, 1))
 
 
 # Characters a stop-string window holds beyond the longest stop string and the newest
@@ -214,21 +386,40 @@ def _soft_embeddings(weights: Tensor, embedding: Tensor) -> Tensor:
 _TAIL_MARGIN = 8
 
 
-def _end_of_row(ids, eos, stop_strings, tokenizer, max_new_tokens):
-    """(reason, stop string, cut text) if the row is done, else None."""
-    if ids[-1] in eos:
-        return "eos", None, None
-    if stop_strings and _stop_in_tail(ids, stop_strings, tokenizer):
-        # The window's edges can show a stop string the full text lacks, and only the full
-        # text gives the cut, so the full text settles a hit: one decode per row in practice.
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        hits = [(text.find(s) + len(s), s) for s in stop_strings if s in text]
-        if hits:
-            end, stop = min(hits)
-            return "stop", stop, text[:end]
+def _end_of_row(ids, eos, stop_strings, tokenizer, max_new_tokens, held=0):
+    """(reason, stop string, cut text) if the row is done, else None.
+
+    The row's first `held` tokens came at steps where it could not stop: an EOS among
+    them, or a stop string that ends within their text, does not end it.
+    """
+    if len(ids) > held:
+        if ids[-1] in eos:
+            return "eos", None, None
+        if stop_strings and _stop_in_tail(ids, stop_strings, tokenizer):
+            hit = _first_stop(ids, held, stop_strings, tokenizer)
+            if hit is not None:
+                return "stop", *hit
     if len(ids) >= max_new_tokens:
         return "length", None, None
     return None
+
+
+def _first_stop(ids, held, stop_strings, tokenizer) -> tuple[str, str] | None:
+    """(stop string, text cut just after it) for the stop string that ends first after
+    the held tokens' text, or None."""
+    # The window's edges can show a stop string the full text lacks, and only the full
+    # text gives the cut, so the full text settles a hit: one decode per row in practice.
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    held_chars = len(tokenizer.decode(ids[:held], skip_special_tokens=True)) if held else 0
+    hits = []
+    for stop in stop_strings:
+        at = text.find(stop, max(0, held_chars - len(stop) + 1))
+        if at >= 0:
+            hits.append((at + len(stop), stop))
+    if not hits:
+        return None
+    end, stop = min(hits)
+    return stop, text[:end]
 
 
 def _stop_in_tail(ids, stop_strings, tokenizer) -> bool:
@@ -281,3 +472,9 @@ def _check_inputs(models, contexts, decoder, stream_models, max_new_tokens, rngs
             raise ValueError(f"stream_models (={list(stream_models)}) must index into {len(models)} model(s)")
     if rngs is not None and len(rngs) != len(contexts[0]):
         raise ValueError(f"rngs has {len(rngs)} generators for {len(contexts[0])} rows; pass one per row")
+    if hasattr(decoder, "select_rows") and not hasattr(decoder, "init_state"):
+        # The engine no longer calls select_rows; such a decoder would mix up rows' settings.
+        raise TypeError(
+            f"decoder {decoder.name!r} defines select_rows(), which the engine no longer calls; "
+            "declare per-row state with init_state(num_rows) and take it in step(logprobs, rngs, state)"
+        )

@@ -134,8 +134,22 @@ class StreamBatch:
         if first_real > 0 and _crop_left(self.cache, first_real):
             self.mask = self.mask[:, first_real:]
 
-    def input_embeddings(self) -> Tensor:
-        return self.model.get_input_embeddings().weight
+    def token_embeddings(self, token_ids: Tensor) -> Tensor:
+        """(rows,) ids -> (rows, H): the model's own input for those tokens."""
+        return self.model.get_input_embeddings()(token_ids.to(self.device))
+
+    def soft_embeddings(self, weights: Tensor) -> Tensor:
+        """(rows, V) weights over the vocabulary -> (rows, H) = weights @ E.
+
+        Embedding layers that scale their output (Gemma's) scale soft inputs alike, so a
+        one-hot weight vector gives the token's own input.
+        """
+        layer = self.model.get_input_embeddings()
+        table = layer.weight
+        vocab = min(weights.shape[-1], table.shape[0])
+        embeds = weights[:, :vocab].to(table.device, table.dtype) @ table[:vocab]
+        scale = getattr(layer, "embed_scale", None)
+        return embeds if scale is None else embeds * torch.as_tensor(scale, dtype=embeds.dtype, device=embeds.device)
 
 
 def _crop_left(cache: DynamicCache, columns: int) -> bool:

@@ -108,3 +108,12 @@ def test_draws_on_cuda_with_row_generators():
     # A CPU generator with CUDA logits still draws, on its own device, so CPU streams are kept.
     cpu_rngs = [row_generator(7, "a"), row_generator(7, "b")]
     assert [draw(logprobs, cpu_rngs).tolist() for _ in PINNED_DRAWS] == PINNED_DRAWS
+
+
+def test_sampler_reports_stream_0_before_filtering():
+    """Step.logprobs is the distribution before filtering: for one stream that is the
+    stream itself, the default (None)."""
+    lp = torch.log_softmax(torch.randn(1, 2, 9), dim=-1)
+    step = get_decoder("sample", temperature=0.3, top_k=2).step(lp, [row_generator(0, "a"), row_generator(0, "b")])
+    assert step.logprobs is None
+    assert step.token_ids.shape == (2,)

@@ -68,3 +68,24 @@ def test_mixture_logprobs_are_traced_per_stream(tiny64):
     rows = decode(tiny64, [_ids(tiny64, X), _ids(tiny64, X2)], MixtureStep((0.5, 0.5)), max_new_tokens=5,
                   return_logprobs=True)
     assert all(len(step) == 3 for step in rows[0].token_logprobs)  # stream 1, stream 2, mixture
+
+
+def test_sampled_mixture_reports_the_mixture_before_filtering():
+    """Step.logprobs means the decoder's distribution before temperature and truncation."""
+    lp = torch.log_softmax(torch.randn(2, 3, 11, dtype=torch.float64), dim=-1)
+    step = MixtureStep((0.3, 0.7), sample=True, temperature=0.5, top_k=2).step(lp, [torch.Generator()] * 3)
+    assert torch.allclose(step.logprobs, torch.log_softmax(0.3 * lp[0] + 0.7 * lp[1], dim=-1))
+    assert torch.isfinite(step.logprobs).all()  # full support, so KL statistics stay finite
+
+
+def test_per_row_weights_are_per_row_state():
+    lp = torch.log_softmax(torch.randn(2, 3, 11, dtype=torch.float64), dim=-1)
+    weights = torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.5, 1.0]], dtype=torch.float64)
+    mix = MixtureStep(weights)
+    state = mix.init_state(3)
+    assert torch.equal(state["weights"], weights.T)  # rows first, as the engine compacts them
+    kept = {"weights": state["weights"][[2, 0]]}
+    assert torch.equal(mix.step(lp[:, [2, 0]], [torch.Generator()] * 2, kept).token_ids, lp[[1, 0], [2, 0]].argmax(-1))
+    assert MixtureStep((0.5, 0.5)).init_state(3) == {}
+    with pytest.raises(ValueError, match=r"do not fit 4 rows"):
+        mix.init_state(4)
