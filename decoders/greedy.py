@@ -17,6 +17,7 @@ from decoders.registry import register_decoder
 @dataclass(frozen=True)
 class Greedy:
     num_streams = 1
+    deterministic = True  # draws nothing: its answer can be reused wherever the same greedy decode is needed
 
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
         return Step(token_ids=logprobs[0].argmax(dim=-1))

@@ -26,6 +26,7 @@ from decoders.redumix import ReDuMix
 from decoders.sampling import row_generator
 from envs.base import Problem
 from harness import compress, engine
+from harness.methods.base import answer_key, is_deterministic
 from harness.models import LoadedModel, context_window
 from harness.prompts import encode, render_chat
 
@@ -59,14 +60,15 @@ class Stage13Cache:
 
     entries: dict[tuple, Stage13] = field(default_factory=dict)
     stage1_calls: int = 0  # problems that went through stage 1 (for tests and logs)
-    # Greedy completions of x decoded elsewhere (a greedy unit of the same sweep), with the
-    # seconds each took: a greedy first attempt is exactly that, so it is not decoded again.
+    # Deterministic answers decoded elsewhere (a greedy unit of the same sweep) by answer key,
+    # with the seconds each took: a greedy first attempt is exactly that, so it is not decoded again.
     greedy_attempts: dict[tuple, tuple[str, float]] = field(default_factory=dict)
 
 
-def first_attempt_key(loaded: LoadedModel, user_prompt: str, max_new_tokens: int, stop: Sequence[str]) -> tuple:
-    """What a greedy first attempt depends on: the model, the prompt and the stopping rules."""
-    return (loaded.name, user_prompt, max_new_tokens, tuple(stop))
+def first_attempt_key(loaded: LoadedModel, user_prompt: str, max_new_tokens: int, stop: Sequence[str],
+                      decoder) -> tuple:
+    """What a first attempt decoded by `decoder` depends on (the method cache's answer key)."""
+    return answer_key(loaded.name, user_prompt, max_new_tokens, stop, decoder)
 
 
 def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_tokens: int,
@@ -215,9 +217,10 @@ def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, 
     seconds = [0.0] * len(problems)
     reused = [False] * len(problems)
     to_decode = []
+    first = decoder.first_attempt_decoder()
     for n, user in enumerate(users):
-        known = None if decoder.stage1_sample else cache.greedy_attempts.get(
-            first_attempt_key(loaded, user, max_new_tokens, stop))
+        known = cache.greedy_attempts.get(first_attempt_key(loaded, user, max_new_tokens, stop, first)) \
+            if is_deterministic(first) else None
         if known is None:
             to_decode.append(n)
         else:

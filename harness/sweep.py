@@ -20,20 +20,21 @@ from tqdm.auto import tqdm
 
 from decoders import get_decoder
 from envs import get_env
-from harness import engine, redumix_pipeline
+from harness import engine
 from harness.console import note
 from harness.folder_claim import claim_folder
 from harness.folder_lock import folder_locked
+from harness.methods import MethodCache, get_method
 from harness.models import load_model
 from harness.output_paths import prepare_folder
 from harness.prompts import encode
 from harness.record_grid import record_key, sweep_grid
-from harness.runner import RunSpec, iter_record_batches
+from harness.records import attempt_record
+from harness.runner import RunSpec, iter_attempt_batches
 from harness.store import RunDir
 from harness.sweep_config import DecoderEntry, EnvEntry, SweepConfig
 
 SWEEP_SPEC_KEY = "sweep"
-STAGE_FIELDS = ("stage1_s", "feedback_s", "reflection_s", "compress_s")
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,9 @@ def plan(config: SweepConfig) -> list[Unit]:
             for seed in config.seeds:
                 for dec in config.decoders:
                     for policy in dec.feedback or (None,):
-                        if dec.lambdas is None:
-                            units.append(Unit(model, env, seed, dec, policy, None))
-                        elif dec.name == "redumix":
-                            # The redumix pipeline shares stages 1-3 across lambdas inside one unit.
-                            units.append(Unit(model, env, seed, dec, policy, dec.lambdas))
-                        else:
-                            units.extend(Unit(model, env, seed, dec, policy, (lam,)) for lam in dec.lambdas)
+                        # A unit covers the method's whole lambda grid: its variants share work
+                        # (ReDuMix's stages 1-3 run once per problem for every lambda).
+                        units.append(Unit(model, env, seed, dec, policy, dec.lambdas))
     return units
 
 
@@ -180,7 +177,7 @@ def _decode_work(config, work, models, store, resolved, described, present, bar,
         # Written once a model has loaded, so a model that fails to load leaves no spec behind.
         described[model] = json.loads(json.dumps(loaded.describe()))
         store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described})
-        cache = redumix_pipeline.Stage13Cache()
+        cache = MethodCache()
         model_work = [(u, p, e) for u, p, e in work if u.model == model]
         for index, (unit, problems, env) in enumerate(model_work, 1):
             bar.set_description(f"unit {index}/{len(model_work)} {unit.label}")
@@ -204,20 +201,14 @@ def _run_unit(config, unit, problems, env, loaded, store, present, cache, bar) -
                    env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
                    max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
                    dtype=config.dtype, device=config.device, extraction=config.extraction)
-    decoder = get_decoder(spec.decoder, **spec.decoder_config)
+    method = get_method(spec.decoder, **spec.decoder_config)
     todo = [p for p in problems if any(k not in present for k in unit.keys(p.problem_id))]
-    # The (problem, lambda) pairs of this unit already on disk, in the runner's terms.
+    # The (problem, variant) pairs of this unit already on disk, in the runner's terms.
     done = {(p.problem_id, lam) for p in problems for lam, k in zip(unit.lambdas or (None,), unit.keys(p.problem_id),
                                                                     strict=True) if k in present}
     written = []
-    batches = iter_record_batches(spec, env, decoder, loaded, todo, done, cache)
-    while True:
-        t0 = time.perf_counter()
-        records = next(batches, None)
-        if records is None:
-            break
-        wall = time.perf_counter() - t0
-        records = [_annotate(unit, r, wall / max(1, len(records))) for r in records]
+    for attempts in iter_attempt_batches(spec, env, method, loaded, todo, done, cache):
+        records = [_annotate(unit, attempt_record(a, loaded.name, spec.seed), a) for a in attempts]
         records = [r for r in records if r["key"] not in present]
         store.append(records)
         present.update(r["key"] for r in records)
@@ -226,13 +217,9 @@ def _run_unit(config, unit, problems, env, loaded, store, present, cache, bar) -
     return written
 
 
-def _annotate(unit: Unit, record: dict, batch_share_s: float) -> dict:
-    """Sweep fields on a runner record: its key, labels, and comparable time costs."""
-    lam = record.get("lambda", unit.lambdas[0] if unit.lambdas else None)
-    stage_s = sum(record.get(name) or 0.0 for name in STAGE_FIELDS)
-    # Seconds of compute one answer took, batching amortised: the batch's wall time split over
-    # its rows for single-pass decoders; for redumix, its stage times (already split that way).
-    cost_s = stage_s + record["mix_s"] if "mix_s" in record else batch_share_s
+def _annotate(unit: Unit, record: dict, attempt) -> dict:
+    """Sweep fields on a record: its key, labels, and comparable time costs."""
+    lam = attempt.variant_value
     return record | {
         "key": record_key(unit.model, unit.env.label, record["problem_id"], unit.decoder.label, lam, unit.seed,
                           unit.feedback),
@@ -240,6 +227,8 @@ def _annotate(unit: Unit, record: dict, batch_share_s: float) -> dict:
         "decoder_label": unit.decoder.label,
         "lambda": lam,
         "feedback_policy": unit.feedback,
-        "stage_s": round(stage_s, 4),
-        "cost_s": round(cost_s, 4),
+        # Seconds of compute one answer took, batching amortised: every stage before the final
+        # decoding (stage_s) plus the final decoding's share of its batch.
+        "stage_s": round(attempt.cost_s - attempt.answer_s, 4),
+        "cost_s": round(attempt.cost_s, 4),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import redumix_pipeline, sweep
+from harness import redumix_pipeline
 from harness.cli import main
 from harness.sweep import plan, run_sweep
 from harness.sweep_config import parse_config
@@ -159,11 +159,11 @@ def caches(monkeypatch):
     made = []
 
     class Counting(redumix_pipeline.Stage13Cache):
-        def __init__(self):
-            super().__init__()
+        def __init__(self, **fields):
+            super().__init__(**fields)
             made.append(self)
 
-    monkeypatch.setattr(sweep.redumix_pipeline, "Stage13Cache", Counting)
+    monkeypatch.setattr(redumix_pipeline, "Stage13Cache", Counting)
     return made
 
 

@@ -1,0 +1,119 @@
+"""The one interface every way of answering implements: a method.
+
+A method turns a batch of problems into verified answers (`Attempt`s). It is handed
+the loaded models by role and the generation settings, and never owns a model or a
+file: the runner and the sweep decide where its answers go (`harness.records` turns
+an Attempt into the record they write). Per-step decoders (greedy, sample, ...) are
+methods through `SinglePass`; multi-stage methods (ReDuMix) run several engine calls.
+
+Variants are the grid axis a method shares work across: ReDuMix's lambda values
+share stages 1-3, so one call decodes every lambda of a problem. A method without
+such an axis has one variant, `{}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from envs.base import Problem, Verdict
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Settings every method's final decoding shares (bar the method's own config)."""
+
+    max_new_tokens: int
+    stop: tuple[str, ...]
+    seed: int
+    save_steps: bool = False
+
+
+@dataclass
+class Attempt:
+    """One verified answer of a method to one problem, under one variant.
+
+    Attributes:
+        problem: the problem answered.
+        variant: the variant it was decoded under ({} or e.g. {"lambda": 0.5}).
+        method: the name recorded as the record's `decoder`.
+        method_config: the method's resolved config for this variant.
+        prompt: the exact text the final decoding started from.
+        row: the engine's row of the final decoding.
+        verdict: the environment's grade of `row.text`.
+        answer_s: seconds of the final decoding, batching amortised.
+        cost_s: seconds of compute this answer took, every stage included, batching amortised.
+        extras: method-specific record fields (stage texts, step statistics, stage times).
+        steps: per-step arrays, when asked for (`Generation.save_steps`).
+    """
+
+    problem: Problem
+    variant: dict
+    method: str
+    method_config: dict
+    prompt: str
+    row: Any  # harness.engine.RowResult
+    verdict: Verdict
+    answer_s: float
+    cost_s: float
+    extras: dict = field(default_factory=dict)
+    steps: dict | None = None
+
+    @property
+    def variant_value(self) -> float | None:
+        """The variant as stores key it (the lambda; None for a method without variants)."""
+        return self.variant.get("lambda")
+
+
+class Method(Protocol):
+    """A way of answering problems (see the module docstring)."""
+
+    name: str
+
+    def config(self) -> dict:
+        """The resolved configuration, as recorded next to every answer."""
+        ...
+
+    def roles(self) -> tuple[str, ...]:
+        """The models it needs, by role: ("policy",) for most."""
+        ...
+
+    def variants(self) -> list[dict]:
+        """The variants one call decodes: [{}] for a method without a grid axis."""
+        ...
+
+    def check_env(self, env) -> None:
+        """Raise ValueError when the method cannot run on `env` (e.g. feedback it cannot give)."""
+        ...
+
+    def solve(self, env, models: Mapping[str, Any], problems: Sequence[Problem], gen: Generation, *,
+              skip: frozenset | set = frozenset(), cache: MethodCache | None = None) -> list[Attempt]:
+        """Answer `problems` under every variant, except the (problem id, variant value) pairs in `skip`."""
+        ...
+
+
+@dataclass
+class MethodCache:
+    """Work that methods on one model share within a run or sweep.
+
+    `answers` holds answers of deterministic single-pass decodes keyed by what they
+    depend on (model, prompt, generation settings, decoder config), so a method that
+    needs the same answer (ReDuMix's greedy first attempt) takes it instead of decoding
+    it again: (completion, seconds it took). Reuse is exact where decoding a row does not
+    depend on the rows batched with it (float32 on CPU here; batched bf16 or GPU kernels
+    can flip near-ties).
+    """
+
+    answers: dict[tuple, tuple[str, float]] = field(default_factory=dict)
+    stages: Any = None  # harness.redumix_pipeline.Stage13Cache, made on first use
+
+
+def answer_key(model: str, user_prompt: str, max_new_tokens: int, stop: Sequence[str], decoder) -> tuple:
+    """What a deterministic answer depends on: model, prompt, length and stop rules, decoder."""
+    return (model, user_prompt, max_new_tokens, tuple(stop), decoder.name, repr(sorted(decoder.config().items())))
+
+
+def is_deterministic(decoder) -> bool:
+    """Whether the decoder's answer depends on nothing but its inputs (no random draws)."""
+    return bool(getattr(decoder, "deterministic", False))

@@ -1,0 +1,26 @@
+"""Name -> method. Every registered decoder is a method (`SinglePass` around it, or, for a
+decoder that is the config of a multi-stage method, that method); unknown names get a
+did-you-mean from the decoder registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from decoders import get_decoder
+from harness.methods.base import Method
+from harness.methods.redumix import ReDuMixMethod
+from harness.methods.single_pass import SinglePass
+
+# Decoder configs that run as multi-stage methods; every other decoder runs as a SinglePass.
+MULTI_STAGE: dict[str, type] = {"redumix": ReDuMixMethod}
+
+
+def get_method(name: str, **config: Any) -> Method:
+    """The method `name` with `config` (string values parsed; errors name the parameter and the fix)."""
+    decoder = get_decoder(name, **config)
+    return method_of(decoder)
+
+
+def method_of(decoder) -> Method:
+    """The method that runs an already built decoder."""
+    return MULTI_STAGE.get(decoder.name, SinglePass)(decoder)

@@ -1,0 +1,70 @@
+"""SinglePass: a per-step decoder (greedy, sample, ...) as a method.
+
+One engine call per batch over the chat-rendered prompts, one stream per row, each
+row with its own seeded generator. Answers of deterministic decoders go into the
+method cache, so a later method needing the same decode (ReDuMix's greedy first
+attempt) takes them instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from decoders.sampling import row_generator
+from harness import engine
+from harness.methods.base import Attempt, Generation, MethodCache, answer_key, is_deterministic
+from harness.prompts import encode, render_chat
+
+
+@dataclass(frozen=True)
+class SinglePass:
+    decoder: object  # a decoder with num_streams == 1
+
+    @property
+    def name(self) -> str:
+        return self.decoder.name
+
+    def config(self) -> dict:
+        return self.decoder.config()
+
+    def roles(self) -> tuple[str, ...]:
+        return ("policy",)
+
+    def variants(self) -> list[dict]:
+        return [{}]
+
+    def check_env(self, env) -> None:
+        pass
+
+    def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
+              cache: MethodCache | None = None) -> list[Attempt]:
+        loaded = models["policy"]
+        problems = [p for p in problems if (p.problem_id, None) not in skip]
+        if not problems:
+            return []
+        users = [env.user_prompt(p) for p in problems]
+        prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": u}]) for u in users]
+        began = time.perf_counter()
+        rows = engine.decode(
+            loaded, [[encode(loaded.tokenizer, text) for text in prompts]], self.decoder,
+            max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
+            rngs=[row_generator(gen.seed, p.problem_id, loaded.device) for p in problems],
+            return_logprobs=gen.save_steps,
+        )
+        share = (time.perf_counter() - began) / len(problems)
+        if cache is not None and is_deterministic(self.decoder):
+            for user, row in zip(users, rows, strict=True):
+                cache.answers[answer_key(loaded.name, user, gen.max_new_tokens, gen.stop, self.decoder)] = (
+                    row.text, share)
+        return [
+            Attempt(problem=p, variant={}, method=self.name, method_config=self.config(), prompt=prompt, row=row,
+                    verdict=env.verify(p, row.text), answer_s=share, cost_s=share,
+                    steps=_steps(row) if gen.save_steps else None)
+            for p, prompt, row in zip(problems, prompts, rows, strict=True)
+        ]
+
+
+def _steps(row) -> dict[str, list]:
+    # token_logprobs[t] = [log-prob of the chosen token under the stream, (under the decoder's distribution)]
+    return {"token_ids": row.token_ids, "logprob": [round(t[0], 6) for t in row.token_logprobs]}

@@ -1,0 +1,42 @@
+"""The one place an Attempt becomes a record (a line of samples.jsonl).
+
+Runner and sweep both write these; the fields are the users' interface (README,
+harness.record_schema), so they change only together with those.
+"""
+
+from __future__ import annotations
+
+from harness.methods.base import Attempt
+
+
+def attempt_record(attempt: Attempt, model: str, seed: int) -> dict:
+    """The record of `attempt`, decoded by `model` under `seed`."""
+    problem, row, verdict = attempt.problem, attempt.row, attempt.verdict
+    record = {
+        "env": problem.env,
+        "problem_id": problem.problem_id,
+        "index": problem.index,
+        "question": problem.question,
+        "gold": problem.gold,
+        "decoder": attempt.method,
+        "decoder_config": attempt.method_config,
+        "model": model,
+        "seed": seed,
+        "prompt": attempt.prompt,
+        "completion": row.text,
+        "answer": verdict.answer,
+        "score": verdict.score,
+        "correct": verdict.correct,
+        "format_ok": verdict.format_ok,
+        "score_error": verdict.error,
+        "finish_reason": row.finish_reason,
+        "prompt_tokens": row.prompt_tokens[0],
+        "new_tokens": row.new_tokens,
+        "latency_s": round(row.prefill_s + row.decode_s, 4),
+        "prefill_s": round(row.prefill_s, 4),
+        "decode_s": round(row.decode_s, 4),
+    }
+    record |= attempt.extras
+    if attempt.steps is not None:
+        record["steps"] = attempt.steps
+    return record
