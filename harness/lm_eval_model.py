@@ -44,6 +44,9 @@ from decoders.sampling import row_generator
 from envs import Problem, Verdict, check_feedback_policy, extract_answer
 from harness import engine, lm_eval_tasks, redumix_pipeline
 from harness.loglikelihood import ContinuationScore, continuation_logprobs, score_continuations, score_rows
+from harness.methods import method_of
+from harness.methods.redumix import ReDuMixMethod
+from harness.methods.single_pass import SinglePass
 from harness.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
 from harness.prompts import encode, render_chat
 
@@ -87,6 +90,11 @@ class RedumixLM(LM):
         super().__init__()
         _check_items(decoder_config)
         self.decoder = get_decoder(str(decoder), **decoder_config)
+        if not isinstance(method_of(self.decoder), SinglePass | ReDuMixMethod):
+            raise ValueError(
+                f"decoder {self.decoder.name!r} is a method lm-eval cannot run yet (it answers with several "
+                "decodes per request); use `redumix run` or `redumix sweep` for it, or a per-step decoder here"
+            )
         if self.decoder.name == "redumix" and len(self.decoder.lambdas) != 1:
             raise ValueError(
                 f"lam (={self.decoder.lam}) holds several values; lm-eval takes one response per "

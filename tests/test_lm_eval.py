@@ -248,6 +248,7 @@ def test_every_environment_has_a_task_and_rg_easy_groups_the_easy_ones(task_mana
         ("decoder=redumix,lamda=0.5", ValueError, "Unknown parameter 'lamda' for decoder 'redumix'. Did you mean: lam"),
         ("decoder=redumix,oops", ValueError, "model_args item 'oops' has no value"),
         ("decoder=sample,temperature=0", ValueError, "temperature (=0"),
+        ("decoder=self_consistency,n=3", ValueError, "is a method lm-eval cannot run yet"),
     ],
 )
 def test_bad_model_args_give_our_error(tiny_model_dir, jsonl_task, model_args, error, message):

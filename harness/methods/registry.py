@@ -9,10 +9,11 @@ from typing import Any
 from decoders import get_decoder
 from harness.methods.base import Method
 from harness.methods.redumix import ReDuMixMethod
+from harness.methods.self_consistency import SelfConsistencyMethod
 from harness.methods.single_pass import SinglePass
 
 # Decoder configs that run as multi-stage methods; every other decoder runs as a SinglePass.
-MULTI_STAGE: dict[str, type] = {"redumix": ReDuMixMethod}
+MULTI_STAGE: dict[str, type] = {"redumix": ReDuMixMethod, "self_consistency": SelfConsistencyMethod}
 
 
 def get_method(name: str, **config: Any) -> Method:

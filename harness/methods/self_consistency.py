@@ -1,0 +1,114 @@
+"""Self-consistency as a method: N sampled answers per problem in one batched engine call,
+then a majority vote over the extracted answers.
+
+Sample k of a problem draws from its own seeded stream; sample 0 uses the stream the
+`sample` decoder uses for that problem, so N = 1 gives exactly `sample`'s answer. The
+vote counts answers as extracted by the environment (samples without an answer do not
+vote); a tie goes to the answer whose samples have the higher summed log-probability
+(each sample's log-probability: the sum over its tokens under the model, before
+temperature and truncation). The record shows the sample whose answer won (the most
+likely of them) and keeps every sample's answer, log-probability and the vote counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from decoders.sampling import row_generator
+from harness import engine
+from harness.methods.base import Attempt, Generation, MethodCache
+from harness.prompts import encode, render_chat
+
+
+def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
+    """Index of the sample that carries the vote's answer.
+
+    The answer given by most samples wins (None never votes); a tie goes to the answer whose
+    samples' log-probabilities sum higher; within the answer, the most likely sample. With no
+    answer at all, the most likely sample.
+    """
+    if len(answers) != len(logprobs) or not answers:
+        raise ValueError(f"need one log-probability per answer, got {len(answers)} answers, {len(logprobs)} values")
+    tally: dict[str, tuple[int, float]] = {}
+    for answer, logprob in zip(answers, logprobs, strict=True):
+        if answer is not None:
+            count, total = tally.get(answer, (0, 0.0))
+            tally[answer] = (count + 1, total + logprob)
+    if not tally:
+        return max(range(len(answers)), key=lambda i: logprobs[i])
+    winner = max(tally, key=lambda a: tally[a])
+    return max((i for i, a in enumerate(answers) if a == winner), key=lambda i: logprobs[i])
+
+
+def sample_key(problem_id: str, k: int) -> str:
+    """The random stream of sample k of a problem (sample 0: the `sample` decoder's)."""
+    return problem_id if k == 0 else f"{problem_id}#sc{k}"
+
+
+@dataclass(frozen=True)
+class SelfConsistencyMethod:
+    decoder: object  # decoders.self_consistency.SelfConsistency
+
+    @property
+    def name(self) -> str:
+        return self.decoder.name
+
+    def config(self) -> dict:
+        return self.decoder.config()
+
+    def roles(self) -> tuple[str, ...]:
+        return ("policy",)
+
+    def variants(self) -> list[dict]:
+        return [{}]
+
+    def check_env(self, env) -> None:
+        pass
+
+    def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
+              cache: MethodCache | None = None) -> list[Attempt]:
+        loaded = models["policy"]
+        problems = [p for p in problems if (p.problem_id, None) not in skip]
+        if not problems:
+            return []
+        n = self.decoder.n
+        prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": env.user_prompt(p)}]) for p in problems]
+        ids = [encode(loaded.tokenizer, text) for text in prompts]
+        began = time.perf_counter()
+        # Problem-major: rows i*n .. i*n+n-1 are problem i's samples, all in one engine call.
+        rows = engine.decode(
+            loaded, [[ids[i] for i in range(len(problems)) for _ in range(n)]], self.decoder.sampler(),
+            max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop), return_logprobs=True,
+            rngs=[row_generator(gen.seed, sample_key(p.problem_id, k), loaded.device) for p in problems
+                  for k in range(n)],
+        )
+        share = (time.perf_counter() - began) / len(problems)
+        attempts = []
+        for i, (problem, prompt) in enumerate(zip(problems, prompts, strict=True)):
+            samples = rows[i * n : (i + 1) * n]
+            verdicts = [env.verify(problem, row.text) for row in samples]
+            logprobs = [sum(step[0] for step in row.token_logprobs) for row in samples]
+            answers = [v.answer for v in verdicts]
+            best = majority_vote(answers, logprobs)
+            votes: dict[str, int] = {}
+            for answer in answers:
+                if answer is not None:
+                    votes[answer] = votes.get(answer, 0) + 1
+            extras = {
+                "n_samples": n,
+                "sample_answers": answers,
+                "sample_correct": [v.correct for v in verdicts],
+                "sample_logprobs": [round(lp, 4) for lp in logprobs],
+                "sample_completions": [row.text for row in samples],
+                "votes": votes,
+                "agreement": votes.get(answers[best], 0) / n if answers[best] is not None else 0.0,
+            }
+            attempts.append(Attempt(
+                problem=problem, variant={}, method=self.name, method_config=self.config(), prompt=prompt,
+                row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
+                steps=({"token_ids": samples[best].token_ids,
+                        "logprob": [round(t[0], 6) for t in samples[best].token_logprobs]} if gen.save_steps
+                       else None)))
+        return attempts
