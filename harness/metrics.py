@@ -17,7 +17,6 @@ GROUP_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_poli
 STAT_COLUMNS = ["kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree"]
 STAGE_FIELDS = ["stage1_s", "feedback_s", "reflection_s", "compress_s"]
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
-REFERENCE_DECODER = "greedy"
 
 # Column order of `summarize`'s table (and of summary.csv).
 SUMMARY_COLUMNS = [
@@ -77,14 +76,18 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def summarize(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per group with every metric (see SUMMARY_COLUMNS); `seed` drives the bootstrap."""
+def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None) -> pd.DataFrame:
+    """One row per group with every metric (see SUMMARY_COLUMNS); `seed` drives the bootstrap.
+
+    `reference`: the decoder label that "cost against" divides by (overhead_vs_greedy keeps its
+    name; the reference is greedy unless the sweep says otherwise); None leaves it empty.
+    """
     df = normalize(records)
     rows = []
     for key, group in df.groupby(GROUP_COLUMNS, dropna=False, sort=True):
         rows.append(dict(zip(GROUP_COLUMNS, key, strict=True)) | group_metrics(group, seed=seed))
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    table["overhead_vs_greedy"] = overhead_vs_reference(table)
+    table["overhead_vs_greedy"] = overhead_vs_reference(table, reference)
     for column in ("lambda", "feedback_policy"):
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
@@ -149,14 +152,16 @@ def seconds_per_token(group: pd.DataFrame) -> float:
     return float(group["decode_s"].sum()) / tokens if tokens else math.nan
 
 
-def overhead_vs_reference(table: pd.DataFrame, reference: str = REFERENCE_DECODER) -> pd.Series:
+def overhead_vs_reference(table: pd.DataFrame, reference: str | None) -> pd.Series:
     """Each group's mean cost per answer over the reference decoder's on the same (model, env).
 
-    The reference is the group whose decoder is `reference` (greedy) in the same sweep; where
-    the sweep has several such groups, the first by label. NaN where there is none.
+    The reference is the group labelled `reference` (by decoder label) in the same sweep;
+    NaN where there is none.
     """
-    ref = (table[table["decoder"] == reference].sort_values("decoder_label")
-           .drop_duplicates(["model", "env_label"]).set_index(["model", "env_label"])["cost_s"])
+    if reference is None:
+        return pd.Series(math.nan, index=table.index, dtype=float)
+    ref = (table[table["decoder_label"] == reference].drop_duplicates(["model", "env_label"])
+           .set_index(["model", "env_label"])["cost_s"])
     ratios = []
     for _, row in table.iterrows():
         base = ref.get((row["model"], row["env_label"]), math.nan)

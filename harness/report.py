@@ -83,8 +83,9 @@ def write_report(run_dir: str | Path, seed: int = 0) -> Report:
     folder = Path(run_dir)
     notes = tuple(contents.notes()) + ((contents.progress_note() + " (run the same command again to finish)",)
                                        if contents.progress_note() else ())
-    summary = metrics.summarize(records, seed=seed)
-    html = render_html(summary, metrics.normalize(records), spec, title=folder.name, notes=notes)
+    reference = reference_label(spec)
+    summary = metrics.summarize(records, seed=seed, reference=reference)
+    html = render_html(summary, metrics.normalize(records), spec, title=folder.name, notes=notes, reference=reference)
     paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, notes)
     write_all_atomically({
         paths.summary_csv: summary.to_csv(index=False),
@@ -94,17 +95,28 @@ def write_report(run_dir: str | Path, seed: int = 0) -> Report:
     return paths
 
 
-def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str, notes=()) -> str:
+def reference_label(spec: dict) -> str | None:
+    """The decoder label costs are compared against: the sweep's `reference` (its first
+    single-pass decoder unless the config names one); for specs written before sweeps
+    recorded it, the first decoder without a lambda grid or feedback. None for a run."""
+    if "reference" in spec:
+        return spec["reference"]
+    entries = (spec.get("sweep") or {}).get("decoders") or []
+    return next((d["label"] for d in entries if not d.get("lambdas") and not d.get("feedback")), None)
+
+
+def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str, notes=(),
+                reference: str | None = None) -> str:
     """The report page as one string (see the module docstring)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     figures = [fig for fig in (
-        ("Accuracy vs lambda", accuracy_figure(summary),
+        ("Accuracy vs lambda", accuracy_figure(summary, reference),
          "Strict accuracy with 95% Wilson intervals; decoders without lambda are horizontal lines "
-         "(greedy dashed)."),
+         f"(the reference, {reference or 'none'}, dashed)."),
         ("Divergences vs lambda", divergence_figure(summary),
          "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders."),
-        ("Cost against greedy", overhead_figure(summary),
-         "Mean compute seconds per answer (batching amortised, every stage included) over greedy's."),
+        (f"Cost against {reference}", overhead_figure(summary),
+         f"Mean compute seconds per answer (batching amortised, every stage included) over {reference}'s."),
         ("Fixes and breaks vs lambda", fix_break_figure(summary),
          "Fraction of answers turned wrong->right (fix) and right->wrong (break) against the first attempt."),
     ) if fig[1] is not None]
@@ -142,7 +154,7 @@ def _panels(count: int, cols: int = 2, width: float = 5.2, height: float = 3.6):
     return fig, list(axes.flat)
 
 
-def accuracy_figure(summary: pd.DataFrame) -> str:
+def accuracy_figure(summary: pd.DataFrame, reference: str | None = None) -> str:
     panels = list(_series(summary))
     fig, axes = _panels(len(panels))
     for ax, (title, panel) in zip(axes, panels, strict=False):
@@ -150,8 +162,9 @@ def accuracy_figure(summary: pd.DataFrame) -> str:
             ax.plot(line["lam"], line["accuracy"], marker="o", label=name)
             ax.fill_between(line["lam"], line["accuracy_lo"], line["accuracy_hi"], alpha=0.2)
         for _, row in panel[panel["lambda"].isna()].iterrows():
-            greedy = row["decoder"] == metrics.REFERENCE_DECODER
-            ax.axhline(row["accuracy"], linestyle="--" if greedy else ":", color="black" if greedy else None,
+            is_reference = row["decoder_label"] == reference
+            ax.axhline(row["accuracy"], linestyle="--" if is_reference else ":",
+                       color="black" if is_reference else None,
                        label=f"{row['decoder_label']} (n={row['n']})")
             ax.axhspan(row["accuracy_lo"], row["accuracy_hi"], color="grey", alpha=0.08)
         ax.set(title=title, xlabel="lambda (weight of the original context)", ylabel="accuracy",

@@ -134,7 +134,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
         if keys - present:
             work.append((unit, problems, env))
     if not work:
-        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described})
+        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described, "reference": config.reference})
 
     timings = {"load_s": 0.0, "stage_s": 0.0, "decode_s": 0.0, "report_s": 0.0}
     bar = tqdm(total=len(expected), initial=len(expected & present), desc="sweep", unit="record",
@@ -176,7 +176,7 @@ def _decode_work(config, work, models, store, resolved, described, present, bar,
         loaded = loaded_by_model[model]
         # Written once a model has loaded, so a model that fails to load leaves no spec behind.
         described[model] = json.loads(json.dumps(loaded.describe()))
-        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described})
+        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described, "reference": config.reference})
         cache = MethodCache()
         model_work = [(u, p, e) for u, p, e in work if u.model == model]
         for index, (unit, problems, env) in enumerate(model_work, 1):

@@ -50,6 +50,7 @@ TOP_KEYS: dict[str, tuple[bool, Any]] = {
     "dtype": (False, "float32"),
     "device": (False, "cpu"),
     "extraction": (False, "strict"),
+    "reference": (False, None),
 }
 ENV_KEYS = {"name": (True, None), "label": (False, None), "n": (False, 20), "config": (False, {})}
 DECODER_KEYS = {
@@ -98,6 +99,7 @@ class SweepConfig:
     dtype: str
     device: str
     extraction: str
+    reference: str | None = None  # decoder label costs are compared against (not part of the identity)
 
     def resolved(self) -> dict:
         """The sweep's identity as JSON: two configs with equal `resolved()` make the same records."""
@@ -105,6 +107,7 @@ class SweepConfig:
         # Where results go and what the sweep is called do not change its records.
         data.pop("out")
         data.pop("name")
+        data.pop("reference")
         for env in data["envs"]:
             env.pop("config")
         for dec in data["decoders"]:
@@ -197,10 +200,28 @@ class _Checker:
         config = SweepConfig(
             name=name, out=out, models=models, envs=envs, decoders=decoders, seeds=seeds,
             max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, dtype=dtype, device=device,
-            extraction=extraction,
+            extraction=extraction, reference=self._reference(top["reference"], decoders),
         )
         self._check_problems(config)
         return config
+
+    def _reference(self, value: Any, decoders: tuple[DecoderEntry, ...]) -> str | None:
+        """The decoder label costs are compared against: as given, or the first single-pass decoder."""
+        labels = [d.label for d in decoders]
+        if value is None:
+            from decoders import get_decoder
+            from harness.methods import method_of
+            from harness.methods.single_pass import SinglePass
+
+            return next((d.label for d in decoders
+                         if isinstance(method_of(get_decoder(d.name, **d.config)), SinglePass)), None)
+        label = _string(value, "reference")
+        if label not in labels:
+            guesses = closest(label, labels)
+            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            raise ConfigError(f"reference (={label!r}) is not a decoder label of this config.{hint} "
+                              f"Labels: {', '.join(labels)}")
+        return label
 
     def _env(self, data: Any, path: str, extraction: str) -> EnvEntry:
         from envs import available_envs, get_env

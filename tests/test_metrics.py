@@ -73,7 +73,7 @@ def test_groups_split_by_lambda_and_policy_and_overhead_is_against_greedy():
               "correct": lam > 0, "cost_s": 5.0 + lam * 2} for lam in (0.0, 1.0)]
     rows += [{"decoder": "redumix", "lambda": 1.0, "feedback_policy": "ground_truth", "stage1_correct": True,
               "correct": True, "cost_s": 8.0}]
-    table = metrics.summarize(_records(rows))
+    table = metrics.summarize(_records(rows), reference="greedy")
     assert len(table) == 4
     by = {(r["decoder_label"], r["lambda"], r["feedback_policy"]): r for r in table.to_dict("records")}
     assert by[("greedy", None, None)]["overhead_vs_greedy"] == 1.0
@@ -83,9 +83,18 @@ def test_groups_split_by_lambda_and_policy_and_overhead_is_against_greedy():
     assert by[("redumix", 1.0, "binary")]["fix_rate"] == 1.0
 
 
-def test_overhead_is_nan_without_greedy_in_the_sweep():
-    table = metrics.summarize(_records([{"decoder": "sample", "correct": True}]))
+def test_overhead_is_nan_without_the_reference_in_the_sweep():
+    table = metrics.summarize(_records([{"decoder": "sample", "correct": True}]), reference="greedy")
     assert math.isnan(table["overhead_vs_greedy"].iloc[0])
+    assert math.isnan(metrics.summarize(_records([{"decoder": "sample", "correct": True}]))["overhead_vs_greedy"][0])
+
+
+def test_overhead_is_against_the_reference_the_sweep_names():
+    rows = [{"decoder": "greedy", "correct": True, "cost_s": 2.0}, {"decoder": "sample", "correct": True,
+                                                                    "cost_s": 4.0}]
+    by = {r["decoder_label"]: r["overhead_vs_greedy"]
+          for r in metrics.summarize(_records(rows), reference="sample").to_dict("records")}
+    assert by == {"greedy": 0.5, "sample": 1.0}
 
 
 def test_latency_includes_earlier_stages_and_tokens_time_is_pooled():

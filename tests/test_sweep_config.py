@@ -165,3 +165,15 @@ def test_shipped_configs_are_valid():
     redumix = next(d for d in full.decoders if d.name == "redumix")
     assert redumix.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0) and len(full.seeds) == 3 and len(full.envs) >= 3
     assert copy.deepcopy(quick.resolved()) == load_config("configs/quick.yaml").resolved()
+
+
+def test_reference_defaults_to_the_first_single_pass_decoder_and_can_be_named():
+    base = {"models": ["smollm2-135m"], "envs": [{"name": "chain_sum", "n": 2}],
+            "decoders": [{"name": "redumix"}, {"name": "self_consistency", "config": {"n": 2}},
+                         {"name": "sample", "label": "s"}, {"name": "greedy"}]}
+    assert parse_config(base).reference == "s"  # not redumix, not self-consistency: the first single pass
+    assert parse_config(base | {"reference": "greedy"}).reference == "greedy"
+    # Where costs are compared is not part of what the sweep records: same identity either way.
+    assert parse_config(base | {"reference": "greedy"}).resolved() == parse_config(base).resolved()
+    with pytest.raises(ConfigError, match=r"reference \(='gredy'\) is not a decoder label.*Did you mean: greedy"):
+        parse_config(base | {"reference": "gredy"})
