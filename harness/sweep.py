@@ -59,10 +59,11 @@ class Unit:
 
     def decoder_config(self) -> dict:
         config = dict(self.decoder.config)
+        grids = self.decoder.grids
         if self.lambdas is not None:
-            config["lam"] = self.lambdas if len(self.lambdas) > 1 else self.lambdas[0]
+            config[grids["lambdas"]] = self.lambdas if len(self.lambdas) > 1 else self.lambdas[0]
         if self.feedback is not None:
-            config["feedback"] = self.feedback
+            config[grids["feedback"]] = self.feedback
         return config
 
     def keys(self, problem_id: str) -> list[str]:

@@ -83,6 +83,7 @@ class DecoderEntry:
     resolved_config: dict  # every parameter, defaults filled in (lam / feedback as the grid)
     lambdas: tuple[float, ...] | None  # None: the decoder does not mix
     feedback: tuple[str, ...] | None  # None: the decoder takes no feedback
+    grids: dict = dataclasses.field(default_factory=dict)  # sweep key -> the method's parameter ("lambdas": "lam")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class SweepConfig:
             env.pop("config")
         for dec in data["decoders"]:
             dec.pop("config")
+            dec.pop("grids")
         return json.loads(json.dumps(data))
 
 
@@ -246,7 +248,7 @@ class _Checker:
 
     def _decoder(self, data: Any, path: str) -> DecoderEntry:
         from decoders import available_decoders, get_decoder
-        from decoders.registry import decoder_class
+        from harness.methods import method_of
 
         entry = _mapping(data, path, DECODER_KEYS)
         name = _string(entry["name"], f"{path}.name")
@@ -255,9 +257,10 @@ class _Checker:
             hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
             raise ConfigError(f"{path}.name (={name!r}) is not a decoder.{hint} "
                               f"Available: {', '.join(available_decoders())}")
-        fields = {f.name for f in dataclasses.fields(decoder_class(name)) if f.init}
         config = dict(_mapping(entry["config"], f"{path}.config"))
-        for key, list_key in (("lam", "lambdas"), ("feedback", "feedback")):
+        # The sweep keys the method takes as grids (e.g. lambdas -> its `lam`): from the method itself.
+        grids = method_of(get_decoder(name)).grids()
+        for list_key, key in grids.items():
             if key in config:
                 raise ConfigError(f"{path}.config.{key} (={config[key]!r}): set it with `{list_key}: [...]` "
                                   f"beside `config`, which the sweep expands into a grid")
@@ -266,31 +269,32 @@ class _Checker:
         except ValueError as err:
             raise ConfigError(f"{path}.config: {err}") from None
 
-        lambdas = self._grid(entry["lambdas"], f"{path}.lambdas", name, "lam", fields, config, float)
-        feedback = self._grid(entry["feedback"], f"{path}.feedback", name, "feedback", fields, config, str)
+        lambdas = self._grid(entry["lambdas"], f"{path}.lambdas", name, grids.get("lambdas"), config, float)
+        feedback = self._grid(entry["feedback"], f"{path}.feedback", name, grids.get("feedback"), config, str)
         resolved = base.config()
-        if lambdas is None and "lam" in fields:
-            lam = resolved["lam"]
+        if lambdas is None and "lambdas" in grids:
+            lam = resolved[grids["lambdas"]]
             lambdas = tuple(float(v) for v in lam) if isinstance(lam, list | tuple) else (float(lam),)
-        if feedback is None and "feedback" in fields:
-            feedback = (resolved["feedback"],)
+        if feedback is None and "feedback" in grids:
+            feedback = (resolved[grids["feedback"]],)
         if lambdas is not None:
-            resolved["lam"] = list(lambdas)
+            resolved[grids["lambdas"]] = list(lambdas)
         if feedback is not None:
-            resolved["feedback"] = list(feedback)
+            resolved[grids["feedback"]] = list(feedback)
         label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
         _check_label(label, f"{path}.label")
         return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved,
-                            lambdas=lambdas, feedback=feedback)
+                            lambdas=lambdas, feedback=feedback, grids=dict(grids))
 
-    def _grid(self, value, path, decoder, field, fields, config, kind) -> tuple | None:
-        """A list of values for decoder parameter `field`, each checked by building the decoder."""
+    def _grid(self, value, path, decoder, field, config, kind) -> tuple | None:
+        """A list of values for decoder parameter `field`, each checked by building the decoder;
+        `field` None: the method takes no such grid."""
         from decoders import get_decoder
 
         if value is None:
             return None
-        if field not in fields:
-            what = "does not mix contexts, so it takes no lambda grid" if field == "lam" else "takes no feedback"
+        if field is None:
+            what = "does not mix contexts, so it takes no lambda grid" if kind is float else "takes no feedback"
             raise ConfigError(f"{path} (={value!r}): decoder {decoder!r} {what}; remove `{path.rsplit('.', 1)[1]}`")
         items = _list(value, path)
         out = []

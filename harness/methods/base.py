@@ -83,6 +83,10 @@ class Method(Protocol):
         """The variants one call decodes: [{}] for a method without a grid axis."""
         ...
 
+    def grids(self) -> dict[str, str]:
+        """Config parameters a sweep config may give as a list, by sweep key ({"lambdas": "lam"})."""
+        ...
+
     def check_env(self, env) -> None:
         """Raise ValueError when the method cannot run on `env` (e.g. feedback it cannot give)."""
         ...

@@ -31,6 +31,10 @@ class ReDuMixMethod:
     def variants(self) -> list[dict]:
         return [{"lambda": lam} for lam in self.decoder.lambdas]
 
+    def grids(self) -> dict[str, str]:
+        # Sweep configs list lambdas (shared as variants within a unit) and feedback policies (one unit each).
+        return {"lambdas": "lam", "feedback": "feedback"}
+
     def check_env(self, env) -> None:
         check_feedback_policy(env, self.decoder.feedback)
 

@@ -64,6 +64,9 @@ class SelfConsistencyMethod:
     def variants(self) -> list[dict]:
         return [{}]
 
+    def grids(self) -> dict[str, str]:
+        return {}
+
     def check_env(self, env) -> None:
         pass
 

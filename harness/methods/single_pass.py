@@ -34,6 +34,9 @@ class SinglePass:
     def variants(self) -> list[dict]:
         return [{}]
 
+    def grids(self) -> dict[str, str]:
+        return {}
+
     def check_env(self, env) -> None:
         pass
 
