@@ -113,6 +113,41 @@ class MethodCache:
     stages: Any = None  # harness.redumix_pipeline.Stage13Cache, made on first use
 
 
+@dataclass(frozen=True)
+class DecoderMethod:
+    """Defaults for a method configured by a registered decoder dataclass (`decoder`): its
+    name and config are the decoder's; one policy model, one variant, no grids, any env."""
+
+    decoder: Any
+
+    @property
+    def name(self) -> str:
+        return self.decoder.name
+
+    def config(self) -> dict:
+        return self.decoder.config()
+
+    def roles(self) -> tuple[str, ...]:
+        return ("policy",)
+
+    def variants(self) -> list[dict]:
+        return [{}]
+
+    def grids(self) -> dict[str, str]:
+        return {}
+
+    def check_env(self, env) -> None:
+        pass
+
+
+def user_prompts(loaded, env, problems: Sequence[Problem]) -> tuple[list[str], list[str]]:
+    """(user turns, chat-rendered prompts) of `problems`: what a single-turn method feeds the model."""
+    from harness.prompts import render_chat
+
+    users = [env.user_prompt(p) for p in problems]
+    return users, [render_chat(loaded.tokenizer, [{"role": "user", "content": u}]) for u in users]
+
+
 def answer_key(model: str, user_prompt: str, max_new_tokens: int, stop: Sequence[str], decoder) -> tuple:
     """What a deterministic answer depends on: model, prompt, length and stop rules, decoder."""
     return (model, user_prompt, max_new_tokens, tuple(stop), decoder.name, repr(sorted(decoder.config().items())))

@@ -11,22 +11,12 @@ from dataclasses import dataclass
 
 from envs import check_feedback_policy
 from harness import redumix_pipeline
-from harness.methods.base import Attempt, Generation, MethodCache
+from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache
 
 
 @dataclass(frozen=True)
-class ReDuMixMethod:
-    decoder: object  # decoders.redumix.ReDuMix: the config, lam possibly a grid
-
-    @property
-    def name(self) -> str:
-        return self.decoder.name
-
-    def config(self) -> dict:
-        return self.decoder.config()
-
-    def roles(self) -> tuple[str, ...]:
-        return ("policy",)
+class ReDuMixMethod(DecoderMethod):
+    """`decoder`: a decoders.redumix.ReDuMix config, its lam possibly a grid."""
 
     def variants(self) -> list[dict]:
         return [{"lambda": lam} for lam in self.decoder.lambdas]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from decoders.sampling import row_generator
 from harness import engine
-from harness.methods.base import Attempt, Generation, MethodCache
-from harness.prompts import encode, render_chat
+from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, user_prompts
+from harness.prompts import encode
 
 
 def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
@@ -48,27 +48,8 @@ def sample_key(problem_id: str, k: int) -> str:
 
 
 @dataclass(frozen=True)
-class SelfConsistencyMethod:
-    decoder: object  # decoders.self_consistency.SelfConsistency
-
-    @property
-    def name(self) -> str:
-        return self.decoder.name
-
-    def config(self) -> dict:
-        return self.decoder.config()
-
-    def roles(self) -> tuple[str, ...]:
-        return ("policy",)
-
-    def variants(self) -> list[dict]:
-        return [{}]
-
-    def grids(self) -> dict[str, str]:
-        return {}
-
-    def check_env(self, env) -> None:
-        pass
+class SelfConsistencyMethod(DecoderMethod):
+    """`decoder`: a decoders.self_consistency.SelfConsistency config."""
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None) -> list[Attempt]:
@@ -77,7 +58,7 @@ class SelfConsistencyMethod:
         if not problems:
             return []
         n = self.decoder.n
-        prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": env.user_prompt(p)}]) for p in problems]
+        _, prompts = user_prompts(loaded, env, problems)
         ids = [encode(loaded.tokenizer, text) for text in prompts]
         began = time.perf_counter()
         # Problem-major: rows i*n .. i*n+n-1 are problem i's samples, all in one engine call.

@@ -13,32 +13,21 @@ from dataclasses import dataclass
 
 from decoders.sampling import row_generator
 from harness import engine
-from harness.methods.base import Attempt, Generation, MethodCache, answer_key, is_deterministic
-from harness.prompts import encode, render_chat
+from harness.methods.base import (
+    Attempt,
+    DecoderMethod,
+    Generation,
+    MethodCache,
+    answer_key,
+    is_deterministic,
+    user_prompts,
+)
+from harness.prompts import encode
 
 
 @dataclass(frozen=True)
-class SinglePass:
-    decoder: object  # a decoder with num_streams == 1
-
-    @property
-    def name(self) -> str:
-        return self.decoder.name
-
-    def config(self) -> dict:
-        return self.decoder.config()
-
-    def roles(self) -> tuple[str, ...]:
-        return ("policy",)
-
-    def variants(self) -> list[dict]:
-        return [{}]
-
-    def grids(self) -> dict[str, str]:
-        return {}
-
-    def check_env(self, env) -> None:
-        pass
+class SinglePass(DecoderMethod):
+    """Any per-step decoder with one stream, run once per problem."""
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None) -> list[Attempt]:
@@ -46,8 +35,7 @@ class SinglePass:
         problems = [p for p in problems if (p.problem_id, None) not in skip]
         if not problems:
             return []
-        users = [env.user_prompt(p) for p in problems]
-        prompts = [render_chat(loaded.tokenizer, [{"role": "user", "content": u}]) for u in users]
+        users, prompts = user_prompts(loaded, env, problems)
         began = time.perf_counter()
         rows = engine.decode(
             loaded, [[encode(loaded.tokenizer, text) for text in prompts]], self.decoder,
