@@ -116,7 +116,7 @@ def _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progr
             run_dir.append(records)
             n += len(records)
             correct += sum(r["correct"] for r in records)
-            new_tokens += sum(r["new_tokens"] for r in records)
+            new_tokens += sum(a.tokens for a in attempts)
             decode_s += sum(a.answer_s for a in attempts)  # throughput counts the final decoding only
             for a, r in zip(attempts, records, strict=True):
                 if a.variant_value is not None:

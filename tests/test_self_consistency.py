@@ -68,6 +68,7 @@ def test_samples_differ_and_the_record_keeps_every_one(loaded, tmp_path):
         assert len(set(record["sample_completions"])) > 1  # each sample draws its own stream
         assert record["completion"] in record["sample_completions"]
         assert sum(record["votes"].values()) == sum(a is not None for a in record["sample_answers"])
+        assert record["new_tokens"] in record["sample_new_tokens"] and len(record["sample_new_tokens"]) == 5
 
 
 @pytest.mark.parametrize("n", ["0", "-2", "1.5"])

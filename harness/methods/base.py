@@ -46,6 +46,8 @@ class Attempt:
         cost_s: seconds of compute this answer took, every stage included, batching amortised.
         extras: method-specific record fields (stage texts, step statistics, stage times).
         steps: per-step arrays, when asked for (`Generation.save_steps`).
+        decoded_tokens: tokens the final decoding produced for this answer, over every row it
+            took (N samples for self-consistency); None: the row's own new tokens.
     """
 
     problem: Problem
@@ -59,6 +61,12 @@ class Attempt:
     cost_s: float
     extras: dict = field(default_factory=dict)
     steps: dict | None = None
+    decoded_tokens: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens decoded for this answer's final decoding (throughput counts these)."""
+        return self.row.new_tokens if self.decoded_tokens is None else self.decoded_tokens
 
     @property
     def variant_value(self) -> float | None:

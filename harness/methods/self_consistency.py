@@ -86,12 +86,14 @@ class SelfConsistencyMethod(DecoderMethod):
                 "sample_correct": [v.correct for v in verdicts],
                 "sample_logprobs": [round(lp, 4) for lp in logprobs],
                 "sample_completions": [row.text for row in samples],
+                "sample_new_tokens": [row.new_tokens for row in samples],
                 "votes": votes,
                 "agreement": votes.get(answers[best], 0) / n if answers[best] is not None else 0.0,
             }
             attempts.append(Attempt(
                 problem=problem, variant={}, method=self.name, method_config=self.config(), prompt=prompt,
                 row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
+                decoded_tokens=sum(row.new_tokens for row in samples),
                 steps=({"token_ids": samples[best].token_ids,
                         "logprob": [round(t[0], 6) for t in samples[best].token_logprobs]} if gen.save_steps
                        else None)))
