@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
@@ -35,6 +36,7 @@ BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedb
                   "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
                   "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
+FIGURES = 5  # figures a sweep with every kind of decoder gets
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
          f"Mean compute seconds per answer (batching amortised, every stage included) over {reference}'s."),
         ("Fixes and breaks vs lambda", fix_break_figure(summary),
          "Fraction of answers turned wrong->right (fix) and right->wrong (break) against the first attempt."),
+        ("Accuracy against cost", accuracy_cost_figure(summary, reference),
+         f"Each group's accuracy (95% Wilson interval) at its compute per answer relative to {reference}'s: "
+         "methods at equal cost stand one above the other (e.g. ReDuMix beside self-consistency)."),
     ) if fig[1] is not None]
     columns = [c for c in metrics.SUMMARY_COLUMNS if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
@@ -126,7 +131,7 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
-        missing_figures=4 - len(figures), notes=list(notes),
+        missing_figures=FIGURES - len(figures), notes=list(notes),
     )
 
 
@@ -217,6 +222,33 @@ def fix_break_figure(summary: pd.DataFrame) -> str | None:
             ax.plot(line["lam"], line["break_rate"], "--x", color=drawn.get_color(), label=f"break {name}")
         ax.set(title=title, xlabel="lambda", ylabel="fraction of answers", ylim=(-0.02, 1.02))
         ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | None:
+    """Accuracy against compute per answer (relative to the reference), one point per group."""
+    panels = [(t, p) for t, p in _series(summary) if p["overhead_vs_greedy"].notna().sum() >= 2]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels))
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        panel = panel[panel["overhead_vs_greedy"].notna()]
+        seen: dict[float, int] = {}
+        for _, row in panel.iterrows():
+            cost = float(row["overhead_vs_greedy"])
+            # Groups of one method share its cost (ReDuMix's lambdas): spread them a little to keep each readable.
+            nudge = 1 + 0.015 * seen.setdefault(round(cost, 3), 0)
+            seen[round(cost, 3)] += 1
+            err = [[row["accuracy"] - row["accuracy_lo"]], [row["accuracy_hi"] - row["accuracy"]]]
+            ax.errorbar(cost * nudge, row["accuracy"], yerr=err, fmt="o", capsize=3,
+                        color="black" if row["decoder_label"] == reference else None, label=_group_label(row))
+        ax.set(title=title, xlabel=f"compute per answer / {reference}'s (log scale)", ylabel="accuracy",
+               ylim=(-0.02, 1.02))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=6)
     return _png(fig)
 
 

@@ -162,9 +162,10 @@ def test_markup_in_model_outputs_and_config_is_escaped(report):
 def test_page_is_self_contained_with_every_figure(report):
     folder, _ = report
     html = (folder / "report.html").read_text()
-    assert html.count('<img class="figure"') == 4
+    assert html.count('<img class="figure"') == 5
     assert "http://" not in html and "https://" not in html  # nothing fetched: works offline
-    for name in ("Accuracy vs lambda", "Divergences vs lambda", "Cost against greedy", "Fixes and breaks vs lambda"):
+    for name in ("Accuracy vs lambda", "Divergences vs lambda", "Cost against greedy", "Fixes and breaks vs lambda",
+                 "Accuracy against cost"):
         assert name in html
 
 
@@ -181,7 +182,7 @@ def test_report_of_a_plain_run_folder_leaves_out_lambda_figures(tmp_path, capsys
     summary = pd.read_csv(folder / "summary.csv")
     assert list(summary["decoder_label"]) == ["greedy", "greedy"] and list(summary["n"]) == [6, 6]
     html = (folder / "report.html").read_text()
-    assert html.count('<img class="figure"') == 1 and "3 figure(s) left out" in html
+    assert html.count('<img class="figure"') == 1 and "4 figure(s) left out" in html
 
 
 def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):
