@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,11 @@ from tqdm.auto import tqdm
 
 from decoders import get_decoder
 from decoders.mixture import mix_logprobs
-from decoders.sampling import row_generator
-from envs import Problem, Verdict, check_feedback_policy, extract_answer
-from harness import engine, lm_eval_tasks, redumix_pipeline
+from envs import Problem, Verdict, extract_answer
+from harness import lm_eval_tasks, redumix_pipeline
 from harness.loglikelihood import ContinuationScore, continuation_logprobs, score_continuations, score_rows
-from harness.methods import method_of
-from harness.methods.redumix import ReDuMixMethod
-from harness.methods.single_pass import SinglePass
+from harness.methods import Generation, MethodCache, method_of
+from harness.methods.redumix import stage_cache
 from harness.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
 from harness.prompts import encode, render_chat
 
@@ -90,15 +88,11 @@ class RedumixLM(LM):
         super().__init__()
         _check_items(decoder_config)
         self.decoder = get_decoder(str(decoder), **decoder_config)
-        if not isinstance(method_of(self.decoder), SinglePass | ReDuMixMethod):
+        variants = method_of(self.decoder).variants()
+        if len(variants) != 1:
             raise ValueError(
-                f"decoder {self.decoder.name!r} is a method lm-eval cannot run yet (it answers with several "
-                "decodes per request); use `redumix run` or `redumix sweep` for it, or a per-step decoder here"
-            )
-        if self.decoder.name == "redumix" and len(self.decoder.lambdas) != 1:
-            raise ValueError(
-                f"lam (={self.decoder.lam}) holds several values; lm-eval takes one response per "
-                "request, so give one value (e.g. lam=0.5) and run once per value"
+                f"decoder {self.decoder.name!r} would answer each request {len(variants)} times ({variants}); "
+                "lm-eval takes one response per request, so give one value (e.g. lam=0.5) and run once per value"
             )
         self.batch_size = _positive_int("batch_size", batch_size if batch_size is not None else 8)
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -111,7 +105,7 @@ class RedumixLM(LM):
         self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self.telemetry: dict[tuple[str, int], list[dict]] = defaultdict(list)
         self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
-        self._stage_cache = redumix_pipeline.Stage13Cache()
+        self._cache = MethodCache()  # stage 1-3 results and reusable answers, shared by every request
         _latest["model"] = self
 
     # -- lm-eval's optional API -----------------------------------------------------
@@ -162,10 +156,7 @@ class RedumixLM(LM):
             group.sort(key=lambda it: -len(it.ids))
             for start in range(0, len(group), self.batch_size):
                 batch = group[start : start + self.batch_size]
-                if batch[0].decoder.name == "redumix":
-                    texts = self._redumix_batch(batch)
-                else:
-                    texts = self._single_batch(batch)
+                texts = self._method_batch(batch)
                 for item, text in zip(batch, texts, strict=True):
                     outputs[item.position] = text
                     self.cache_hook.add_partial("generate_until", item.request.args, text)
@@ -216,64 +207,41 @@ class RedumixLM(LM):
             changes["sample"] = True
         return dataclasses.replace(self.decoder, **changes) if changes else self.decoder
 
-    def _single_batch(self, batch: list[_Item]) -> list[str]:
-        rows = engine.decode(
-            self.loaded, [[item.ids for item in batch]], batch[0].decoder, max_new_tokens=batch[0].max_new,
-            stop_strings=batch[0].stops,
-            rngs=[row_generator(self.seed, item.key, self.loaded.device) for item in batch],
-        )
-        texts = []
-        for item, row in zip(batch, rows, strict=True):
-            text = lm_eval_tasks.Response(cut_at_stop(row.text, item.stops), row.finish_reason == "stop")
-            self._record(item, {
-                "decoder": item.decoder.name, "decoder_config": item.decoder.config(),
-                "completion": row.text, "finish_reason": row.finish_reason, "new_tokens": row.new_tokens,
-                "prompt_tokens": row.prompt_tokens[0], "latency_s": round(row.prefill_s + row.decode_s, 4),
-            })
-            texts.append(text)
-        return texts
+    @property
+    def _stage_cache(self):
+        return stage_cache(self._cache)
 
-    def _redumix_batch(self, batch: list[_Item]) -> list[str]:
-        """The four ReDuMix stages for one batch; requests of one task share an environment."""
+    def _method_batch(self, batch: list[_Item]) -> list[str]:
+        """One batch through the decoder's method; requests of one task share an environment."""
         by_env: dict[Any, list[_Item]] = defaultdict(list)
         for item in batch:
             by_env[lm_eval_tasks.doc_env(item.request.doc) if item.ours else None].append(item)
         texts: dict[int, str] = {}
         for env, items in by_env.items():
-            problems, users = [], {}
-            for item in items:
-                problem = self._problem(item, env)
-                problems.append(problem)
-                users[problem.problem_id] = self._user_turn(item.context, item.request.task_name)
-            decoder = items[0].decoder
-            if env is None:
-                decoder = dataclasses.replace(decoder, feedback="none")
-            else:
-                check_feedback_policy(env, decoder.feedback)
-            results = redumix_pipeline.solve_batch(
-                _RequestEnv(env, users), self.loaded, decoder, problems, max_new_tokens=items[0].max_new,
-                stop=items[0].stops, seed=self.seed, cache=self._stage_cache,
-            )
-            for item, res in zip(items, results, strict=True):
-                stage, row = res["stage"], res["row"]
-                # As in run records: latency_s is the final decoding; the stages before it are stage_s.
-                stage_s = stage.stage1_s + stage.feedback_s + stage.compress_s + stage.reflection_s
-                self._record(item, {
-                    "decoder": "redumix", "decoder_config": decoder.config(), "lambda": res["lambda"],
-                    "feedback_policy": decoder.feedback if env is not None else NO_VERIFIER,
-                    "stage1_completion": stage.stage1_completion, "stage1_answer": stage.stage1_answer,
-                    "stage1_correct": stage.stage1_correct if env is not None else None,
-                    "feedback": stage.feedback, "reflection": stage.reflection, "completion": row.text,
-                    "finish_reason": row.finish_reason, "new_tokens": row.new_tokens,
-                    "context_tokens": row.prompt_tokens, "compressed": stage.compressed,
-                    **{k: round(v, 6) for k, v in res["stats"].items()},
-                    "stage1_s": round(stage.stage1_s, 4), "reflection_s": round(stage.reflection_s, 4),
-                    "mix_s": round(res["mix_s"], 4), "stage_s": round(stage_s, 4),
-                    "latency_s": round(row.prefill_s + row.decode_s, 4),
-                })
+            method = self._method_for(items[0].decoder, env)
+            problems = [self._problem(item, env) for item in items]
+            by_id = {p.problem_id: item for p, item in zip(problems, items, strict=True)}
+            request_env = _RequestEnv(env, lambda p, by_id=by_id: self._user_turn(by_id[p.problem_id]))
+            gen = Generation(max_new_tokens=items[0].max_new, stop=tuple(items[0].stops), seed=self.seed)
+            attempts = method.solve(request_env, {"policy": self.loaded}, problems, gen, cache=self._cache,
+                                    given={p.problem_id: by_id[p.problem_id].ids for p in problems})
+            for attempt in attempts:
+                item = by_id[attempt.problem.problem_id]
+                self._record(item, _telemetry(attempt, verified=env is not None))
+                row = attempt.row
                 texts[item.position] = lm_eval_tasks.Response(cut_at_stop(row.text, item.stops),
                                                               row.finish_reason == "stop")
         return [texts[item.position] for item in batch]
+
+    def _method_for(self, decoder, env):
+        """The decoder's method; on a task without an environment its feedback (if any) is none."""
+        method = method_of(decoder)
+        feedback = method.grids().get("feedback")
+        if env is None and feedback is not None:
+            return method_of(dataclasses.replace(decoder, **{feedback: "none"}))
+        if env is not None:
+            method.check_env(env)
+        return method
 
     def _problem(self, item: _Item, env):
         if env is not None:
@@ -282,7 +250,10 @@ class RedumixLM(LM):
         return Problem(env=str(item.request.task_name), problem_id=item.key, index=int(item.request.doc_id or 0),
                        seed=self.seed, question=item.context, gold="", metadata={})
 
-    def _user_turn(self, context: str, task_name: str | None) -> str:
+    def _user_turn(self, item: _Item) -> str:
+        return self._context_user_turn(item.context, item.request.task_name)
+
+    def _context_user_turn(self, context: str, task_name: str | None) -> str:
         """The user message ReDuMix builds its conversations from.
 
         A prompt lm-eval rendered through `apply_chat_template` is one user turn; a raw
@@ -294,7 +265,7 @@ class RedumixLM(LM):
         if len(chat) != 1 or chat[0].get("role") != "user":
             roles = [m.get("role") for m in chat]
             raise ValueError(
-                f"decoder 'redumix' builds its own conversation from one user turn, but task "
+                f"decoder {self.decoder.name!r} builds its own conversation from one user turn, but task "
                 f"{task_name!r} sent {len(chat)} messages ({', '.join(map(str, roles))}); "
                 "run it without --system_instruction and with num_fewshot=0 or --fewshot_as_multiturn false"
             )
@@ -389,7 +360,8 @@ class RedumixLM(LM):
                     index=i, seed=self.seed, question=context, gold="", metadata={})
             for i, context in enumerate(tasks)
         ]
-        env = _RequestEnv(None, {p.problem_id: self._user_turn(p.question, tasks[p.question]) for p in problems})
+        users = {p.problem_id: self._context_user_turn(p.question, tasks[p.question]) for p in problems}
+        env = _RequestEnv(None, lambda p: users[p.problem_id])
         stages = {}
         for start in range(0, len(problems), self.batch_size):
             chunk = problems[start : start + self.batch_size]
@@ -468,20 +440,20 @@ class _Item:
 
 
 class _RequestEnv:
-    """An environment as the ReDuMix pipeline sees it, for lm-eval requests.
+    """An environment as a method sees it, for lm-eval requests.
 
     The user turn is the request's own prompt. With an environment (our tasks) answers
     are graded and feedback given by it; without one nothing is graded and feedback is empty.
     """
 
-    def __init__(self, inner, users: dict[str, str]) -> None:
+    def __init__(self, inner, user_turn: Callable[[Problem], str]) -> None:
         self.inner = inner
-        self.users = users
+        self.user_turn = user_turn  # asked only by methods that build conversations from the user turn
         self.name = inner.name if inner is not None else "lm-eval"
         self.has_verifier = inner is not None and inner.has_verifier
 
     def user_prompt(self, problem) -> str:
-        return self.users[problem.problem_id]
+        return self.user_turn(problem)
 
     def verify(self, problem, completion: str) -> Verdict:
         if self.inner is not None:
@@ -494,6 +466,23 @@ class _RequestEnv:
         if self.inner is not None:
             return self.inner.feedback(problem, verdict, policy, templates)
         return ""
+
+
+def _telemetry(attempt, verified: bool) -> dict:
+    """A response's telemetry: how it was decoded, how long it took, and the method's own fields
+    (stage texts, divergences, samples); the contexts themselves are in lm-eval's sample logs."""
+    row = attempt.row
+    values = {
+        "decoder": attempt.method, "decoder_config": attempt.method_config, "completion": row.text,
+        "finish_reason": row.finish_reason, "new_tokens": row.new_tokens, "prompt_tokens": row.prompt_tokens[0],
+        # As in run records: latency_s is the final decoding; the stages before it are stage_s.
+        "latency_s": round(row.prefill_s + row.decode_s, 4), "stage_s": round(attempt.cost_s - attempt.answer_s, 4),
+    } | {k: v for k, v in attempt.extras.items() if k != "contexts"}
+    if not verified:  # nothing graded these answers: say so instead of a policy or a verdict
+        values.update({k: None for k in ("stage1_correct", "sample_correct") if k in values})
+        if "feedback_policy" in values:
+            values["feedback_policy"] = NO_VERIFIER
+    return values
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

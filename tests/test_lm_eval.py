@@ -248,13 +248,25 @@ def test_every_environment_has_a_task_and_rg_easy_groups_the_easy_ones(task_mana
         ("decoder=redumix,lamda=0.5", ValueError, "Unknown parameter 'lamda' for decoder 'redumix'. Did you mean: lam"),
         ("decoder=redumix,oops", ValueError, "model_args item 'oops' has no value"),
         ("decoder=sample,temperature=0", ValueError, "temperature (=0"),
-        ("decoder=self_consistency,n=3", ValueError, "is a method lm-eval cannot run yet"),
     ],
 )
 def test_bad_model_args_give_our_error(tiny_model_dir, jsonl_task, model_args, error, message):
     with pytest.raises(error) as info:
         _evaluate(f"model={tiny_model_dir},{model_args}", [jsonl_task])
     assert message in str(info.value)
+
+
+def test_self_consistency_runs_through_lm_eval_and_one_sample_is_sample(tiny_model_dir, jsonl_task):
+    one = _evaluate({"model": str(tiny_model_dir), "decoder": "self_consistency", "n": 1, "temperature": 1.5},
+                    [jsonl_task], batch_size=3)
+    sample = _evaluate({"model": str(tiny_model_dir), "decoder": "sample", "temperature": 1.5}, [jsonl_task],
+                       batch_size=2)
+    assert [s["resps"][0][0] for s in one["samples"]["local_sums"]] == [
+        s["resps"][0][0] for s in sample["samples"]["local_sums"]]
+    four = _evaluate({"model": str(tiny_model_dir), "decoder": "self_consistency", "n": 4}, [jsonl_task])
+    entries = [e for es in lm_eval_model.latest_model().telemetry.values() for e in es]
+    assert len(entries) == len(four["samples"]["local_sums"])
+    assert all(len(e["sample_completions"]) == 4 and e["sample_correct"] is None for e in entries)
 
 
 def test_requests_that_ask_to_sample_are_sampled(tiny_model_dir):

@@ -100,8 +100,14 @@ class Method(Protocol):
         ...
 
     def solve(self, env, models: Mapping[str, Any], problems: Sequence[Problem], gen: Generation, *,
-              skip: frozenset | set = frozenset(), cache: MethodCache | None = None) -> list[Attempt]:
-        """Answer `problems` under every variant, except the (problem id, variant value) pairs in `skip`."""
+              skip: frozenset | set = frozenset(), cache: MethodCache | None = None,
+              given: Mapping[str, list[int]] | None = None) -> list[Attempt]:
+        """Answer `problems` under every variant, except the (problem id, variant value) pairs in `skip`.
+
+        `given`: token ids to start from, by problem id, instead of the env's rendered user turn
+        (lm-eval hands prompts already rendered and cut to its max_length). A method that builds
+        its own conversations from the user turn (ReDuMix) uses the env's user turn regardless.
+        """
         ...
 
 
@@ -148,12 +154,18 @@ class DecoderMethod:
         pass
 
 
-def user_prompts(loaded, env, problems: Sequence[Problem]) -> tuple[list[str], list[str]]:
-    """(user turns, chat-rendered prompts) of `problems`: what a single-turn method feeds the model."""
-    from harness.prompts import render_chat
+def start_prompts(loaded, env, problems: Sequence[Problem], given: Mapping[str, list[int]] | None
+                  ) -> tuple[list[str] | None, list[str], list[list[int]]]:
+    """(user turns, prompt texts, prompt ids) a single-turn method starts from: the env's user
+    turns rendered as a chat, or the `given` ids (then no user turns: None)."""
+    from harness.prompts import encode, render_chat
 
+    if given is not None:
+        ids = [list(given[p.problem_id]) for p in problems]
+        return None, [loaded.tokenizer.decode(i) for i in ids], ids
     users = [env.user_prompt(p) for p in problems]
-    return users, [render_chat(loaded.tokenizer, [{"role": "user", "content": u}]) for u in users]
+    texts = [render_chat(loaded.tokenizer, [{"role": "user", "content": u}]) for u in users]
+    return users, texts, [encode(loaded.tokenizer, t) for t in texts]
 
 
 def answer_key(model: str, user_prompt: str, max_new_tokens: int, stop: Sequence[str], decoder) -> tuple:

@@ -14,6 +14,14 @@ from harness import redumix_pipeline
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache
 
 
+def stage_cache(cache: MethodCache) -> redumix_pipeline.Stage13Cache:
+    """The stage 1-3 cache inside a method cache; its greedy first attempts are the cache's
+    deterministic answers (a greedy single pass of the same prompt decodes exactly those)."""
+    if cache.stages is None:
+        cache.stages = redumix_pipeline.Stage13Cache(greedy_attempts=cache.answers)
+    return cache.stages
+
+
 @dataclass(frozen=True)
 class ReDuMixMethod(DecoderMethod):
     """`decoder`: a decoders.redumix.ReDuMix config, its lam possibly a grid."""
@@ -29,15 +37,12 @@ class ReDuMixMethod(DecoderMethod):
         check_feedback_policy(env, self.decoder.feedback)
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
-              cache: MethodCache | None = None) -> list[Attempt]:
-        loaded = models["policy"]
-        cache = cache if cache is not None else MethodCache()
-        if cache.stages is None:
-            # Greedy answers of single-pass methods are this method's greedy first attempts.
-            cache.stages = redumix_pipeline.Stage13Cache(greedy_attempts=cache.answers)
+              cache: MethodCache | None = None, given=None) -> list[Attempt]:
+        # `given` prompts are not used: x and x2 are built from the env's user turn.
         results = redumix_pipeline.solve_batch(
-            env, loaded, self.decoder, problems, max_new_tokens=gen.max_new_tokens, stop=list(gen.stop),
-            seed=gen.seed, skip=skip, cache=cache.stages, save_steps=gen.save_steps,
+            env, models["policy"], self.decoder, problems, max_new_tokens=gen.max_new_tokens, stop=list(gen.stop),
+            seed=gen.seed, skip=skip, cache=stage_cache(cache if cache is not None else MethodCache()),
+            save_steps=gen.save_steps,
         )
         return [self._attempt(res) for res in results]
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from decoders.sampling import row_generator
 from harness import engine
-from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, user_prompts
-from harness.prompts import encode
+from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, start_prompts
 
 
 def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
@@ -52,14 +51,13 @@ class SelfConsistencyMethod(DecoderMethod):
     """`decoder`: a decoders.self_consistency.SelfConsistency config."""
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
-              cache: MethodCache | None = None) -> list[Attempt]:
+              cache: MethodCache | None = None, given=None) -> list[Attempt]:
         loaded = models["policy"]
         problems = [p for p in problems if (p.problem_id, None) not in skip]
         if not problems:
             return []
         n = self.decoder.n
-        _, prompts = user_prompts(loaded, env, problems)
-        ids = [encode(loaded.tokenizer, text) for text in prompts]
+        _, prompts, ids = start_prompts(loaded, env, problems, given)
         began = time.perf_counter()
         # Problem-major: rows i*n .. i*n+n-1 are problem i's samples, all in one engine call.
         rows = engine.decode(

@@ -20,9 +20,8 @@ from harness.methods.base import (
     MethodCache,
     answer_key,
     is_deterministic,
-    user_prompts,
+    start_prompts,
 )
-from harness.prompts import encode
 
 
 @dataclass(frozen=True)
@@ -30,21 +29,21 @@ class SinglePass(DecoderMethod):
     """Any per-step decoder with one stream, run once per problem."""
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
-              cache: MethodCache | None = None) -> list[Attempt]:
+              cache: MethodCache | None = None, given=None) -> list[Attempt]:
         loaded = models["policy"]
         problems = [p for p in problems if (p.problem_id, None) not in skip]
         if not problems:
             return []
-        users, prompts = user_prompts(loaded, env, problems)
+        users, prompts, ids = start_prompts(loaded, env, problems, given)
         began = time.perf_counter()
         rows = engine.decode(
-            loaded, [[encode(loaded.tokenizer, text) for text in prompts]], self.decoder,
+            loaded, [ids], self.decoder,
             max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
             rngs=[row_generator(gen.seed, p.problem_id, loaded.device) for p in problems],
             return_logprobs=gen.save_steps,
         )
         share = (time.perf_counter() - began) / len(problems)
-        if cache is not None and is_deterministic(self.decoder):
+        if cache is not None and users is not None and is_deterministic(self.decoder):
             for user, row in zip(users, rows, strict=True):
                 cache.answers[answer_key(loaded.name, user, gen.max_new_tokens, gen.stop, self.decoder)] = (
                     row.text, share)
