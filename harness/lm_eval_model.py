@@ -32,18 +32,17 @@ from typing import Any
 # lm-eval imports its built-in models only while its registry is empty; registering ours
 # first would hide them ("hf" etc.), so they are imported before ours is registered.
 import lm_eval.models  # noqa: F401
-import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from decoders import get_decoder
-from decoders.mixture import mix_logprobs
 from envs import Problem, Verdict, extract_answer
-from harness import lm_eval_tasks, redumix_pipeline
-from harness.loglikelihood import ContinuationScore, continuation_logprobs, score_continuations, score_rows
+from harness import lm_eval_tasks
+from harness.loglikelihood import ContinuationScore, score_continuations, score_rows
 from harness.methods import Generation, MethodCache, method_of
+from harness.methods.base import is_deterministic
 from harness.methods.redumix import stage_cache
 from harness.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
 from harness.prompts import encode, render_chat
@@ -199,7 +198,7 @@ class RedumixLM(LM):
         if not do_sample:
             return self.decoder
         settings = {k: gen_kwargs[k] for k in ("temperature", "top_p", "top_k") if gen_kwargs.get(k) is not None}
-        if self.decoder.name == "greedy":
+        if is_deterministic(self.decoder):  # greedy: the task asks to sample, so it samples
             return get_decoder("sample", **settings)
         fields = {f.name for f in dataclasses.fields(self.decoder)}
         changes = {k: v for k, v in settings.items() if k in fields}
@@ -306,8 +305,9 @@ class RedumixLM(LM):
         that stages 1-3 build from the request's context (feedback "none": no verifier
         reaches these requests), and greedy means the mixture's argmax.
         """
-        if self.decoder.name == "redumix":
-            scores = self._redumix_scores(requests)
+        method = self._method_for(self.decoder, None)
+        if hasattr(method, "teacher_logprobs"):
+            scores = self._teacher_scores(method, requests)
         else:
             self._check_scoring("loglikelihood")
             pairs = [self._encode_pair(*req.args) for req in requests]
@@ -337,70 +337,40 @@ class RedumixLM(LM):
         return totals
 
     def _check_scoring(self, what: str) -> None:
-        if self.decoder.name == "redumix" and what == "loglikelihood_rolling":
+        if what == "loglikelihood_rolling" and hasattr(method_of(self.decoder), "teacher_logprobs"):
             raise NotImplementedError(
-                "decoder 'redumix' has no loglikelihood_rolling: a perplexity text has no prompt to attempt, "
-                "reflect on and redo, so its mixture is not defined; use decoder=greedy for perplexity tasks"
+                f"decoder {self.decoder.name!r} has no loglikelihood_rolling: it scores text under a distribution "
+                "it builds from a prompt (ReDuMix: by attempting, reflecting on and redoing it), and a perplexity "
+                "text has no prompt; use decoder=greedy for perplexity tasks"
             )
         if self.decoder.num_streams != 1:
             raise NotImplementedError(
                 f"decoder {self.decoder.name!r} has no {what}; use decoder=greedy for log-likelihood tasks"
             )
 
-    def _redumix_scores(self, requests) -> list[ContinuationScore]:
-        """Each continuation scored under mix(x, x2; lam, 1 - lam), token by token."""
+    def _teacher_scores(self, method, requests) -> list[ContinuationScore]:
+        """Each continuation scored token by token under the method's own distribution."""
         self._reset_telemetry("loglikelihood")
-        # x2 must fit max_length whole (cutting it from the left would drop x itself), so stages
-        # 1-3 summarise the first attempt where x2 plus max_gen_toks would not fit, as in decoding.
-        budget = min(self.decoder.context_budget or self.max_length, self.max_length)
-        decoder = dataclasses.replace(self.decoder, feedback="none", context_budget=budget)
         tasks = {req.args[0]: req.task_name for req in requests}
-        problems = [
-            Problem(env="lm-eval", problem_id="context-" + hashlib.sha256(context.encode()).hexdigest()[:16],
-                    index=i, seed=self.seed, question=context, gold="", metadata={})
+        problems = {
+            context: Problem(env="lm-eval", problem_id="context-" + hashlib.sha256(context.encode()).hexdigest()[:16],
+                             index=i, seed=self.seed, question=context, gold="", metadata={})
             for i, context in enumerate(tasks)
-        ]
-        users = {p.problem_id: self._context_user_turn(p.question, tasks[p.question]) for p in problems}
-        env = _RequestEnv(None, lambda p: users[p.problem_id])
-        stages = {}
-        for start in range(0, len(problems), self.batch_size):
-            chunk = problems[start : start + self.batch_size]
-            done = redumix_pipeline.first_stages(env, self.loaded, decoder, chunk, max_new_tokens=self.max_gen_toks,
-                                                 stop=[], cache=self._stage_cache, seed=self.seed)
-            stages.update((p.question, stage) for p, stage in zip(chunk, done, strict=True))
-        tok = self.loaded.tokenizer
-        originals, reflectives = [], []
-        for req in requests:
-            context, continuation = req.args
-            stage = stages[context]
-            x_ids = encode(tok, stage.x)
-            # One tokenization of the continuation, read after both contexts.
-            target = encode(tok, stage.x + continuation)[len(x_ids) :]
-            x2_ids = encode(tok, stage.x2)
-            if len(x2_ids) + len(target) > self.max_length:
-                raise ValueError(
-                    f"ReDuMix log-likelihood: the reflective context x2 ({len(x2_ids)} tokens) and the continuation "
-                    f"({len(target)} tokens) exceed max_length={self.max_length}, and x2 is never cut; raise "
-                    f"max_length, or raise max_gen_toks (={self.max_gen_toks}, the room stages 1-3 keep for the "
-                    "continuation) to at least the continuation's length"
-                )
-            originals.append((x_ids, target))
-            reflectives.append((x2_ids, target))
-        kwargs = {"batch_size": self.batch_size, "max_length": self.max_length}
-        lam = decoder.lambdas[0]
+        }
+        users = {p.problem_id: self._context_user_turn(p.question, tasks[p.question]) for p in problems.values()}
+        teachers = method.teacher_logprobs(
+            _RequestEnv(None, lambda p: users[p.problem_id]), {"policy": self.loaded},
+            [(problems[req.args[0]], req.args[1]) for req in requests], first_attempt_tokens=self.max_gen_toks,
+            max_length=self.max_length, batch_size=self.batch_size, seed=self.seed, cache=self._cache,
+        )
         scores = []
-        for req, (_, target), rows_x, rows_x2 in zip(
-            requests, originals, continuation_logprobs(self.loaded, originals, **kwargs),
-            continuation_logprobs(self.loaded, reflectives, **kwargs), strict=True,
-        ):
-            score = score_rows(mix_logprobs(torch.stack([rows_x, rows_x2]), (lam, 1.0 - lam)), target)
+        for req, teacher in zip(requests, teachers, strict=True):
+            score = score_rows(teacher.logprobs, teacher.target)
             scores.append(score)
-            stage = stages[req.args[0]]
             self.telemetry[(req.task_name, req.doc_id)].append({
                 "task": req.task_name, "doc_id": req.doc_id, "request_type": "loglikelihood",
-                "continuation": req.args[1], "lambda": lam, "logprob": score.logprob, "is_greedy": score.is_greedy,
-                "feedback_policy": NO_VERIFIER, "stage1_completion": stage.stage1_completion,
-                "reflection": stage.reflection,
+                "continuation": req.args[1], "logprob": score.logprob, "is_greedy": score.is_greedy,
+                "feedback_policy": NO_VERIFIER, **teacher.extras,
             })
         return scores
 

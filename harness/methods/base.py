@@ -74,6 +74,16 @@ class Attempt:
         return self.variant.get("lambda")
 
 
+@dataclass
+class TeacherRows:
+    """A continuation as a method scores (or distils) it: its token ids and the (n, V) log-probs
+    the method gives at each of its n positions, plus method-specific details for telemetry."""
+
+    target: list[int]
+    logprobs: Any  # torch.Tensor (n, V)
+    extras: dict = field(default_factory=dict)
+
+
 class Method(Protocol):
     """A way of answering problems (see the module docstring)."""
 
@@ -90,6 +100,9 @@ class Method(Protocol):
     def variants(self) -> list[dict]:
         """The variants one call decodes: [{}] for a method without a grid axis."""
         ...
+
+    # Optional: `teacher_logprobs(env, models, requests, ...) -> list[TeacherRows]`, the distribution a
+    # method scores a continuation under when it is not the model's own (ReDuMix's mixture).
 
     def grids(self) -> dict[str, str]:
         """Config parameters a sweep config may give as a list, by sweep key ({"lambdas": "lam"})."""

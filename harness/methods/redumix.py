@@ -7,11 +7,17 @@ run the model are `harness.redumix_pipeline`. Variants are the lambda values.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import torch
+
+from decoders.mixture import mix_logprobs
 from envs import check_feedback_policy
 from harness import redumix_pipeline
-from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache
+from harness.loglikelihood import continuation_logprobs
+from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, TeacherRows
+from harness.prompts import encode
 
 
 def stage_cache(cache: MethodCache) -> redumix_pipeline.Stage13Cache:
@@ -45,6 +51,57 @@ class ReDuMixMethod(DecoderMethod):
             save_steps=gen.save_steps,
         )
         return [self._attempt(res) for res in results]
+
+    def teacher_logprobs(self, env, models, requests, *, first_attempt_tokens: int, max_length: int,
+                         batch_size: int, seed: int, cache: MethodCache | None = None) -> list[TeacherRows]:
+        """The distribution each (problem, continuation) is scored under: per continuation token,
+        log P_mix = lam * log P(.|x, ...) + (1 - lam) * log P(.|x2, ...), x2 built by stages 1-3
+        from the problem's user turn (a first attempt of at most `first_attempt_tokens`).
+
+        x2 is never cut: stages 1-3 summarise the first attempt where x2 and `first_attempt_tokens`
+        would not fit `max_length`.
+
+        Raises:
+            ValueError: a continuation that still does not fit beside x2, naming the sizes.
+        """
+        loaded = models["policy"]
+        budget = min(self.decoder.context_budget or max_length, max_length)
+        decoder = dataclasses.replace(self.decoder, context_budget=budget)
+        cache = cache if cache is not None else MethodCache()
+        problems = list({p.problem_id: p for p, _ in requests}.values())
+        stages = {}
+        for start in range(0, len(problems), batch_size):
+            chunk = problems[start : start + batch_size]
+            done = redumix_pipeline.first_stages(env, loaded, decoder, chunk, max_new_tokens=first_attempt_tokens,
+                                                 stop=[], cache=stage_cache(cache), seed=seed)
+            stages.update((p.problem_id, stage) for p, stage in zip(chunk, done, strict=True))
+        tok = loaded.tokenizer
+        originals, reflectives = [], []
+        for problem, continuation in requests:
+            stage = stages[problem.problem_id]
+            x_ids = encode(tok, stage.x)
+            # One tokenization of the continuation, read after both contexts.
+            target = encode(tok, stage.x + continuation)[len(x_ids) :]
+            x2_ids = encode(tok, stage.x2)
+            if len(x2_ids) + len(target) > max_length:
+                raise ValueError(
+                    f"ReDuMix log-likelihood: the reflective context x2 ({len(x2_ids)} tokens) and the continuation "
+                    f"({len(target)} tokens) exceed max_length={max_length}, and x2 is never cut; raise max_length, "
+                    f"or raise the first attempt's length (={first_attempt_tokens}, the room stages 1-3 keep for "
+                    "the continuation) to at least the continuation's length"
+                )
+            originals.append((x_ids, target))
+            reflectives.append((x2_ids, target))
+        lam = decoder.lambdas[0]
+        kwargs = {"batch_size": batch_size, "max_length": max_length}
+        return [
+            TeacherRows(target=target, logprobs=mix_logprobs(torch.stack([rows_x, rows_x2]), (lam, 1.0 - lam)),
+                        extras={"lambda": lam, "stage1_completion": stages[p.problem_id].stage1_completion,
+                                "reflection": stages[p.problem_id].reflection})
+            for (p, _), (_, target), rows_x, rows_x2 in zip(
+                requests, originals, continuation_logprobs(loaded, originals, **kwargs),
+                continuation_logprobs(loaded, reflectives, **kwargs), strict=True)
+        ]
 
     def _attempt(self, res: dict) -> Attempt:
         stage, row = res["stage"], res["row"]
