@@ -19,10 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from harness import executor as executor_module
 from harness import metrics, runner
-from harness import sweep as sweep_module
 from harness.cli import main
 from harness.folder_lock import LOCK_FILE, folder_locked
+from harness.record_grid import sweep_grid
 from harness.sweep import run_sweep
 from harness.sweep_config import parse_config
 from tests.cli_process import ROOT, signal_after
@@ -210,7 +211,7 @@ def test_resume_skips_bad_lines_and_fills_only_what_is_missing(sw, tiny_model_di
     assert len(keys) == len(good) - 4  # exactly the missing ones, each once
     from harness.store import RunDir
 
-    contents = RunDir(folder).read(sweep_module.sweep_grid(parse_config(_small(tiny_model_dir)).resolved()))
+    contents = RunDir(folder).read(sweep_grid(parse_config(_small(tiny_model_dir)).resolved()))
     assert contents.identities == _expected_keys(parse_config(_small(tiny_model_dir)))
 
 
@@ -336,7 +337,7 @@ def _must_not_load(*_args, **_kwargs):
 @pytest.fixture
 def no_loading(monkeypatch):
     monkeypatch.setattr(runner, "load_model", _must_not_load)
-    monkeypatch.setattr(sweep_module, "load_model", _must_not_load)
+    monkeypatch.setattr(executor_module, "load_model", _must_not_load)
 
 
 def test_out_that_cannot_be_a_folder_is_refused_before_loading(tmp_path, finished, capsys, no_loading):

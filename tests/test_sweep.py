@@ -235,3 +235,22 @@ def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny
     assert len(keys) == len(set(keys)) == len(expected)
     assert set(keys) == expected
     assert result.new == len(expected) - len(partial & expected)
+
+
+def test_work_units_are_plain_data_and_an_executor_only_yields_records(tiny_model_dir):
+    import pickle
+
+    from envs import get_env
+    from harness.executor import LocalExecutor, WorkItem
+
+    config = parse_config(_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",)))
+    units = plan(config)
+    assert pickle.loads(pickle.dumps(units)) == units  # a unit can be sent to another process
+    items = [WorkItem(u, tuple(get_env(u.env.name, **u.env.config).problems(u.env.n, u.seed)), frozenset())
+             for u in units]
+    seen_models = []
+    executor = LocalExecutor(config, on_model_loaded=lambda name, loaded: seen_models.append(name))
+    batches = list(executor.map_units(items))
+    keys = [r["key"] for _, records in batches for r in records]
+    assert sorted(keys) == sorted(_expected_keys(config)) and seen_models == [str(tiny_model_dir)]
+    assert all(unit in units for unit, _ in batches)

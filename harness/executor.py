@@ -1,0 +1,111 @@
+"""Executors: where a sweep's work units run.
+
+An executor maps work items (a unit, the problems still to do, the (problem, variant)
+pairs already on disk) to record batches: `map_units(items)` yields `(unit, records)` as
+each batch finishes. It writes nothing; the sweep driver is the single writer of the
+store. `LocalExecutor` runs the units here, one model loaded at a time, with one method
+cache per model, so a greedy unit's answers are a later ReDuMix unit's first attempts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from decoders import get_decoder
+from envs import get_env
+from harness import engine
+from harness.methods import Attempt, MethodCache, get_method
+from harness.models import load_model
+from harness.prompts import encode
+from harness.record_grid import record_key
+from harness.records import attempt_record
+from harness.runner import RunSpec, iter_attempt_batches
+from harness.sweep_config import SweepConfig
+from harness.work_units import Unit
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A unit with what is left of it: the problems to decode and the (problem id, variant) pairs to skip."""
+
+    unit: Unit
+    problems: tuple  # envs.Problem, the unit's problems with at least one record missing
+    done: frozenset  # (problem id, variant value) pairs already recorded
+
+
+@dataclass
+class LocalExecutor:
+    """Runs work items in this process.
+
+    Args:
+        config: the sweep's config (generation settings, dtype, device).
+        models: already-loaded models by config name (not loaded again).
+        on_model_loaded: called with (name, loaded model) before a model's first unit runs.
+        on_unit: called with (index, count, unit) when a model's unit starts.
+    """
+
+    config: SweepConfig
+    models: Mapping[str, object] | None = None
+    on_model_loaded: Callable[[str, object], None] | None = None
+    on_unit: Callable[[int, int, Unit], None] | None = None
+    timings: dict[str, float] = field(default_factory=lambda: {"load_s": 0.0, "decode_s": 0.0})
+
+    def map_units(self, items: Sequence[WorkItem]) -> Iterator[tuple[Unit, list[dict]]]:
+        loaded_by_model = dict(self.models or {})
+        for model in dict.fromkeys(item.unit.model for item in items):
+            if model not in loaded_by_model:
+                t0 = time.perf_counter()
+                loaded_by_model[model] = load_model(model, dtype=self.config.dtype, device=self.config.device)
+                _warm_up(loaded_by_model[model])
+                self.timings["load_s"] += time.perf_counter() - t0
+            loaded = loaded_by_model[model]
+            if self.on_model_loaded is not None:
+                self.on_model_loaded(model, loaded)
+            cache = MethodCache()
+            model_items = [item for item in items if item.unit.model == model]
+            for index, item in enumerate(model_items, 1):
+                if self.on_unit is not None:
+                    self.on_unit(index, len(model_items), item.unit)
+                t0 = time.perf_counter()
+                for records in self._run(item, loaded, cache):
+                    self.timings["decode_s"] += time.perf_counter() - t0
+                    yield item.unit, records
+                    t0 = time.perf_counter()
+                self.timings["decode_s"] += time.perf_counter() - t0
+
+    def _run(self, item: WorkItem, loaded, cache: MethodCache) -> Iterator[list[dict]]:
+        unit, config = item.unit, self.config
+        spec = RunSpec(env=unit.env.name, decoder=unit.decoder.name, n=unit.env.n, seed=unit.seed, model=unit.model,
+                       env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
+                       max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
+                       dtype=config.dtype, device=config.device, extraction=config.extraction)
+        env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
+        method = get_method(spec.decoder, **spec.decoder_config)
+        for attempts in iter_attempt_batches(spec, env, method, loaded, list(item.problems), set(item.done), cache):
+            yield [sweep_record(unit, attempt_record(a, loaded.name, spec.seed), a) for a in attempts]
+
+
+def sweep_record(unit: Unit, record: dict, attempt: Attempt) -> dict:
+    """Sweep fields on a record: its key, labels, and comparable time costs."""
+    lam = attempt.variant_value
+    return record | {
+        "key": record_key(unit.model, unit.env.label, record["problem_id"], unit.decoder.label, lam, unit.seed,
+                          unit.feedback),
+        "env_label": unit.env.label,
+        "decoder_label": unit.decoder.label,
+        "lambda": lam,
+        "feedback_policy": unit.feedback,
+        # Seconds of compute one answer took, batching amortised: every stage before the final
+        # decoding (stage_s) plus the final decoding's share of its batch.
+        "stage_s": round(attempt.cost_s - attempt.answer_s, 4),
+        "cost_s": round(attempt.cost_s, 4),
+    }
+
+
+def _warm_up(loaded) -> None:
+    """One short decode, so the first unit's timings do not carry the first call's set-up costs
+    (which would make whatever runs first, usually greedy, look slower and distort cost ratios)."""
+    engine.decode(loaded, [[encode(loaded.tokenizer, "Hello, how are you?")] * 2], get_decoder("greedy"),
+                  max_new_tokens=2)
