@@ -3,7 +3,7 @@
 The decoder itself is only the stage-4 rule: mix the log-probs of the original
 context x (stream 0, weight lam) and the reflective context x2 (stream 1, weight
 1 - lam) and pick the next token. The four-stage pipeline that builds x2 (first
-attempt, feedback, reflection) lives in `harness.redumix_pipeline`, because it has
+attempt, feedback, reflection) lives in `harness.methods.redumix`, because it has
 to run the model; decoders never do.
 
 `lam` may be a tuple of values for a sweep; the pipeline then shares stages 1-3

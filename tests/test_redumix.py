@@ -11,8 +11,10 @@ import torch
 
 from decoders import get_decoder
 from envs import get_env
-from harness import compress, engine, redumix_pipeline
+from harness import engine
 from harness.cli import main
+from harness.methods.redumix import compress
+from harness.methods.redumix import stages as redumix_pipeline
 from harness.prompts import encode
 from harness.runner import RunSpec, run
 from tests.tiny import tiny_model

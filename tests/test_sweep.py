@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import redumix_pipeline
 from harness.cli import main
+from harness.methods.redumix import stages as redumix_pipeline
 from harness.sweep import plan, run_sweep
 from harness.sweep_config import parse_config
 from tests.cli_process import signal_after

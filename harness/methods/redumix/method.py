@@ -1,8 +1,10 @@
 """ReDuMix as a method: stages 1-3 (first attempt, feedback, reflection) once per problem,
 then stage 4 (the dual-context mixture) for every lambda of the grid in shared batches.
 
-The config and the stage-4 mixing rule are `decoders.redumix.ReDuMix`; the stages that
-run the model are `harness.redumix_pipeline`. Variants are the lambda values.
+The config (with the stage-4 mixing rule) is `decoders.redumix.ReDuMix`, a registered decoder
+so that `--decoder redumix` and sweep configs parse and check it like any other; everything
+that runs the model lives in this package: the stages (`stages`), the summarising of long
+first attempts (`compress`) and this method. Variants are the lambda values.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import torch
 
 from decoders.mixture import mix_logprobs
 from envs import check_feedback_policy
-from harness import redumix_pipeline
 from harness.loglikelihood import continuation_logprobs
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, TeacherRows
+from harness.methods.redumix import stages as redumix_pipeline
 from harness.prompts import encode
 
 

@@ -25,8 +25,9 @@ from decoders import divergence, get_decoder
 from decoders.redumix import ReDuMix
 from decoders.sampling import row_generator
 from envs.base import Problem
-from harness import compress, engine
+from harness import engine
 from harness.methods.base import answer_key, is_deterministic
+from harness.methods.redumix import compress
 from harness.models import LoadedModel, context_window
 from harness.prompts import encode, render_chat
 
@@ -243,7 +244,7 @@ def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_ne
     """Per problem (y1 as placed in x2, tokens of y1 summarised away, summary text).
 
     x2 must hold, with the reflection and the final answer still to come, inside the
-    budget; where it would not, the earliest part of y1 is summarised (see `harness.compress`).
+    budget; where it would not, the earliest part of y1 is summarised (see `harness.methods.redumix.compress`).
     """
     budget = decoder.context_budget or context_window(loaded.model)
     fitted = [(y1, 0, "") for y1 in y1s]
