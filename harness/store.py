@@ -172,13 +172,28 @@ class RunDir:
                 os.fsync(f.fileno())
 
     def _drop_torn_tail(self) -> None:
-        """Cut a last line that has no newline (an interrupted write)."""
+        """Cut a last line that has no newline (an interrupted write), reading only the file's tail."""
         if not self.samples_path.is_file():
             return
-        data = self.samples_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.samples_path.open("r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+        with self.samples_path.open("r+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end == 0:
+                return
+            f.seek(end - 1)
+            if f.read(1) == b"\n":
+                return
+            # Walk back a block at a time to the last newline; everything after it is the torn line.
+            pos = end
+            while pos > 0:
+                start = max(0, pos - 65536)
+                f.seek(start)
+                block = f.read(pos - start)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    f.truncate(start + cut + 1)
+                    return
+                pos = start
+            f.truncate(0)
 
 
 def _parse(raw: bytes, sweep: bool | None) -> tuple[dict | None, str | None]:
