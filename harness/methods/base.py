@@ -167,6 +167,17 @@ class DecoderMethod:
         pass
 
 
+def pending(problems: Sequence[Problem], skip) -> list[Problem]:
+    """The problems of a method without variants that are not in `skip` ((problem id, None) pairs)."""
+    return [p for p in problems if (p.problem_id, None) not in skip]
+
+
+def row_steps(row) -> dict[str, list]:
+    """A row's per-step arrays for a record: token ids and each token's log-prob under the model
+    (token_logprobs column 0, before any filtering)."""
+    return {"token_ids": row.token_ids, "logprob": [round(t[0], 6) for t in row.token_logprobs]}
+
+
 def start_prompts(loaded, env, problems: Sequence[Problem], given: Mapping[str, list[int]] | None
                   ) -> tuple[list[str] | None, list[str], list[list[int]]]:
     """(user turns, prompt texts, prompt ids) a single-turn method starts from: the env's user

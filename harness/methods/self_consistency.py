@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from decoders.sampling import row_generator
 from harness import engine
-from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, start_prompts
+from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, pending, row_steps, start_prompts
 
 
 def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
@@ -30,15 +30,21 @@ def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> i
     """
     if len(answers) != len(logprobs) or not answers:
         raise ValueError(f"need one log-probability per answer, got {len(answers)} answers, {len(logprobs)} values")
-    tally: dict[str, tuple[int, float]] = {}
-    for answer, logprob in zip(answers, logprobs, strict=True):
-        if answer is not None:
-            count, total = tally.get(answer, (0, 0.0))
-            tally[answer] = (count + 1, total + logprob)
-    if not tally:
+    counts = vote_counts(answers)
+    if not counts:
         return max(range(len(answers)), key=lambda i: logprobs[i])
-    winner = max(tally, key=lambda a: tally[a])
+    mass = {a: sum(lp for b, lp in zip(answers, logprobs, strict=True) if b == a) for a in counts}
+    winner = max(counts, key=lambda a: (counts[a], mass[a]))
     return max((i for i, a in enumerate(answers) if a == winner), key=lambda i: logprobs[i])
+
+
+def vote_counts(answers: Sequence[str | None]) -> dict[str, int]:
+    """How many samples gave each answer (samples without an answer do not vote)."""
+    counts: dict[str, int] = {}
+    for answer in answers:
+        if answer is not None:
+            counts[answer] = counts.get(answer, 0) + 1
+    return counts
 
 
 def sample_key(problem_id: str, k: int) -> str:
@@ -53,7 +59,7 @@ class SelfConsistencyMethod(DecoderMethod):
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None, given=None) -> list[Attempt]:
         loaded = models["policy"]
-        problems = [p for p in problems if (p.problem_id, None) not in skip]
+        problems = pending(problems, skip)
         if not problems:
             return []
         n = self.decoder.n
@@ -74,10 +80,7 @@ class SelfConsistencyMethod(DecoderMethod):
             logprobs = [sum(step[0] for step in row.token_logprobs) for row in samples]
             answers = [v.answer for v in verdicts]
             best = majority_vote(answers, logprobs)
-            votes: dict[str, int] = {}
-            for answer in answers:
-                if answer is not None:
-                    votes[answer] = votes.get(answer, 0) + 1
+            votes = vote_counts(answers)
             extras = {
                 "n_samples": n,
                 "sample_answers": answers,
@@ -92,7 +95,5 @@ class SelfConsistencyMethod(DecoderMethod):
                 problem=problem, variant={}, method=self.name, method_config=self.config(), prompt=prompt,
                 row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
                 decoded_tokens=sum(row.new_tokens for row in samples),
-                steps=({"token_ids": samples[best].token_ids,
-                        "logprob": [round(t[0], 6) for t in samples[best].token_logprobs]} if gen.save_steps
-                       else None)))
+                steps=row_steps(samples[best]) if gen.save_steps else None))
         return attempts

@@ -20,6 +20,8 @@ from harness.methods.base import (
     MethodCache,
     answer_key,
     is_deterministic,
+    pending,
+    row_steps,
     start_prompts,
 )
 
@@ -31,7 +33,7 @@ class SinglePass(DecoderMethod):
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None, given=None) -> list[Attempt]:
         loaded = models["policy"]
-        problems = [p for p in problems if (p.problem_id, None) not in skip]
+        problems = pending(problems, skip)
         if not problems:
             return []
         users, prompts, ids = start_prompts(loaded, env, problems, given)
@@ -50,11 +52,7 @@ class SinglePass(DecoderMethod):
         return [
             Attempt(problem=p, variant={}, method=self.name, method_config=self.config(), prompt=prompt, row=row,
                     verdict=env.verify(p, row.text), answer_s=share, cost_s=share,
-                    steps=_steps(row) if gen.save_steps else None)
+                    steps=row_steps(row) if gen.save_steps else None)
             for p, prompt, row in zip(problems, prompts, rows, strict=True)
         ]
 
-
-def _steps(row) -> dict[str, list]:
-    # token_logprobs[t] = [log-prob of the chosen token under the stream, (under the decoder's distribution)]
-    return {"token_ids": row.token_ids, "logprob": [round(t[0], 6) for t in row.token_logprobs]}
