@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu_load import OtherLoad  # noqa: E402
 from decoders import get_decoder  # noqa: E402
-from harness.engine import decode  # noqa: E402
-from harness.models import load_model  # noqa: E402
-from harness.prompts import encode, render_chat  # noqa: E402
+from harness.engine.lockstep import decode  # noqa: E402
+from harness.engine.models import load_model  # noqa: E402
+from harness.engine.prompts import encode, render_chat  # noqa: E402
 
 TOPICS = ["prime numbers", "the water cycle", "binary search", "photosynthesis", "sorting lists",
           "the moon", "fractions", "volcanoes"]

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu_load import OtherLoad  # noqa: E402
-from harness.sweep import run_sweep  # noqa: E402
-from harness.sweep_config import load_config  # noqa: E402
+from harness.runs.sweep import run_sweep  # noqa: E402
+from harness.runs.sweep_config import load_config  # noqa: E402
 
 PARTS = ("load_s", "stage_s", "decode_s", "report_s", "total_s")
 

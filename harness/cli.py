@@ -10,8 +10,8 @@ from pathlib import Path
 
 from decoders.registry import parse_key_values
 from envs.answer import EXTRACTION_MODES
-from harness.models import DEFAULT_MODEL, DTYPES, EMBEDDED_MODELS
-from harness.signals import sigterm_as_interrupt
+from harness.engine.models import DEFAULT_MODEL, DTYPES, EMBEDDED_MODELS
+from harness.runs.signals import sigterm_as_interrupt
 
 RESULTS_DIR = Path("results")
 
@@ -98,7 +98,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import RunSpec, run
+    from harness.runs.runner import RunSpec, run
 
     _set_threads(args.threads)
     stop = [s for s in args.stop if s] if args.stop is not None else ["</answer>"]
@@ -146,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
-    from harness.harvest import harvest
+    from harness.analysis.harvest import harvest
 
     rule = "all" if args.all else args.only
     summary = harvest(args.run_dir, args.out, rule, force=args.force)
@@ -156,13 +156,13 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.sweep_config import load_config
+    from harness.runs.sweep_config import load_config
 
     # Checked in full before anything is imported for decoding or written.
     config = load_config(args.config)
     out = Path(args.out or config.out or RESULTS_DIR / config.name)
 
-    from harness.sweep import run_sweep
+    from harness.runs.sweep import run_sweep
 
     _set_threads(args.threads)
     args.out_dir = out
@@ -178,14 +178,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import write_report
+    from harness.analysis.report import write_report
 
     _print_report(write_report(args.run_dir))
     return 0
 
 
 def _print_report(report) -> None:
-    from harness.report import format_summary
+    from harness.analysis.report import format_summary
 
     print(format_summary(report.summary))
     for line in report.notes:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     _fix_hash_seed(argv)
     raw = sys.argv[1:] if argv is None else argv
     if raw[:1] == ["lm-eval"]:
-        from harness.lm_eval_cli import main as lm_eval_main
+        from harness.lmeval.cli import main as lm_eval_main
 
         return lm_eval_main(list(raw[1:]))
     args = build_parser().parse_args(argv)
@@ -241,8 +241,8 @@ def interrupted_message(out: Path | None) -> str:
     """'interrupted: 12 records kept in results/quick; run the same command to resume'."""
     if out is None:
         return "interrupted"
-    from harness.record_grid import grid_of
-    from harness.store import RunDir
+    from harness.runs.record_grid import grid_of
+    from harness.runs.store import RunDir
 
     store = RunDir(out)
     try:

@@ -7,8 +7,8 @@ import torch
 
 from decoders import get_decoder
 from decoders.sampling import row_generator
-from harness.engine import decode
-from harness.stream_batch import length_buckets
+from harness.engine.lockstep import decode
+from harness.engine.stream_batch import length_buckets
 from tests.tiny import tiny_model
 
 PROMPTS = ["What is 2+3?", "Hi", "A much longer prompt, so the others need left padding."]
@@ -185,7 +185,7 @@ def test_length_buckets():
 
 
 def test_growing_cache_layer_matches_concatenation():
-    from harness.growing_cache import GrowingLayer
+    from harness.engine.growing_cache import GrowingLayer
 
     torch.manual_seed(0)
     layer, keys = GrowingLayer(), []

@@ -15,7 +15,7 @@ from decoders import get_decoder
 from decoders.base import NOT_FORCED, Step
 from decoders.mix_step import MixtureStep
 from decoders.sampling import row_generator
-from harness.engine import decode
+from harness.engine.lockstep import decode
 from tests.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = ["What is 2+3?", "Hi", "A much longer prompt, so the others need left padding.", "Sort: b, a"]

@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness import executor as executor_module
-from harness import metrics, runner
+from harness.analysis import metrics
 from harness.cli import main
-from harness.folder_lock import LOCK_FILE, folder_locked
-from harness.record_grid import sweep_grid
-from harness.sweep import run_sweep
-from harness.sweep_config import parse_config
+from harness.runs import executor as executor_module
+from harness.runs import runner
+from harness.runs.folder_lock import LOCK_FILE, folder_locked
+from harness.runs.record_grid import sweep_grid
+from harness.runs.sweep import run_sweep
+from harness.runs.sweep_config import parse_config
 from tests.cli_process import ROOT, signal_after
 from tests.test_sweep import _data, _expected_keys
 
@@ -108,7 +109,7 @@ def test_harvest_refuses_an_existing_file_or_folder_and_leaves_no_temporary(sw, 
 
 HOLD_LOCK = """
 import sys, time
-from harness.folder_lock import folder_locked
+from harness.runs.folder_lock import folder_locked
 with folder_locked(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -209,7 +210,7 @@ def test_resume_skips_bad_lines_and_fills_only_what_is_missing(sw, tiny_model_di
     assert "skipped 2 lines" in err and "ignored 1 duplicate record" in err
     keys = [json.loads(line)["key"] for line in _lines(folder)[7:]]
     assert len(keys) == len(good) - 4  # exactly the missing ones, each once
-    from harness.store import RunDir
+    from harness.runs.store import RunDir
 
     contents = RunDir(folder).read(sweep_grid(parse_config(_small(tiny_model_dir)).resolved()))
     assert contents.identities == _expected_keys(parse_config(_small(tiny_model_dir)))
@@ -430,7 +431,8 @@ def test_records_without_a_spec_that_do_not_belong_are_refused_naming_the_first(
 
 def test_a_report_killed_while_writing_leaves_the_old_files_whole(sw, monkeypatch):
     folder, _ = sw
-    from harness import output_paths, report
+    from harness.analysis import report
+    from harness.runs import output_paths
 
     before = {name: (folder / name).read_bytes() for name in ("summary.csv", "samples.csv", "report.html")}
     replaced = []

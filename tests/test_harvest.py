@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from harness.analysis.harvest import harvest, select_pairs
 from harness.cli import main
-from harness.harvest import harvest, select_pairs
-from harness.store import RunDir
+from harness.runs.store import RunDir
 
 
 def _record(pid, lam, first, first_ok, redo, redo_ok):

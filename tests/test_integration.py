@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import model_cache
-from harness.models import embedded_model_path, load_model
-from harness.runner import RunSpec, run
+from harness.engine import model_cache
+from harness.engine.models import embedded_model_path, load_model
+from harness.runs.runner import RunSpec, run
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import lm_eval  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from harness import lm_eval_model, lm_eval_tasks  # noqa: E402
 from harness.cli import main  # noqa: E402
-from harness.lm_eval_model import NO_VERIFIER, RedumixLM, cut_at_stop  # noqa: E402
-from harness.runner import RunSpec, run  # noqa: E402
+from harness.lmeval import model as lm_eval_model  # noqa: E402
+from harness.lmeval import tasks as lm_eval_tasks  # noqa: E402
+from harness.lmeval.model import NO_VERIFIER, RedumixLM, cut_at_stop  # noqa: E402
+from harness.runs.runner import RunSpec, run  # noqa: E402
 
 MAX_NEW = 12
 
@@ -120,9 +121,9 @@ def test_redumix_on_a_task_without_environment_gets_no_feedback(tiny_model_dir, 
 
 
 def test_local_generate_task_runs_through_our_model_in_any_batch_size(tiny_model_dir, jsonl_task):
-    from harness import engine
-    from harness.models import load_model
-    from harness.prompts import encode
+    from harness.engine import lockstep
+    from harness.engine.models import load_model
+    from harness.engine.prompts import encode
 
     one = _evaluate({"model": str(tiny_model_dir)}, [jsonl_task], batch_size=1)
     three = _evaluate({"model": str(tiny_model_dir)}, [jsonl_task], batch_size=3)
@@ -132,7 +133,7 @@ def test_local_generate_task_runs_through_our_model_in_any_batch_size(tiny_model
     # The same prompts decoded by the engine directly, cut before the first stop string.
     loaded = load_model(str(tiny_model_dir))
     prompts = [s["arguments"][0][0] for s in one["samples"]["local_sums"]]
-    rows = engine.decode(loaded, [[encode(loaded.tokenizer, p) for p in prompts]],
+    rows = lockstep.decode(loaded, [[encode(loaded.tokenizer, p) for p in prompts]],
                          lm_eval_model.get_decoder("greedy"), max_new_tokens=8, stop_strings=["\n", "Q:"])
     assert outputs == [cut_at_stop(r.text, ["\n", "Q:"]) for r in rows]
 
@@ -168,7 +169,7 @@ def test_redumix_loglikelihood_is_the_mixture_of_both_contexts(tiny_model_dir):
     from lm_eval.api.instance import Instance
 
     from decoders.mixture import mix_logprobs
-    from harness.prompts import encode
+    from harness.engine.prompts import encode
 
     pairs = [("Q: 1 + 2 =", " 3"), ("Q: 1 + 2 =", " 4"), ("Q: 5 + 1 =", " 6")]
     requests = [Instance("loglikelihood", {}, pair, i, ("mc", i // 2, 1)) for i, pair in enumerate(pairs)]
@@ -199,7 +200,7 @@ def test_redumix_loglikelihood_is_the_mixture_of_both_contexts(tiny_model_dir):
 def test_redumix_loglikelihood_never_cuts_x2(tiny_model_dir):
     from lm_eval.api.instance import Instance
 
-    from harness.prompts import encode
+    from harness.engine.prompts import encode
 
     short = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 4}
     probe = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=0.5, max_gen_toks=6, **short)
@@ -340,7 +341,7 @@ def test_tasks_subcommand_writes_the_yaml_folder(tmp_path, capsys):
     assert main(["lm-eval", "tasks", str(tmp_path / "t")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "t")
     assert (tmp_path / "t" / "rg_basic_arithmetic.yaml").is_file()
-    assert "!function harness.lm_eval_tasks.make_dataset" in (tmp_path / "t" / "rg_gcd.yaml").read_text().replace(
+    assert "!function harness.lmeval.tasks.make_dataset" in (tmp_path / "t" / "rg_gcd.yaml").read_text().replace(
         "'", "")
 
 
@@ -373,3 +374,16 @@ def test_a_response_that_ended_inside_an_open_tag_is_not_closed(task_manager):
     for response in (ended_on_eos, pickle.loads(pickle.dumps(ended_on_eos))):  # lm-eval's cache pickles
         assert response == text
         assert lm_eval_tasks.process_results(doc, [response]) == {"acc": 0.0, "score": 0.0, "format_ok": 0.0}
+
+
+def test_the_former_module_name_still_registers_the_model():
+    import importlib
+
+    from lm_eval.api.registry import get_model
+
+    legacy = importlib.import_module("harness.lm_eval_model")
+    assert legacy.RedumixLM is get_model("redumix") is lm_eval_model.RedumixLM
+    # task folders written before the move name their functions under the old module
+    old_tasks = importlib.import_module("harness.lm_eval_tasks")
+    for name in ("make_dataset", "doc_to_text", "process_results"):
+        assert getattr(old_tasks, name) is getattr(lm_eval_tasks, name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.models import embedded_model_path
+from harness.engine.models import embedded_model_path
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness import metrics
+from harness.analysis import metrics
 
 
 @pytest.mark.parametrize(

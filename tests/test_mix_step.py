@@ -7,7 +7,7 @@ import torch
 
 from decoders import get_decoder
 from decoders.mix_step import MixtureStep
-from harness.engine import decode
+from harness.engine.lockstep import decode
 from tests.tiny import tiny_model
 
 X = ["What is 2+3?", "Sort: b, a", "Count the r in strawberry."]

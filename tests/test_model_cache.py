@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import model_cache
+from harness.engine import model_cache
 
 WEIGHTS = b"w" * 100
 CONFIG = '{"num_hidden_layers": 30}'

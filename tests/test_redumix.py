@@ -11,12 +11,12 @@ import torch
 
 from decoders import get_decoder
 from envs import get_env
-from harness import engine
 from harness.cli import main
+from harness.engine import lockstep
+from harness.engine.prompts import encode
 from harness.methods.redumix import compress
 from harness.methods.redumix import stages as redumix_pipeline
-from harness.prompts import encode
-from harness.runner import RunSpec, run
+from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 
 EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
@@ -44,7 +44,7 @@ def _records(out):
 
 
 def _greedy(tiny, text):
-    row = engine.decode(tiny, [[encode(tiny.tokenizer, text)]], get_decoder("greedy"),
+    row = lockstep.decode(tiny, [[encode(tiny.tokenizer, text)]], get_decoder("greedy"),
                         max_new_tokens=MAX_NEW, stop_strings=["</answer>"])[0]
     return row.text
 
@@ -246,8 +246,8 @@ def test_first_attempt_is_greedy_by_default_and_sampled_on_request(tiny):
 
     x_texts = [redumix_pipeline.render_chat(tiny.tokenizer, [{"role": "user", "content": env.user_prompt(p)}])
                for p in problems]
-    greedy = [engine.decode(tiny, [[encode(tiny.tokenizer, x)]], get_decoder("greedy"), max_new_tokens=MAX_NEW)[0].text
-              for x in x_texts]
+    greedy = [lockstep.decode(tiny, [[encode(tiny.tokenizer, x)]], get_decoder("greedy"),
+                              max_new_tokens=MAX_NEW)[0].text for x in x_texts]
     assert first_attempts(0) == greedy == first_attempts(1)
     sampled = {"stage1_sample": "true", "stage1_temperature": "2.0"}
     assert first_attempts(0, **sampled) == first_attempts(0, **sampled)  # seeded

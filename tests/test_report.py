@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.report import write_report
 from harness.cli import main
-from harness.report import write_report
-from harness.sweep import record_key
+from harness.runs.sweep import record_key
 
 MARKUP = '</script><script>window.__pwned = 1</script><b class="injected">&amp; x < y & z</b>'
 GROUP = ["model", "env_label", "decoder_label", "lambda", "feedback_policy"]

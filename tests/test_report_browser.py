@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import write_report
+from harness.analysis.report import write_report
 from tests.test_report import synthetic_records, write_sweep_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from harness.cli import main
 from harness.methods import get_method
 from harness.methods.self_consistency import majority_vote
-from harness.runner import RunSpec, run
+from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 
 EASY = {"min_terms": "2", "max_terms": "2", "min_digits": "1", "max_digits": "1"}

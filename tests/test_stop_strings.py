@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from decoders import get_decoder
-from harness.engine import _TAIL_MARGIN, _end_of_row, decode
+from harness.engine.lockstep import _TAIL_MARGIN, _end_of_row, decode
 from tests.tiny import tiny_model, tiny_tokenizer
 
 ALPHABET = "ab .?\n答案🙂é"
@@ -164,7 +164,7 @@ def test_window_grows_over_tokens_that_decode_to_nothing():
 
 @pytest.mark.integration
 def test_tail_window_matches_full_text_on_smollm2():
-    from harness.models import embedded_model_path, load_model
+    from harness.engine.models import embedded_model_path, load_model
 
     try:
         embedded_model_path("smollm2-135m")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.store import RunDir
+from harness.runs.store import RunDir
 
 
 @pytest.mark.parametrize("content, kept", [

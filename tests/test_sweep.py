@@ -12,8 +12,8 @@ import yaml
 
 from harness.cli import main
 from harness.methods.redumix import stages as redumix_pipeline
-from harness.sweep import plan, run_sweep
-from harness.sweep_config import parse_config
+from harness.runs.sweep import plan, run_sweep
+from harness.runs.sweep_config import parse_config
 from tests.cli_process import signal_after
 
 EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}
@@ -241,7 +241,7 @@ def test_work_units_are_plain_data_and_an_executor_only_yields_records(tiny_mode
     import pickle
 
     from envs import get_env
-    from harness.executor import LocalExecutor, WorkItem
+    from harness.runs.executor import LocalExecutor, WorkItem
 
     config = parse_config(_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",)))
     units = plan(config)

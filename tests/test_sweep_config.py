@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.sweep import plan, record_key
-from harness.sweep_config import ConfigError, load_config, parse_config
+from harness.runs.sweep import plan, record_key
+from harness.runs.sweep_config import ConfigError, load_config, parse_config
 
 EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}
 

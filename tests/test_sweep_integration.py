@@ -7,9 +7,9 @@ import math
 import pytest
 import yaml
 
-from harness.models import embedded_model_path
-from harness.sweep import run_sweep
-from harness.sweep_config import parse_config
+from harness.engine.models import embedded_model_path
+from harness.runs.sweep import run_sweep
+from harness.runs.sweep_config import parse_config
 
 pytestmark = pytest.mark.integration
 

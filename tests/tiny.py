@@ -8,7 +8,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness.models import LoadedModel
+from harness.engine.models import LoadedModel
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
 CHAT_TEMPLATE = (

@@ -2,7 +2,7 @@
 
 A method turns a batch of problems into verified answers (`Attempt`s). It is handed
 the loaded models by role and the generation settings, and never owns a model or a
-file: the runner and the sweep decide where its answers go (`harness.records` turns
+file: the runner and the sweep decide where its answers go (`harness.runs.records` turns
 an Attempt into the record they write). Per-step decoders (greedy, sample, ...) are
 methods through `SinglePass`; multi-stage methods (ReDuMix) run several engine calls.
 
@@ -55,7 +55,7 @@ class Attempt:
     method: str
     method_config: dict
     prompt: str
-    row: Any  # harness.engine.RowResult
+    row: Any  # harness.engine.lockstep.RowResult
     verdict: Verdict
     answer_s: float
     cost_s: float
@@ -182,7 +182,7 @@ def start_prompts(loaded, env, problems: Sequence[Problem], given: Mapping[str, 
                   ) -> tuple[list[str] | None, list[str], list[list[int]]]:
     """(user turns, prompt texts, prompt ids) a single-turn method starts from: the env's user
     turns rendered as a chat, or the `given` ids (then no user turns: None)."""
-    from harness.prompts import encode, render_chat
+    from harness.engine.prompts import encode, render_chat
 
     if given is not None:
         ids = [list(given[p.problem_id]) for p in problems]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from decoders.sampling import row_generator
-from harness import engine
+from harness.engine import lockstep
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, pending, row_steps, start_prompts
 
 
@@ -66,7 +66,7 @@ class SelfConsistencyMethod(DecoderMethod):
         _, prompts, ids = start_prompts(loaded, env, problems, given)
         began = time.perf_counter()
         # Problem-major: rows i*n .. i*n+n-1 are problem i's samples, all in one engine call.
-        rows = engine.decode(
+        rows = lockstep.decode(
             loaded, [[ids[i] for i in range(len(problems)) for _ in range(n)]], self.decoder.sampler(),
             max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop), return_logprobs=True,
             rngs=[row_generator(gen.seed, sample_key(p.problem_id, k), loaded.device) for p in problems

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from decoders.sampling import row_generator
-from harness import engine
+from harness.engine import lockstep
 from harness.methods.base import (
     Attempt,
     DecoderMethod,
@@ -38,7 +38,7 @@ class SinglePass(DecoderMethod):
             return []
         users, prompts, ids = start_prompts(loaded, env, problems, given)
         began = time.perf_counter()
-        rows = engine.decode(
+        rows = lockstep.decode(
             loaded, [ids], self.decoder,
             max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
             rngs=[row_generator(gen.seed, p.problem_id, loaded.device) for p in problems],

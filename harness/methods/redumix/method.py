@@ -16,10 +16,10 @@ import torch
 
 from decoders.mixture import mix_logprobs
 from envs import check_feedback_policy
-from harness.loglikelihood import continuation_logprobs
+from harness.engine.loglikelihood import continuation_logprobs
+from harness.engine.prompts import encode
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, TeacherRows
 from harness.methods.redumix import stages as redumix_pipeline
-from harness.prompts import encode
 
 
 def stage_cache(cache: MethodCache) -> redumix_pipeline.Stage13Cache:

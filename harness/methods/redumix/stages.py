@@ -25,11 +25,11 @@ from decoders import divergence, get_decoder
 from decoders.redumix import ReDuMix
 from decoders.sampling import row_generator
 from envs.base import Problem
-from harness import engine
+from harness.engine import lockstep
+from harness.engine.models import LoadedModel, context_window
+from harness.engine.prompts import encode, render_chat
 from harness.methods.base import answer_key, is_deterministic
 from harness.methods.redumix import compress
-from harness.models import LoadedModel, context_window
-from harness.prompts import encode, render_chat
 
 STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree")
 
@@ -137,7 +137,7 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
     ]
     stats = _StepStats(len(rows), keep_steps=save_steps)
     began = time.perf_counter()
-    outs = engine.decode(
+    outs = lockstep.decode(
         loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
         rngs=[row_generator(seed, problems[i].problem_id, loaded.device) for i, _ in rows], on_step=stats,
     )
@@ -193,7 +193,7 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
         for p, t in zip(todo, turns, strict=True):
             _check_fits(loaded, decoder, p, "the reflection prompt", render_chat(tok, t),
                         decoder.reflection_max_new_tokens, "reflection_max_new_tokens")
-        reflections = engine.decode(loaded, [[encode(tok, render_chat(tok, t)) for t in turns]], greedy,
+        reflections = lockstep.decode(loaded, [[encode(tok, render_chat(tok, t)) for t in turns]], greedy,
                                     max_new_tokens=decoder.reflection_max_new_tokens)
         reflection_s = (time.perf_counter() - began) / len(todo)
 
@@ -229,7 +229,7 @@ def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, 
             reused[n] = True
     if to_decode:
         began = time.perf_counter()
-        rows = engine.decode(loaded, [[encode(loaded.tokenizer, xs[n]) for n in to_decode]],
+        rows = lockstep.decode(loaded, [[encode(loaded.tokenizer, xs[n]) for n in to_decode]],
                              decoder.first_attempt_decoder(), max_new_tokens=max_new_tokens, stop_strings=stop,
                              rngs=[row_generator(seed, f"{problems[n].problem_id}:stage1", loaded.device)
                                    for n in to_decode])
@@ -274,7 +274,7 @@ def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_ne
     for n, prompt in zip(cut_rows, prompts, strict=True):
         _check_fits(loaded, decoder, problems[n], "the summary prompt for the first attempt", prompt,
                     decoder.summary_max_new_tokens, "summary_max_new_tokens")
-    summaries = engine.decode(loaded, [[encode(tok, p) for p in prompts]], get_decoder("greedy"),
+    summaries = lockstep.decode(loaded, [[encode(tok, p) for p in prompts]], get_decoder("greedy"),
                               max_new_tokens=decoder.summary_max_new_tokens)
     for n, summary in zip(cut_rows, summaries, strict=True):
         plan, y1_ids = plans[n]
@@ -310,7 +310,7 @@ class _StepStats:
         self.counts = torch.zeros(num_rows, dtype=torch.float64)
         self.steps: list[list[list[float]]] | None = [[] for _ in range(num_rows)] if keep_steps else None
 
-    def __call__(self, view: engine.StepView) -> None:
+    def __call__(self, view: lockstep.StepView) -> None:
         lp1, lp2 = view.logprobs[0], view.logprobs[1]
         mixed = view.step.logprobs.to(lp1.dtype)
         values = torch.stack([

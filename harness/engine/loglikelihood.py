@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.models import LoadedModel, context_window
+from harness.engine.models import LoadedModel, context_window
 
 
 @dataclass(frozen=True)

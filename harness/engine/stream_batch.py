@@ -11,7 +11,7 @@ from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from harness.growing_cache import GrowingLayer, growing_cache
+from harness.engine.growing_cache import GrowingLayer, growing_cache
 
 # Cache layers holding every position of every row (what merging and cropping need).
 FULL_LAYERS = (DynamicLayer, GrowingLayer)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.record_grid import record_key
-from harness.sweep_config import DecoderEntry, EnvEntry, SweepConfig
+from harness.runs.record_grid import record_key
+from harness.runs.sweep_config import DecoderEntry, EnvEntry, SweepConfig
 
 
 @dataclass(frozen=True)

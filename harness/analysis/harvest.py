@@ -19,9 +19,9 @@ from pathlib import Path
 
 from harness.console import note
 from harness.naming import unknown_name_message
-from harness.output_paths import check_new_file, write_atomically
-from harness.record_grid import grid_of
-from harness.store import RunDir
+from harness.runs.output_paths import check_new_file, write_atomically
+from harness.runs.record_grid import grid_of
+from harness.runs.store import RunDir
 
 RULES: dict[str, str] = {
     "improved": "the first attempt was wrong and the redo is right",

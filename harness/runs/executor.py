@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 from decoders import get_decoder
 from envs import get_env
-from harness import engine
+from harness.engine import lockstep
+from harness.engine.models import load_model
+from harness.engine.prompts import encode
 from harness.methods import Attempt, MethodCache, get_method
-from harness.models import load_model
-from harness.prompts import encode
-from harness.record_grid import record_key
-from harness.records import attempt_record
-from harness.runner import RunSpec, iter_attempt_batches
-from harness.sweep_config import SweepConfig
-from harness.work_units import Unit
+from harness.runs.record_grid import record_key
+from harness.runs.records import attempt_record
+from harness.runs.runner import RunSpec, iter_attempt_batches
+from harness.runs.sweep_config import SweepConfig
+from harness.runs.work_units import Unit
 
 
 @dataclass(frozen=True)
@@ -107,5 +107,5 @@ def sweep_record(unit: Unit, record: dict, attempt: Attempt) -> dict:
 def _warm_up(loaded) -> None:
     """One short decode, so the first unit's timings do not carry the first call's set-up costs
     (which would make whatever runs first, usually greedy, look slower and distort cost ratios)."""
-    engine.decode(loaded, [[encode(loaded.tokenizer, "Hello, how are you?")] * 2], get_decoder("greedy"),
+    lockstep.decode(loaded, [[encode(loaded.tokenizer, "Hello, how are you?")] * 2], get_decoder("greedy"),
                   max_new_tokens=2)

@@ -5,7 +5,7 @@ the batch in flight; signals wait until an append is complete, so an interrupt n
 tears a line. A torn last line (a crash mid-write) is cut off before the next append.
 
 Reading is strict (`RunDir.read`): each line is decoded on its own, checked against
-the record schema (`harness.record_schema`) and the spec's grid (`harness.record_grid`),
+the record schema (`harness.runs.record_schema`) and the spec's grid (`harness.runs.record_grid`),
 and counted once by identity (the first copy). Everything left out is listed with its
 line number, so one bad line never hides the rest and never counts.
 """
@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.record_grid import Grid, grid_of, record_identity
-from harness.record_schema import record_problem
-from harness.signals import signals_deferred
+from harness.runs.record_grid import Grid, grid_of, record_identity
+from harness.runs.record_schema import record_problem
+from harness.runs.signals import signals_deferred
 
 SPEC_FILE = "spec.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -110,7 +110,7 @@ class RunDir:
         return spec
 
     def write_spec(self, spec: dict) -> None:
-        from harness.output_paths import write_atomically
+        from harness.runs.output_paths import write_atomically
 
         self.path.mkdir(parents=True, exist_ok=True)
         write_atomically(self.spec_path, json.dumps(spec, indent=2, sort_keys=True) + "\n")

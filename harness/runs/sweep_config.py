@@ -337,7 +337,7 @@ class _Checker:
                     raise ConfigError(f"envs[{i}].n (={env.n}) with seed {seed}: {err}") from None
 
     def _check_model(self, model: str, path: str) -> None:
-        from harness.models import resolve_source
+        from harness.engine.models import resolve_source
 
         try:
             resolve_source(model)
@@ -345,7 +345,7 @@ class _Checker:
             raise ConfigError(f"{path}: {err}") from None
 
     def _check_device(self, device: str) -> None:
-        from harness.models import resolve_device
+        from harness.engine.models import resolve_device
 
         try:
             resolve_device(device)
@@ -362,7 +362,7 @@ class _Checker:
 
 
 def _dtypes() -> list[str]:
-    from harness.models import DTYPES
+    from harness.engine.models import DTYPES
 
     return sorted(DTYPES)
 

@@ -1,5 +1,5 @@
 """Reports of a run or sweep folder, from its files alone: summary.csv (one row per
-group, every metric of `harness.metrics`), samples.csv (one row per record) and
+group, every metric of `harness.analysis.metrics`), samples.csv (one row per record) and
 report.html, a single self-contained page (figures inlined as PNG, no network).
 
 The page is rendered by Jinja2 with auto-escaping, and the per-sample data rides in
@@ -24,10 +24,10 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
-from harness import metrics  # noqa: E402
-from harness.output_paths import write_all_atomically  # noqa: E402
-from harness.record_grid import grid_of  # noqa: E402
-from harness.store import RunDir, StoreContents  # noqa: E402
+from harness.analysis import metrics  # noqa: E402
+from harness.runs.output_paths import write_all_atomically  # noqa: E402
+from harness.runs.record_grid import grid_of  # noqa: E402
+from harness.runs.store import RunDir, StoreContents  # noqa: E402
 
 TEMPLATES = Path(__file__).parent / "templates"
 SUMMARY_FILE, SAMPLES_CSV, HTML_FILE = "summary.csv", "samples.csv", "report.html"
@@ -51,7 +51,7 @@ class Report:
 def read_folder(run_dir: str | Path) -> tuple[pd.DataFrame, StoreContents, dict]:
     """(records that count as a table, what was read and skipped, the spec) of a run or sweep folder.
 
-    Records are read strictly (see `harness.store`): a line that is not a record of the
+    Records are read strictly (see `harness.runs.store`): a line that is not a record of the
     folder's grid, or repeats one, is left out and listed, never counted.
 
     Raises:

@@ -25,7 +25,7 @@ SUBCOMMANDS = ("run", "ls", "validate")
 
 def main(argv: list[str]) -> int:
     """Run lm-eval's CLI on `argv` (everything after `redumix lm-eval`); returns the exit code."""
-    from harness import lm_eval_tasks
+    from harness.lmeval import tasks as lm_eval_tasks
 
     if argv[:1] == ["tasks"]:
         folder = lm_eval_tasks.write_task_dir(argv[1]) if len(argv) > 1 else lm_eval_tasks.default_task_dir()
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
 
     from lm_eval.__main__ import cli_evaluate
 
-    from harness import lm_eval_model
+    from harness.lmeval import model as lm_eval_model
 
     started = time.time()
     saved = sys.argv
@@ -84,7 +84,7 @@ def write_telemetry_beside_results(model, output_path: Path, since: float) -> li
 
 def _with_our_defaults(args: list[str]) -> list[str]:
     """Check rg_* task names (did-you-mean) and add --device cpu (the project's default) where absent."""
-    from harness import lm_eval_tasks
+    from harness.lmeval import tasks as lm_eval_tasks
 
     command = args[0] if args and args[0] in SUBCOMMANDS else None
     if command is None and len(args) > 1:

@@ -26,7 +26,7 @@ def run_record_identity(problem: str, lam: float | None) -> str:
 
 
 def record_identity(record: dict) -> str:
-    """The identity of a record already checked by `harness.record_schema`."""
+    """The identity of a record already checked by `harness.runs.record_schema`."""
     if "key" in record:
         return record["key"]
     return run_record_identity(record["problem_id"], record.get("lambda"))

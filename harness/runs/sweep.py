@@ -1,7 +1,7 @@
 """Sweeps: a config's grid of (model, env, seed, decoder, feedback policy, lambda) decoded
-into one resumable samples.jsonl, then summarised by `harness.report`.
+into one resumable samples.jsonl, then summarised by `harness.analysis.report`.
 
-The work units (`harness.work_units`) run on an executor (`harness.executor`); this module
+The work units (`harness.runs.work_units`) run on an executor (`harness.runs.executor`); this module
 is the driver, the only writer of the folder. Each record carries a `key` built only from the
 config, so a re-run skips exactly the records already on disk: after a crash at any
 point the folder ends with no duplicate and no missing record.
@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 
 from envs import get_env
 from harness.console import note
-from harness.executor import LocalExecutor, WorkItem
-from harness.folder_claim import claim_folder
-from harness.folder_lock import folder_locked
-from harness.output_paths import prepare_folder
-from harness.record_grid import record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
-from harness.store import RunDir
-from harness.sweep_config import SweepConfig
-from harness.work_units import Unit, plan  # noqa: F401 (the sweep's units, importable from here too)
+from harness.runs.executor import LocalExecutor, WorkItem
+from harness.runs.folder_claim import claim_folder
+from harness.runs.folder_lock import folder_locked
+from harness.runs.output_paths import prepare_folder
+from harness.runs.record_grid import record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
+from harness.runs.store import RunDir
+from harness.runs.sweep_config import SweepConfig
+from harness.runs.work_units import Unit, plan  # noqa: F401 (the sweep's units, importable from here too)
 
 SWEEP_SPEC_KEY = "sweep"
 
@@ -37,7 +37,7 @@ class SweepResult:
     total: int  # records in the folder at the end
     new: int  # records written by this call
     timings: dict[str, float] = field(default_factory=dict)
-    report: object | None = None  # harness.report.Report when a report was written
+    report: object | None = None  # harness.analysis.report.Report when a report was written
 
 
 def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
@@ -126,7 +126,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
 
     result = SweepResult(out=store.path, total=len(present), new=len(new_records), timings=timings)
     if write_report:
-        from harness.report import write_report
+        from harness.analysis.report import write_report
 
         t0 = time.perf_counter()
         result.report = write_report(store.path)

@@ -13,9 +13,9 @@ import shutil
 from collections.abc import Callable
 from datetime import datetime
 
-from harness.output_paths import FOLDER_FILES
-from harness.record_grid import Grid, record_identity
-from harness.store import SPEC_FILE, RunDir
+from harness.runs.output_paths import FOLDER_FILES
+from harness.runs.record_grid import Grid, record_identity
+from harness.runs.store import SPEC_FILE, RunDir
 
 KIND_NAMES = {"run": "a `redumix run` folder", "sweep": "a `redumix sweep` folder"}
 

@@ -2,7 +2,7 @@
 
 Nothing here touches the network: every load passes `local_files_only=True`.
 GGUF files are dequantised by transformers on first load (~20 s for the embedded
-model); the result is cached as safetensors (see harness.model_cache) so later
+model); the result is cached as safetensors (see harness.engine.model_cache) so later
 loads take about a second.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from harness import model_cache
+from harness.engine import model_cache
 from harness.naming import unknown_name_message
 
 DEFAULT_MODEL = "smollm2-135m"

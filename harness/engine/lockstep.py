@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from decoders.base import NOT_FORCED, Decoder, Step, check_state, initial_state, run_step, select_state
-from harness.models import LoadedModel
-from harness.stream_batch import StreamBatch
+from harness.engine.models import LoadedModel
+from harness.engine.stream_batch import StreamBatch
 
 # Caller hook: (step index, active rows' original indices, each active row's new tokens so
 # far, read-only) -> {original row index: token id to force into that row at this step}.

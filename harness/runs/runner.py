@@ -13,14 +13,14 @@ from tqdm.auto import tqdm
 
 from envs import get_env
 from harness.console import note
-from harness.folder_claim import claim_folder
-from harness.folder_lock import folder_locked
+from harness.engine.models import DEFAULT_MODEL, LoadedModel, load_model
 from harness.methods import Attempt, Generation, MethodCache, get_method
-from harness.models import DEFAULT_MODEL, LoadedModel, load_model
-from harness.output_paths import prepare_folder
-from harness.record_grid import run_grid
-from harness.records import attempt_record
-from harness.store import RunDir
+from harness.runs.folder_claim import claim_folder
+from harness.runs.folder_lock import folder_locked
+from harness.runs.output_paths import prepare_folder
+from harness.runs.record_grid import run_grid
+from harness.runs.records import attempt_record
+from harness.runs.store import RunDir
 
 
 @dataclass

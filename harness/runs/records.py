@@ -1,7 +1,7 @@
 """The one place an Attempt becomes a record (a line of samples.jsonl).
 
 Runner and sweep both write these; the fields are the users' interface (README,
-harness.record_schema), so they change only together with those.
+harness.runs.record_schema), so they change only together with those.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""lm-evaluation-harness: the `redumix` model, our tasks, and the `redumix lm-eval` route."""
