@@ -86,20 +86,24 @@ def parse_value(key: str, value: Any, annotation: Any) -> Any:
                 continue
         elif kind is str:
             return value
-        elif _is_float_tuple(kind):
+        elif _tuple_item(kind) is not None:
             # "0,0.5,1" -> (0.0, 0.5, 1.0); "" -> () (the decoder decides whether empty is allowed)
             try:
-                return tuple(float(part) for part in value.split(",") if part.strip())
+                return tuple(_tuple_item(kind)(part) for part in value.split(",") if part.strip())
             except ValueError:
                 continue
     names = " or ".join(
-        "comma-separated list of floats" if _is_float_tuple(k) else getattr(k, "__name__", str(k)) for k in options
+        f"comma-separated list of {_tuple_item(k).__name__}s" if _tuple_item(k) is not None
+        else getattr(k, "__name__", str(k)) for k in options
     )
     raise ValueError(f"{key} (={value!r}) is not a valid {names}; write e.g. {key}=1")
 
 
-def _is_float_tuple(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (float, ...)
+def _tuple_item(annotation: Any) -> type | None:
+    """The item type of tuple[float, ...] or tuple[int, ...]; None for anything else."""
+    if typing.get_origin(annotation) is tuple and typing.get_args(annotation) in ((float, ...), (int, ...)):
+        return typing.get_args(annotation)[0]
+    return None
 
 
 def _is_union(annotation: Any) -> bool:

@@ -172,6 +172,7 @@ def test_report_counts_each_valid_record_once_and_names_every_skipped_line(sw, c
         json.dumps(outside).encode(),  # outside the grid's lambdas (n+5)
         b"not json at all",  # (n+6)
         json.dumps(json.loads(good[1]) | {"correct": "yes"}).encode(),  # a field of the wrong type (n+7)
+        json.dumps(json.loads(good[2]) | {"variant": {"n": 2, "lambda": 0.5}}).encode(),  # two axes (n+8)
     ]
     (folder / "samples.jsonl").write_bytes(b"\n".join(good + bad) + b"\n" + b'{"env": "torn')
     n = len(good)
@@ -181,9 +182,10 @@ def test_report_counts_each_valid_record_once_and_names_every_skipped_line(sw, c
     assert f"line {n + 1}: repeats line 1" in out
     for line, reason in [(n + 2, "missing"), (n + 3, "a JSON list"), (n + 4, "not UTF-8"),
                          (n + 5, "outside the spec's grid"), (n + 6, "not JSON"),
-                         (n + 7, "correct = 'yes' is not true or false")]:
+                         (n + 7, "correct = 'yes' is not true or false"),
+                         (n + 8, "variant = {'n': 2, 'lambda': 0.5} is not one axis")]:
         assert any(f"line {line}: {prefix}{reason}" in out for prefix in ("", "not a record (")), (line, out)
-    assert f"line {n + 8}: torn" in out
+    assert f"line {n + 9}: torn" in out
     _summary_matches(folder, records)
     assert len(pd.read_csv(folder / "samples.csv")) == len(records)
     html = (folder / "report.html").read_text()

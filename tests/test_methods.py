@@ -12,6 +12,7 @@ import pytest
 
 from decoders import available_decoders
 from harness.methods import MethodCache, get_method
+from harness.methods.base import variant_key
 from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 
@@ -28,7 +29,8 @@ CASES = {
 FIELDS = ["problem_id", "lambda", "completion", "answer", "score", "correct", "finish_reason", "stage1_completion",
           "feedback", "reflection"]
 # Settings each decoder needs on the tiny model (short stage prompts keep x2 in its window).
-CONFIGS = {"redumix": {"lam": "0,1", "feedback": "binary", **SHORT}}
+# Methods with variants run two of them, so the contract covers variants sharing one call.
+CONFIGS = {"redumix": {"lam": "0,1", "feedback": "binary", **SHORT}, "self_consistency": {"n": "1,2"}}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,11 +97,11 @@ def test_skip_leaves_out_exactly_the_pairs_asked(loaded, decoder):
     method = get_method(decoder, **CONFIGS.get(decoder, {}))
     env = get_env("basic_arithmetic", **EASY)
     problems = env.problems(2, 0)
-    variants = [v.get("lambda") for v in method.variants()]
+    variants = [variant_key(v) for v in method.variants()]
     skip = {(problems[0].problem_id, variants[0])}
     attempts = method.solve(env, {"policy": loaded}, problems, Generation(max_new_tokens=6, stop=(), seed=0),
                             skip=skip, cache=MethodCache())
-    made = {(a.problem.problem_id, a.variant_value) for a in attempts}
+    made = {(a.problem.problem_id, a.variant_key) for a in attempts}
     assert made == {(p.problem_id, v) for p in problems for v in variants} - skip
 
 

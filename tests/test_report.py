@@ -33,8 +33,9 @@ def synthetic_records(seed: int = 0, problems: int = 12) -> list[dict]:
                 first = bool(rng.random() < 0.4)
                 for decoder, lam, policy in variants:
                     correct = bool(rng.random() < (0.3 + 0.4 * (lam or 0)))
+                    variant = {} if lam is None else {"lambda": lam}
                     record = {
-                        "key": record_key("m", env, pid, decoder, lam, s, policy), "model": "m", "env": env,
+                        "key": record_key("m", env, pid, decoder, variant, s, policy), "model": "m", "env": env,
                         "env_label": env, "problem_id": pid, "seed": s, "decoder": decoder, "decoder_label": decoder,
                         "lambda": lam, "feedback_policy": policy, "question": f"What is {i} + 1? {MARKUP}",
                         "gold": str(i + 1), "answer": str(i + 1) if correct else MARKUP,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from envs import get_env
 from harness.cli import main
-from harness.methods import get_method
+from harness.methods import Generation, get_method
 from harness.methods.self_consistency import majority_vote
 from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
@@ -79,3 +81,49 @@ def test_bad_n_names_the_parameter(tmp_path, capsys, n):
                  f"n={n}", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "n (=" in err and "Traceback" not in err
+
+
+def test_sample_counts_share_one_set_of_samples(loaded, tmp_path):
+    # n=1,3 decodes 3 samples per problem once; n=1 votes over the first, n=3 over all three:
+    # each equals its own run (n=1 is `sample`), and the smaller count costs less.
+    rows = [json.loads(line) for line in _run_lines(loaded, tmp_path / "both", {"n": "1,3", "temperature": "1.5"})]
+    by_variant = {(r["problem_id"], r["variant"]["n"]): r for r in rows}
+    assert len(by_variant) == len(rows) == 8
+    alone = {n: _records(loaded, tmp_path / f"n{n}", "self_consistency", {"n": str(n), "temperature": "1.5"})
+             for n in (1, 3)}
+    for (pid, n), record in by_variant.items():
+        assert record["sample_completions"] == alone[n][pid]["sample_completions"]
+        assert (record["completion"], record["correct"]) == (alone[n][pid]["completion"], alone[n][pid]["correct"])
+        assert record["decoder_config"]["n"] == n and record["n_samples"] == n
+    env = get_env("basic_arithmetic", **EASY)
+    attempts = get_method("self_consistency", n="1,3").solve(
+        env, {"policy": loaded}, env.problems(2, 3), Generation(max_new_tokens=10, stop=(), seed=3))
+    cost = {(a.problem.problem_id, a.variant["n"]): a.cost_s for a in attempts}
+    for pid in {pid for pid, _ in cost}:
+        assert cost[pid, 1] == pytest.approx(cost[pid, 3] / 3)  # each count pays for its own samples
+
+
+def test_a_sample_count_list_resumes_only_what_is_missing(loaded, tmp_path):
+    out = tmp_path / "o"
+    lines = _run_lines(loaded, out, {"n": "1,2"})
+    kept = lines[:3]
+    (out / "samples.jsonl").write_text("\n".join(kept) + "\n")
+    again = _run_lines(loaded, out, {"n": "1,2"})
+    assert again[:3] == kept and len(again) == len(lines) == 8
+    strip = [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in again]
+    first = [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in lines]
+    key = lambda r: (r["problem_id"], r["variant"]["n"])  # noqa: E731
+    assert sorted(strip, key=key) == sorted(first, key=key)
+
+
+@pytest.mark.parametrize("n, needle", [("1,1", "repeats a value"), ("2,0", "n (=0)"), ("", "empty list")])
+def test_bad_sample_count_lists_name_the_parameter(n, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        get_method("self_consistency", n=n)
+
+
+def _run_lines(loaded, out, config) -> list[str]:
+    spec = RunSpec(env="basic_arithmetic", decoder="self_consistency", n=4, seed=3, env_config=dict(EASY),
+                   decoder_config=dict(config), max_new_tokens=10, batch_size=3)
+    run(spec, out, loaded=loaded, progress=False)
+    return (out / "samples.jsonl").read_text().splitlines()

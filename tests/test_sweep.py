@@ -7,6 +7,7 @@ import json
 import signal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -93,6 +94,25 @@ def test_one_record_per_key_and_every_file_written(done):
     for name in ("summary.csv", "samples.csv", "report.html"):
         assert (out / name).stat().st_size > 0
     assert set(result.timings) == {"load_s", "stage_s", "decode_s", "report_s", "total_s"}
+
+
+def test_a_list_of_sample_counts_is_one_unit_keyed_by_count_and_summarised_apart(tiny_model_dir, tmp_path):
+    data = _data(tiny_model_dir, n=2, seeds=(0,)) | {"decoders": [
+        {"name": "greedy"}, {"name": "self_consistency", "label": "sc", "config": {"n": [1, 3], "temperature": 1.5}}]}
+    config = parse_config(data)
+    assert [u.decoder.label for u in plan(config)] == ["greedy", "sc"]  # both counts in one unit
+    result = run_sweep(config, tmp_path / "s", progress=False)
+    records = _records(tmp_path / "s")
+    assert {r["key"] for r in records} == _expected_keys(config)
+    assert sorted(r["key"].split("|")[4] for r in records if r["decoder_label"] == "sc") == ["n=1"] * 2 + ["n=3"] * 2
+    by_key = {(r["problem_id"], r["variant"].get("n")): r for r in records}
+    for pid in {r["problem_id"] for r in records}:
+        assert by_key[pid, 1]["cost_s"] < by_key[pid, 3]["cost_s"]
+        assert by_key[pid, 3]["sample_completions"][:1] == by_key[pid, 1]["sample_completions"]
+    summary = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert sorted(summary["variant"].fillna("-")) == ["-", "n=1", "n=3"]
+    again = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
+    assert again.new == 0 and again.total == result.total == 6
 
 
 def test_rerun_of_a_finished_sweep_adds_nothing(done, tiny_model_dir):

@@ -58,10 +58,13 @@ def test_resolved_config_ignores_key_order_name_and_out_but_not_settings():
 
 
 def test_record_keys_name_every_part_of_the_config():
-    key = record_key("smollm2-135m", "basic_arithmetic", "basic_arithmetic-s0-3", "redumix", 0.5, 0, "binary")
+    key = record_key("smollm2-135m", "basic_arithmetic", "basic_arithmetic-s0-3", "redumix", {"lambda": 0.5}, 0,
+                     "binary")
     assert key == "smollm2-135m|basic_arithmetic|basic_arithmetic-s0-3|redumix|0.5|0|binary"
-    assert record_key("m", "e", "p", "greedy", None, 1, None) == "m|e|p|greedy|-|1|-"
-    assert record_key("m", "e", "p", "d", 0, 1, None) == record_key("m", "e", "p", "d", 0.0, 1, None)
+    assert record_key("m", "e", "p", "greedy", {}, 1, None) == "m|e|p|greedy|-|1|-"
+    assert record_key("m", "e", "p", "d", {"lambda": 0}, 1, None) == record_key("m", "e", "p", "d", {"lambda": 0.0}, 1,
+                                                                                 None)
+    assert record_key("m", "e", "p", "sc", {"n": 4}, 1, None) == "m|e|p|sc|n=4|1|-"
 
 
 def _broken(edit):

@@ -2,8 +2,9 @@
 feedback loop's fixes and breaks, latency and cost against greedy, tokens, format
 failures, and the mixture's divergence statistics.
 
-A group is one (model, env, decoder, lambda, feedback policy); seeds and problems
-are pooled. Everything here is a pure function of the records.
+A group is one (model, env, decoder, lambda, feedback policy, variant); seeds and
+problems are pooled. `variant` names a variant on an axis other than lambda (e.g.
+self-consistency's "n=4"); lambda keeps its own column. Everything here is a pure function of the records.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import math
 import numpy as np
 import pandas as pd
 
-GROUP_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy"]
+from harness.methods.base import variant_key
+
+GROUP_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
 STAT_COLUMNS = ["kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree"]
 STAGE_FIELDS = ["stage1_s", "feedback_s", "reflection_s", "compress_s"]
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -68,6 +71,7 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     for name in ("lambda", "feedback_policy", "stage1_correct", "cost_s", *STAT_COLUMNS):
         if name not in df:
             df[name] = None
+    df["variant"] = [_variant_label(v) for v in (df["variant"] if "variant" in df else [None] * len(df))]
     if "stage_s" not in df:
         present = [c for c in STAGE_FIELDS if c in df]
         df["stage_s"] = df[present].fillna(0.0).sum(axis=1) if present else 0.0
@@ -88,7 +92,7 @@ def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None
         rows.append(dict(zip(GROUP_COLUMNS, key, strict=True)) | group_metrics(group, seed=seed))
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     table["overhead_vs_greedy"] = overhead_vs_reference(table, reference)
-    for column in ("lambda", "feedback_policy"):
+    for column in ("lambda", "feedback_policy", "variant"):
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
 
@@ -167,6 +171,13 @@ def overhead_vs_reference(table: pd.DataFrame, reference: str | None) -> pd.Seri
         base = ref.get((row["model"], row["env_label"]), math.nan)
         ratios.append(row["cost_s"] / base if base and not math.isnan(base) else math.nan)
     return pd.Series(ratios, index=table.index, dtype=float)
+
+
+def _variant_label(variant) -> str | None:
+    """A record's variant on an axis other than lambda ("n=4"); None for none or a lambda."""
+    if not isinstance(variant, dict) or not variant or "lambda" in variant:
+        return None
+    return variant_key(variant)
 
 
 def _mean(series: pd.Series) -> float:

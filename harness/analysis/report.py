@@ -170,7 +170,7 @@ def accuracy_figure(summary: pd.DataFrame, reference: str | None = None) -> str:
             is_reference = row["decoder_label"] == reference
             ax.axhline(row["accuracy"], linestyle="--" if is_reference else ":",
                        color="black" if is_reference else None,
-                       label=f"{row['decoder_label']} (n={row['n']})")
+                       label=f"{_group_label(row)} ({row['n']} answers)")
             ax.axhspan(row["accuracy_lo"], row["accuracy_hi"], color="grey", alpha=0.08)
         ax.set(title=title, xlabel="lambda (weight of the original context)", ylabel="accuracy",
                ylim=(-0.02, 1.02), xlim=(-0.05, 1.05))
@@ -258,6 +258,8 @@ def _group_label(row) -> str:
         parts.append(f"lam={float(row['lambda']):g}")
     if pd.notna(row["feedback_policy"]):
         parts.append(str(row["feedback_policy"]))
+    if pd.notna(row.get("variant")):
+        parts.append(str(row["variant"]))
     return " ".join(parts)
 
 

@@ -7,8 +7,10 @@ an Attempt into the record they write). Per-step decoders (greedy, sample, ...) 
 methods through `SinglePass`; multi-stage methods (ReDuMix) run several engine calls.
 
 Variants are the grid axis a method shares work across: ReDuMix's lambda values
-share stages 1-3, so one call decodes every lambda of a problem. A method without
-such an axis has one variant, `{}`.
+share stages 1-3, so one call decodes every lambda of a problem; self-consistency's
+sample counts share their samples (N=4 votes over the first 4 of N=8's). A variant is
+a dict of at most one axis ({"lambda": 0.5}, {"n": 4}); a method without such an axis
+has one variant, `{}`. Stores key a variant by `variant_key`.
 """
 
 from __future__ import annotations
@@ -69,8 +71,13 @@ class Attempt:
         return self.row.new_tokens if self.decoded_tokens is None else self.decoded_tokens
 
     @property
-    def variant_value(self) -> float | None:
-        """The variant as stores key it (the lambda; None for a method without variants)."""
+    def variant_key(self) -> str:
+        """The variant as stores key it (see `variant_key`)."""
+        return variant_key(self.variant)
+
+    @property
+    def lam(self) -> float | None:
+        """The variant's lambda (None for a method without a lambda axis)."""
         return self.variant.get("lambda")
 
 
@@ -115,7 +122,7 @@ class Method(Protocol):
     def solve(self, env, models: Mapping[str, Any], problems: Sequence[Problem], gen: Generation, *,
               skip: frozenset | set = frozenset(), cache: MethodCache | None = None,
               given: Mapping[str, list[int]] | None = None) -> list[Attempt]:
-        """Answer `problems` under every variant, except the (problem id, variant value) pairs in `skip`.
+        """Answer `problems` under every variant, except the (problem id, variant key) pairs in `skip`.
 
         `given`: token ids to start from, by problem id, instead of the env's rendered user turn
         (lm-eval hands prompts already rendered and cut to its max_length). A method that builds
@@ -167,9 +174,21 @@ class DecoderMethod:
         pass
 
 
-def pending(problems: Sequence[Problem], skip) -> list[Problem]:
-    """The problems of a method without variants that are not in `skip` ((problem id, None) pairs)."""
-    return [p for p in problems if (p.problem_id, None) not in skip]
+def variant_key(variant: Mapping[str, Any]) -> str:
+    """How records and skip sets name a variant: "-" for none, the bare number for a lambda
+    (as stores have always keyed it), "axis=value" otherwise (e.g. "n=4")."""
+    if not variant:
+        return "-"
+    if len(variant) != 1:
+        raise ValueError(f"a variant has at most one axis, got {dict(variant)!r}")
+    (axis, value), = variant.items()
+    return repr(float(value)) if axis == "lambda" else f"{axis}={value}"
+
+
+def pending(problems: Sequence[Problem], skip, variants: Sequence[Mapping] = ({},)) -> list[Problem]:
+    """The problems with at least one of `variants` not in `skip` ((problem id, variant key) pairs)."""
+    keys = [variant_key(v) for v in variants]
+    return [p for p in problems if any((p.problem_id, k) not in skip for k in keys)]
 
 
 def row_steps(row) -> dict[str, list]:

@@ -8,6 +8,11 @@ vote); a tie goes to the answer whose samples have the higher summed log-probabi
 (each sample's log-probability: the sum over its tokens under the model, before
 temperature and truncation). The record shows the sample whose answer won (the most
 likely of them) and keeps every sample's answer, log-probability and the vote counts.
+
+With several sample counts (n=1,4,8, its variants), each problem is sampled max(n)
+times once and N votes over the first N samples: the same samples an n=N run draws,
+since sample k's stream does not depend on N. Each variant's cost is its N samples'
+share of that decoding.
 """
 
 from __future__ import annotations
@@ -18,7 +23,16 @@ from dataclasses import dataclass
 
 from decoders.sampling import row_generator
 from harness.engine import lockstep
-from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, pending, row_steps, start_prompts
+from harness.methods.base import (
+    Attempt,
+    DecoderMethod,
+    Generation,
+    MethodCache,
+    pending,
+    row_steps,
+    start_prompts,
+    variant_key,
+)
 
 
 def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
@@ -56,13 +70,19 @@ def sample_key(problem_id: str, k: int) -> str:
 class SelfConsistencyMethod(DecoderMethod):
     """`decoder`: a decoders.self_consistency.SelfConsistency config."""
 
+    def variants(self) -> list[dict]:
+        counts = self.decoder.n
+        return [{"n": n} for n in counts] if isinstance(counts, tuple) else [{}]
+
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None, given=None) -> list[Attempt]:
         loaded = models["policy"]
-        problems = pending(problems, skip)
+        variants = self.variants()
+        problems = pending(problems, skip, variants)
         if not problems:
             return []
-        n = self.decoder.n
+        todo = [(p, v) for p in problems for v in variants if (p.problem_id, variant_key(v)) not in skip]
+        n = max(v.get("n", self.decoder.n) for _, v in todo)
         _, prompts, ids = start_prompts(loaded, env, problems, given)
         began = time.perf_counter()
         # Problem-major: rows i*n .. i*n+n-1 are problem i's samples, all in one engine call.
@@ -72,28 +92,38 @@ class SelfConsistencyMethod(DecoderMethod):
             rngs=[row_generator(gen.seed, sample_key(p.problem_id, k), loaded.device) for p in problems
                   for k in range(n)],
         )
-        share = (time.perf_counter() - began) / len(problems)
+        per_sample = (time.perf_counter() - began) / (len(problems) * n)
+        index = {p.problem_id: i for i, p in enumerate(problems)}
+        verdicts = [env.verify(problems[r // n], row.text) for r, row in enumerate(rows)]
         attempts = []
-        for i, (problem, prompt) in enumerate(zip(problems, prompts, strict=True)):
-            samples = rows[i * n : (i + 1) * n]
-            verdicts = [env.verify(problem, row.text) for row in samples]
-            logprobs = [sum(step[0] for step in row.token_logprobs) for row in samples]
-            answers = [v.answer for v in verdicts]
-            best = majority_vote(answers, logprobs)
-            votes = vote_counts(answers)
-            extras = {
-                "n_samples": n,
-                "sample_answers": answers,
-                "sample_correct": [v.correct for v in verdicts],
-                "sample_logprobs": [round(lp, 4) for lp in logprobs],
-                "sample_completions": [row.text for row in samples],
-                "sample_new_tokens": [row.new_tokens for row in samples],
-                "votes": votes,
-                "agreement": votes.get(answers[best], 0) / n if answers[best] is not None else 0.0,
-            }
-            attempts.append(Attempt(
-                problem=problem, variant={}, method=self.name, method_config=self.config(), prompt=prompt,
-                row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
-                decoded_tokens=sum(row.new_tokens for row in samples),
-                steps=row_steps(samples[best]) if gen.save_steps else None))
+        for problem, variant in todo:
+            i = index[problem.problem_id]
+            count = variant.get("n", self.decoder.n)
+            share = per_sample * count
+            attempts.append(self._vote(problem, variant, prompts[i], rows[i * n : i * n + count],
+                                       verdicts[i * n : i * n + count], share, gen))
         return attempts
+
+    def _vote(self, problem, variant: dict, prompt: str, samples, verdicts, share: float,
+              gen: Generation) -> Attempt:
+        n = len(samples)
+        logprobs = [sum(step[0] for step in row.token_logprobs) for row in samples]
+        answers = [v.answer for v in verdicts]
+        best = majority_vote(answers, logprobs)
+        votes = vote_counts(answers)
+        extras = {
+            "n_samples": n,
+            "sample_answers": answers,
+            "sample_correct": [v.correct for v in verdicts],
+            "sample_logprobs": [round(lp, 4) for lp in logprobs],
+            "sample_completions": [row.text for row in samples],
+            "sample_new_tokens": [row.new_tokens for row in samples],
+            "votes": votes,
+            "agreement": votes.get(answers[best], 0) / n if answers[best] is not None else 0.0,
+        }
+        config = self.config() | ({"n": n} if variant else {})
+        return Attempt(
+            problem=problem, variant=variant, method=self.name, method_config=config, prompt=prompt,
+            row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
+            decoded_tokens=sum(row.new_tokens for row in samples),
+            steps=row_steps(samples[best]) if gen.save_steps else None)

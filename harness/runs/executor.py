@@ -32,7 +32,7 @@ class WorkItem:
 
     unit: Unit
     problems: tuple  # envs.Problem, the unit's problems with at least one record missing
-    done: frozenset  # (problem id, variant value) pairs already recorded
+    done: frozenset  # (problem id, variant key) pairs already recorded
 
 
 @dataclass
@@ -89,13 +89,12 @@ class LocalExecutor:
 
 def sweep_record(unit: Unit, record: dict, attempt: Attempt) -> dict:
     """Sweep fields on a record: its key, labels, and comparable time costs."""
-    lam = attempt.variant_value
     return record | {
-        "key": record_key(unit.model, unit.env.label, record["problem_id"], unit.decoder.label, lam, unit.seed,
-                          unit.feedback),
+        "key": record_key(unit.model, unit.env.label, record["problem_id"], unit.decoder.label, attempt.variant,
+                          unit.seed, unit.feedback),
         "env_label": unit.env.label,
         "decoder_label": unit.decoder.label,
-        "lambda": lam,
+        "lambda": attempt.lam,
         "feedback_policy": unit.feedback,
         # Seconds of compute one answer took, batching amortised: every stage before the final
         # decoding (stage_s) plus the final decoding's share of its batch.

@@ -1,7 +1,8 @@
 """Which records a run or sweep folder is meant to hold, computed from its spec alone.
 
-A record's identity is its sweep `key` (model|env|problem|decoder|lambda|seed|policy),
-or, in a `redumix run` folder, its problem and lambda. The grid of a spec is the set
+A record's identity is its sweep `key` (model|env|problem|decoder|variant|seed|policy),
+or, in a `redumix run` folder, its problem and variant. A variant is written as
+`harness.methods.base.variant_key` names it: a lambda as the bare number, "n=4", or "-". The grid of a spec is the set
 of identities its config asks for: reading a folder counts a record only when its
 identity is in the grid, and only once; resuming decodes exactly the missing ones.
 Problem ids are deterministic ("<env>-s<seed>-<index>"), so no problem is generated.
@@ -9,27 +10,38 @@ Problem ids are deterministic ("<env>-s<seed>-<index>"), so no problem is genera
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from envs.base import problem_id
+from harness.methods.base import variant_key
 
 
-def record_key(model: str, env: str, problem: str, decoder: str, lam: float | None, seed: int,
+def record_key(model: str, env: str, problem: str, decoder: str, variant: Mapping[str, Any], seed: int,
                feedback: str | None) -> str:
     """A sweep record's identity, e.g. 'smollm2-135m|basic_arithmetic|basic_arithmetic-s0-3|redumix|0.5|0|binary'."""
-    return "|".join([model, env, problem, decoder, _lam_part(lam), str(seed), feedback or "-"])
+    return "|".join([model, env, problem, decoder, variant_key(variant), str(seed), feedback or "-"])
 
 
-def run_record_identity(problem: str, lam: float | None) -> str:
-    """A `redumix run` record's identity: its problem and, for mixing decoders, its lambda."""
-    return f"{problem}|{_lam_part(lam)}"
+def run_record_identity(problem: str, variant: Mapping[str, Any]) -> str:
+    """A `redumix run` record's identity: its problem and its variant (e.g. its lambda)."""
+    return f"{problem}|{variant_key(variant)}"
 
 
 def record_identity(record: dict) -> str:
     """The identity of a record already checked by `harness.runs.record_schema`."""
     if "key" in record:
         return record["key"]
-    return run_record_identity(record["problem_id"], record.get("lambda"))
+    return run_record_identity(record["problem_id"], record_variant(record))
+
+
+def record_variant(record: Mapping[str, Any]) -> dict:
+    """The variant a record was decoded under; records written before variants were recorded
+    carry only their lambda."""
+    if isinstance(record.get("variant"), dict):
+        return dict(record["variant"])
+    return {} if record.get("lambda") is None else {"lambda": record["lambda"]}
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,12 @@ class Grid:
         return len(self.expected)
 
 
-def sweep_grid(resolved: dict) -> Grid:
-    """The grid of a sweep's resolved config (`SweepConfig.resolved()`, as spec.json stores it)."""
+def sweep_grid(resolved: dict, variants: Mapping[str, list[dict]] | None = None) -> Grid:
+    """The grid of a sweep's resolved config (`SweepConfig.resolved()`, as spec.json stores it).
+
+    `variants`: each decoder label's variants (spec.json's "variants"); a decoder not in it
+    has its lambda grid as variants (specs written before variants were recorded).
+    """
     keys = set()
     for model in resolved["models"]:
         for env in resolved["envs"]:
@@ -55,18 +71,20 @@ def sweep_grid(resolved: dict) -> Grid:
                 problems = [problem_id(env["name"], seed, i) for i in range(env["n"])]
                 for dec in resolved["decoders"]:
                     for policy in dec["feedback"] or (None,):
-                        for lam in dec["lambdas"] or (None,):
-                            keys.update(record_key(model, env["label"], p, dec["label"], lam, seed, policy)
+                        for variant in _variants(dec["label"], variants, dec["lambdas"]):
+                            keys.update(record_key(model, env["label"], p, dec["label"], variant, seed, policy)
                                         for p in problems)
     return Grid(frozenset(keys), "sweep")
 
 
-def run_grid(run: dict) -> Grid:
-    """The grid of a `redumix run` spec (spec.json's "run"): its problems under each lambda it decodes."""
-    lam = (run.get("decoder_config") or {}).get("lam")
-    lambdas = [None] if lam is None else (lam if isinstance(lam, list) else [lam])
+def run_grid(run: dict, variants: list[dict] | None = None) -> Grid:
+    """The grid of a `redumix run` spec (spec.json's "run"): its problems under each variant it
+    decodes (`variants`: spec.json's; without them, the decoder config's lambdas)."""
+    if variants is None:
+        lam = (run.get("decoder_config") or {}).get("lam")
+        variants = [{}] if lam is None else [{"lambda": x} for x in (lam if isinstance(lam, list) else [lam])]
     problems = [problem_id(run["env"], run["seed"], i) for i in range(run["n"])]
-    return Grid(frozenset(run_record_identity(p, x) for p in problems for x in lambdas), "run")
+    return Grid(frozenset(run_record_identity(p, v) for p in problems for v in variants), "run")
 
 
 def grid_of(spec: dict | None) -> Grid | None:
@@ -74,9 +92,11 @@ def grid_of(spec: dict | None) -> Grid | None:
     if spec is None:
         return None
     if "sweep" in spec:
-        return sweep_grid(spec["sweep"])
-    return run_grid(spec["run"])
+        return sweep_grid(spec["sweep"], spec.get("variants"))
+    return run_grid(spec["run"], spec.get("variants"))
 
 
-def _lam_part(lam: float | None) -> str:
-    return "-" if lam is None else repr(float(lam))
+def _variants(label: str, variants: Mapping[str, list[dict]] | None, lambdas) -> list[dict]:
+    if variants and label in variants:
+        return variants[label]
+    return [{"lambda": lam} for lam in lambdas] if lambdas else [{}]

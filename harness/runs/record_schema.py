@@ -34,6 +34,7 @@ SWEEP_FIELDS: dict[str, type | tuple[type, ...]] = {
 # Present only on some records, but typed when present.
 OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "lambda": _NUMBER,
+    "variant": dict,
     "feedback_policy": str,
     "stage1_correct": bool,
     "format_ok": bool,
@@ -55,6 +56,10 @@ def record_problem(value: Any, sweep: bool) -> str | None:
     for name, kind in (required | OPTIONAL_FIELDS).items():
         if name in value and not _is(value[name], kind, optional=name in OPTIONAL_FIELDS):
             return f"not a record ({name} = {_short(value[name])} is not {_kind_name(kind)})"
+    variant = value.get("variant")
+    if isinstance(variant, dict) and (len(variant) > 1 or not all(
+            isinstance(v, _NUMBER) and not isinstance(v, bool) for v in variant.values())):
+        return f"not a record (variant = {_short(variant)} is not one axis with a number, e.g. {{\"n\": 4}})"
     return None
 
 
@@ -69,7 +74,7 @@ def _is(value: Any, kind, optional: bool) -> bool:
 def _kind_name(kind) -> str:
     if kind == _NUMBER:
         return "a number"
-    return {str: "a string", int: "an integer", bool: "true or false"}[kind]
+    return {str: "a string", int: "an integer", bool: "true or false", dict: "an object"}[kind]
 
 
 def _json_kind(value: Any) -> str:

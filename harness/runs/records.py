@@ -20,6 +20,7 @@ def attempt_record(attempt: Attempt, model: str, seed: int) -> dict:
         "gold": problem.gold,
         "decoder": attempt.method,
         "decoder_config": attempt.method_config,
+        "variant": dict(attempt.variant),
         "model": model,
         "seed": seed,
         "prompt": attempt.prompt,

@@ -15,10 +15,11 @@ from envs import get_env
 from harness.console import note
 from harness.engine.models import DEFAULT_MODEL, LoadedModel, load_model
 from harness.methods import Attempt, Generation, MethodCache, get_method
+from harness.methods.base import pending, variant_key
 from harness.runs.folder_claim import claim_folder
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
-from harness.runs.record_grid import run_grid
+from harness.runs.record_grid import record_variant, run_grid
 from harness.runs.records import attempt_record
 from harness.runs.store import RunDir
 
@@ -83,7 +84,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     }
     # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
     resolved = json.loads(json.dumps(resolved))
-    grid = run_grid(resolved["run"])
+    grid = run_grid(resolved["run"], method.variants())
     run_dir = RunDir(prepare_folder(out, "out"))
     with folder_locked(run_dir.path, note=note):
         claim_folder(run_dir, "run", resolved["run"], grid, note=note)
@@ -93,12 +94,11 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
             note(line)
         problems = env.problems(spec.n, spec.seed)
         # One record per (problem, variant); a problem is to do while any variant is missing.
-        done = {(r["problem_id"], r.get("lambda")) for r in contents.records}
-        variants = [v.get("lambda") for v in method.variants()]
-        todo = [p for p in problems if any((p.problem_id, v) not in done for v in variants)]
+        done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}
+        todo = pending(problems, done, method.variants())
         if loaded is None:
             loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
-        run_dir.write_spec(resolved | {"model": loaded.describe()})
+        run_dir.write_spec(resolved | {"variants": method.variants(), "model": loaded.describe()})
         return _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progress)
 
 
@@ -106,7 +106,7 @@ def _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progr
     """Decode `todo`, appending each batch to `run_dir` as it finishes."""
     n = correct = new_tokens = 0
     decode_s = 0.0
-    by_variant: dict[float, tuple[int, int]] = {}
+    by_lambda: dict[float, tuple[int, int]] = {}
     first_correct: dict[str, bool] = {}
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
                unit="problem", disable=not progress)
@@ -119,18 +119,18 @@ def _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progr
             new_tokens += sum(a.tokens for a in attempts)
             decode_s += sum(a.answer_s for a in attempts)  # throughput counts the final decoding only
             for a, r in zip(attempts, records, strict=True):
-                if a.variant_value is not None:
-                    right, seen = by_variant.get(a.variant_value, (0, 0))
-                    by_variant[a.variant_value] = (right + r["correct"], seen + 1)
+                if a.lam is not None:
+                    right, seen = by_lambda.get(a.lam, (0, 0))
+                    by_lambda[a.lam] = (right + r["correct"], seen + 1)
                 if "stage1_correct" in r:
                     first_correct[r["problem_id"]] = r["stage1_correct"]
             bar.update(len({r["problem_id"] for r in records}))
             bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
     finally:  # closed before any message about an interrupt
         bar.close()
-    has_variants = any(v.get("lambda") is not None for v in method.variants())
+    has_lambdas = any("lambda" in v for v in method.variants())
     return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
-                      skipped=len(done), by_lambda=dict(sorted(by_variant.items())) if has_variants else None,
+                      skipped=len(done), by_lambda=dict(sorted(by_lambda.items())) if has_lambdas else None,
                       first_attempts=(sum(first_correct.values()), len(first_correct)) if first_correct else None)
 
 
@@ -140,7 +140,7 @@ def iter_attempt_batches(spec: RunSpec, env, method, loaded: LoadedModel, todo: 
     """Answer the problems `todo` with `method` under `spec`, yielding each batch's attempts as it finishes.
 
     Writes nothing: the caller decides where records go (a sweep keeps one samples.jsonl
-    for many such units). `done` holds the (problem_id, variant value) pairs to skip;
+    for many such units). `done` holds the (problem_id, variant key) pairs to skip;
     `cache` is shared by the methods of one model (a greedy unit's answers become a later
     ReDuMix unit's first attempts there).
     """

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.runs.record_grid import Grid, grid_of, record_identity
+from harness.methods.base import variant_key
+from harness.runs.record_grid import Grid, grid_of, record_identity, record_variant
 from harness.runs.record_schema import record_problem
 from harness.runs.signals import signals_deferred
 
@@ -215,7 +216,7 @@ def _parse(raw: bytes, sweep: bool | None) -> tuple[dict | None, str | None]:
 def _what(record: dict, identity: str) -> str:
     if "key" in record:
         return f"key {identity!r}"
-    return f"problem {record['problem_id']!r}, lambda {record.get('lambda')}"
+    return f"problem {record['problem_id']!r}, variant {variant_key(record_variant(record))}"
 
 
 def _count(n: int, noun: str) -> str:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from envs import get_env
 from harness.console import note
+from harness.methods.base import variant_key
 from harness.runs.executor import LocalExecutor, WorkItem
 from harness.runs.folder_claim import claim_folder
 from harness.runs.folder_lock import folder_locked
@@ -56,7 +57,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
     began = time.perf_counter()
     units = plan(config)
     resolved = config.resolved()
-    grid = sweep_grid(resolved)
+    grid = sweep_grid(resolved, config.variants())
     store = RunDir(prepare_folder(out, "out"))
     with folder_locked(store.path, note=note):
         claim_folder(store, "sweep", resolved, grid, force_new=force_new, note=note)
@@ -85,13 +86,14 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
         if keys - present:
             todo = tuple(p for p in problems if any(k not in present for k in unit.keys(p.problem_id)))
             # The (problem, variant) pairs of this unit already on disk, in the runner's terms.
-            done = frozenset((p.problem_id, lam) for p in problems
-                             for lam, k in zip(unit.lambdas or (None,), unit.keys(p.problem_id), strict=True)
+            done = frozenset((p.problem_id, variant_key(v)) for p in problems
+                             for v, k in zip(unit.variants, unit.keys(p.problem_id), strict=True)
                              if k in present)
             items.append(WorkItem(unit, todo, done))
 
     def write_spec() -> None:
-        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described, "reference": config.reference})
+        store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described, "reference": config.reference,
+                          "variants": config.variants()})
 
     def model_loaded(name: str, loaded) -> None:
         # Written once a model has loaded, so a model that fails to load leaves no spec behind.

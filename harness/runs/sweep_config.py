@@ -84,6 +84,8 @@ class DecoderEntry:
     lambdas: tuple[float, ...] | None  # None: the decoder does not mix
     feedback: tuple[str, ...] | None  # None: the decoder takes no feedback
     grids: dict = dataclasses.field(default_factory=dict)  # sweep key -> the method's parameter ("lambdas": "lam")
+    # The method's variants, which one unit decodes together ({"lambda": 0.5}, {"n": 4}, or {} alone).
+    variants: tuple[dict, ...] = ({},)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,12 @@ class SweepConfig:
         for dec in data["decoders"]:
             dec.pop("config")
             dec.pop("grids")
+            dec.pop("variants")  # made of the config (spec.json keeps them beside, under "variants")
         return json.loads(json.dumps(data))
+
+    def variants(self) -> dict[str, list[dict]]:
+        """Each decoder label's variants, as spec.json records them."""
+        return {dec.label: [dict(v) for v in dec.variants] for dec in self.decoders}
 
 
 class ConfigError(ValueError):
@@ -283,8 +290,10 @@ class _Checker:
             resolved[grids["feedback"]] = list(feedback)
         label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
         _check_label(label, f"{path}.label")
+        variants = (tuple({"lambda": lam} for lam in lambdas) if lambdas is not None
+                    else tuple(method_of(base).variants()))
         return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved,
-                            lambdas=lambdas, feedback=feedback, grids=dict(grids))
+                            lambdas=lambdas, feedback=feedback, grids=dict(grids), variants=variants)
 
     def _grid(self, value, path, decoder, field, config, kind) -> tuple | None:
         """A list of values for decoder parameter `field`, each checked by building the decoder;

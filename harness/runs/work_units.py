@@ -1,8 +1,9 @@
 """A sweep's work units: plain data, so a unit can run in another process or on another machine.
 
 A unit is one decoder entry on one (model, env, seed), under one feedback policy; it covers
-the method's whole lambda grid, whose variants share work (ReDuMix's stages 1-3 run once
-per problem for every lambda). Its record keys are made of the config alone.
+all of the method's variants, which share work (ReDuMix's stages 1-3 run once per problem
+for every lambda; self-consistency's sample counts share one set of samples). Its record
+keys are made of the config alone.
 """
 
 from __future__ import annotations
@@ -43,8 +44,15 @@ class Unit:
         return config
 
     def keys(self, problem_id: str) -> list[str]:
-        return [record_key(self.model, self.env.label, problem_id, self.decoder.label, lam, self.seed, self.feedback)
-                for lam in (self.lambdas or (None,))]
+        """The record keys of one problem, one per variant (in the order of `variants`)."""
+        return [record_key(self.model, self.env.label, problem_id, self.decoder.label, v, self.seed, self.feedback)
+                for v in self.variants]
+
+    @property
+    def variants(self) -> tuple[dict, ...]:
+        if self.lambdas is not None:
+            return tuple({"lambda": lam} for lam in self.lambdas)
+        return self.decoder.variants
 
 
 def plan(config: SweepConfig) -> list[Unit]:
@@ -55,7 +63,6 @@ def plan(config: SweepConfig) -> list[Unit]:
             for seed in config.seeds:
                 for dec in config.decoders:
                     for policy in dec.feedback or (None,):
-                        # A unit covers the method's whole lambda grid: its variants share work
-                        # (ReDuMix's stages 1-3 run once per problem for every lambda).
+                        # A unit covers all of the method's variants: they share work.
                         units.append(Unit(model, env, seed, dec, policy, dec.lambdas))
     return units

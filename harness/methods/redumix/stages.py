@@ -28,7 +28,7 @@ from envs.base import Problem
 from harness.engine import lockstep
 from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
-from harness.methods.base import answer_key, is_deterministic
+from harness.methods.base import answer_key, is_deterministic, variant_key
 from harness.methods.redumix import compress
 
 STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree")
@@ -94,7 +94,7 @@ def solve_batch(
     stop: Sequence[str],
     seed: int,
     lambdas: Sequence[float] | None = None,
-    skip: set[tuple[str, float]] | frozenset = frozenset(),
+    skip: set[tuple[str, str]] | frozenset = frozenset(),
     cache: Stage13Cache | None = None,
     save_steps: bool = False,
 ) -> list[dict]:
@@ -116,7 +116,8 @@ def solve_batch(
 
     # The (problem, lam) rows still to do, decoded `lambdas_per_batch` lam values at a time
     # (all at once by default): each row mixes with its own lam.
-    todo = [(i, lam) for lam in lambdas for i, p in enumerate(problems) if (p.problem_id, lam) not in skip]
+    todo = [(i, lam) for lam in lambdas for i, p in enumerate(problems)
+            if (p.problem_id, variant_key({"lambda": lam})) not in skip]
     group = decoder.lambdas_per_batch or len(lambdas)
     results = []
     for start in range(0, len(lambdas), group):
