@@ -50,6 +50,9 @@ class Step:
             full support.
         state: the rows' per-row state after this step (same keys and rows as the
             state passed in); None keeps the state as it was.
+        stats: per-row numbers about this step, (B,) float tensors by name (NaN where a
+            statistic does not apply to a row); methods collect them per row and the
+            decoder's `summarize_steps` turns a row's lists into record fields.
     """
 
     token_ids: Tensor
@@ -59,6 +62,7 @@ class Step:
     forced_ids: Tensor | None = None
     logprobs: Tensor | None = None
     state: RowState | None = None
+    stats: Mapping[str, Tensor] | None = None
 
 
 class Decoder(Protocol):

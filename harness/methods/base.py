@@ -119,6 +119,11 @@ class Method(Protocol):
         """Raise ValueError when the method cannot run on `env` (e.g. feedback it cannot give)."""
         ...
 
+    def check_settings(self, max_new_tokens: int) -> None:
+        """Raise ValueError when the method's config cannot work with these generation settings
+        (a thinking budget longer than max_new_tokens, say); called before anything loads."""
+        ...
+
     def solve(self, env, models: Mapping[str, Any], problems: Sequence[Problem], gen: Generation, *,
               skip: frozenset | set = frozenset(), cache: MethodCache | None = None,
               given: Mapping[str, list[int]] | None = None) -> list[Attempt]:
@@ -172,6 +177,11 @@ class DecoderMethod:
 
     def check_env(self, env) -> None:
         pass
+
+    def check_settings(self, max_new_tokens: int) -> None:
+        check = getattr(self.decoder, "check_settings", None)
+        if check is not None:
+            check(max_new_tokens)
 
 
 def variant_key(variant: Mapping[str, Any]) -> str:

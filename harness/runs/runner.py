@@ -79,6 +79,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     env = get_env(spec.env, extraction=spec.extraction, **spec.env_config)
     method = get_method(spec.decoder, **spec.decoder_config)
     method.check_env(env)
+    method.check_settings(spec.max_new_tokens)
     resolved = {
         "run": dataclasses.asdict(spec) | {"decoder_config": method.config(), "env_config": env.config()},
     }

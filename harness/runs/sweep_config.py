@@ -206,6 +206,7 @@ class _Checker:
         decoders = tuple(self._decoder(d, f"decoders[{i}]") for i, d in enumerate(_list(top["decoders"], "decoders")))
         _unique([d.label for d in decoders], "decoders", what="label", fix="give one of them a distinct `label`")
         self._check_policies_fit_envs(decoders, envs, extraction)
+        self._check_settings(decoders, max_new_tokens)
         config = SweepConfig(
             name=name, out=out, models=models, envs=envs, decoders=decoders, seeds=seeds,
             max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, dtype=dtype, device=device,
@@ -320,6 +321,16 @@ class _Checker:
             out.append(kind(item))
         _unique(out, path)
         return tuple(out)
+
+    def _check_settings(self, decoders, max_new_tokens: int) -> None:
+        from decoders import get_decoder
+        from harness.methods import method_of
+
+        for i, dec in enumerate(decoders):
+            try:
+                method_of(get_decoder(dec.name, **dec.config)).check_settings(max_new_tokens)
+            except ValueError as err:
+                raise ConfigError(f"decoders[{i}].config: {err}") from None
 
     def _check_policies_fit_envs(self, decoders, envs, extraction) -> None:
         from envs import check_feedback_policy, get_env
