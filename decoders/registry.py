@@ -62,6 +62,14 @@ def get_decoder(name: str, **config: Any):
     return cls(**kwargs)
 
 
+def takes_list(name: str, field: str) -> bool:
+    """Whether decoder `name`'s parameter `field` accepts a list of values (its variants, e.g.
+    redumix's lam, gumbel's tau, self_consistency's n)."""
+    annotation = _resolved_type(decoder_class(name), field)
+    options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    return any(_tuple_item(kind) is not None for kind in options)
+
+
 def _resolved_type(cls: type, field: str) -> Any:
     return typing.get_type_hints(cls).get(field, str)
 

@@ -13,6 +13,7 @@ import pytest
 from decoders import available_decoders
 from harness.methods import MethodCache, get_method
 from harness.methods.base import variant_key
+from harness.runs.record_grid import record_variant
 from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 
@@ -72,17 +73,19 @@ def test_every_decoder_runs_as_a_method_with_common_records_resume_and_seed(load
     (tmp_path / "b" / "samples.jsonl").write_text("".join(lines[: len(lines) // 2]))
     resumed = _run(loaded, tmp_path / "b", decoder, config)
 
-    # Same answers; float statistics agree to rounding (a resumed batch holds other rows).
+    # Same answers; float statistics agree to rounding (a resumed batch holds other rows, whose
+    # padding moves fp32 logits in the last digits; soft inputs carry that into their statistics).
     for rows in (again, resumed):
         assert _by_key(rows).keys() == _by_key(full).keys()
         for key, record in _by_key(rows).items():
             for field, value in _untimed(record).items():
                 expected = _untimed(_by_key(full)[key])[field]
-                assert value == (pytest.approx(expected, abs=1e-5) if isinstance(value, float) else expected), field
+                close = pytest.approx(expected, rel=1e-4, abs=1e-4) if isinstance(value, float) else expected
+                assert value == close, field
 
 
 def _by_key(rows: list[dict]) -> dict:
-    return {(r["problem_id"], r.get("lambda")): r for r in rows}
+    return {(r["problem_id"], variant_key(record_variant(r))): r for r in rows}
 
 
 def _untimed(record: dict) -> dict:

@@ -204,3 +204,34 @@ def test_records_carry_the_thinking_summary(loaded, env):
         assert extras["think_steps"] == 4 and extras["think_end"] == "budget"
         assert 1.0 <= extras["effective_tokens_mean"] <= 10.0 and 0 < extras["top1_weight_mean"] <= 1.0
         assert extras["weights_entropy_mean"] == pytest.approx(math.log(extras["effective_tokens_mean"]), abs=0.5)
+
+
+def test_a_sweep_grids_over_tau_max_topk_and_mode_and_reports_them(tiny_model_dir, tmp_path):
+    from harness.analysis.report import FIGURES
+    from harness.runs.sweep import plan, run_sweep
+
+    data = {"models": [str(tiny_model_dir)], "seeds": [0], "max_new_tokens": 12, "batch_size": 4,
+            "envs": [{"name": "basic_arithmetic", "n": 3, "config": dict(EASY)}],
+            "decoders": [{"name": "greedy"},
+                         {"name": "soft", "config": {"mode": ["probs", "dirichlet"], "max_topk": [2, 5],
+                                                     "think_end": "ab", "max_think_tokens": 6}},
+                         {"name": "gumbel", "config": {"tau": [0.1, 1.0], "think_end": "ab"}}]}
+    config = parse_config(data)
+    labels = [d.label for d in config.decoders]
+    assert labels == ["greedy", "soft mode=probs max_topk=2", "soft mode=probs max_topk=5",
+                      "soft mode=dirichlet max_topk=2", "soft mode=dirichlet max_topk=5", "gumbel"]
+    assert len(plan(config)) == 6  # gumbel's two taus are variants of one unit
+    out = tmp_path / "s"
+    result = run_sweep(config, out, progress=False)
+    assert result.total == 3 * (1 + 4 + 2)
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    soft = summary[summary["decoder"] == "soft"]
+    assert (soft["budget_end_rate"] == 1.0).all() and (soft["think_steps"] == 6).all()
+    assert sorted(summary.loc[summary["decoder"] == "gumbel", "variant"]) == ["tau=0.1", "tau=1.0"]
+    html = (out / "report.html").read_text()
+    assert "Accuracy vs each variant" in html and "Soft thinking" in html
+    assert "figure(s) left out" in html and f"{FIGURES - 5} figure(s)" in html  # no lambda, no first attempts
+    again = run_sweep(parse_config(data), out, progress=False, write_report=False)
+    assert again.new == 0

@@ -18,6 +18,10 @@ from harness.methods.base import variant_key
 
 GROUP_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
 STAT_COLUMNS = ["kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree"]
+# Soft decoders' per-record means (decoders.thinking.summarize_thinking), averaged per group.
+SOFT_COLUMNS = ["think_steps", "entropy_mean", "weights_entropy_mean", "effective_tokens_mean", "top1_weight_mean"]
+# Why thinking ended, as the share of a group's records: (summary column, record value).
+THINK_ENDS = [("marker_end_rate", "marker"), ("budget_end_rate", "budget"), ("cold_stop_rate", "cold_stop")]
 STAGE_FIELDS = ["stage1_s", "feedback_s", "reflection_s", "compress_s"]
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -28,7 +32,7 @@ SUMMARY_COLUMNS = [
     "stage1_accuracy", "fix_rate", "break_rate", "net_gain",
     "latency_p50_s", "latency_p95_s", "s_per_token", "cost_s", "overhead_vs_greedy",
     "new_tokens_mean", "new_tokens_total", "format_failure_rate",
-    *STAT_COLUMNS,
+    *STAT_COLUMNS, *SOFT_COLUMNS, *(column for column, _ in THINK_ENDS),
 ]
 
 
@@ -68,7 +72,7 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
         df["env_label"] = df["env"]
     if "decoder_label" not in df:
         df["decoder_label"] = df["decoder"]
-    for name in ("lambda", "feedback_policy", "stage1_correct", "cost_s", *STAT_COLUMNS):
+    for name in ("lambda", "feedback_policy", "stage1_correct", "cost_s", "think_end", *STAT_COLUMNS, *SOFT_COLUMNS):
         if name not in df:
             df[name] = None
     df["variant"] = [_variant_label(v) for v in (df["variant"] if "variant" in df else [None] * len(df))]
@@ -126,8 +130,17 @@ def group_metrics(group: pd.DataFrame, seed: int = 0) -> dict:
         "new_tokens_total": int(group["new_tokens"].sum()),
         "format_failure_rate": 1.0 - float(group["format_ok"].astype(bool).mean()),
     }
-    out |= {name: _mean(group[name]) for name in STAT_COLUMNS}
+    out |= {name: _mean(group[name]) for name in (*STAT_COLUMNS, *SOFT_COLUMNS)}
+    out |= think_end_rates(group)
     return out
+
+
+def think_end_rates(group: pd.DataFrame) -> dict:
+    """Shares of a soft decoder's records whose thinking ended by the marker, the budget or
+    Cold Stop (the rest never stopped thinking); NaN for decoders that do not think."""
+    if group["think_steps"].isna().all():
+        return {column: math.nan for column, _ in THINK_ENDS}
+    return {column: float((group["think_end"] == value).mean()) for column, value in THINK_ENDS}
 
 
 def feedback_effect(group: pd.DataFrame) -> dict:

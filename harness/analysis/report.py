@@ -36,7 +36,7 @@ BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedb
                   "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
                   "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
-FIGURES = 5  # figures a sweep with every kind of decoder gets
+FIGURES = 7  # figures a sweep with every kind of decoder gets
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,14 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
         ("Accuracy vs lambda", accuracy_figure(summary, reference),
          "Strict accuracy with 95% Wilson intervals; decoders without lambda are horizontal lines "
          f"(the reference, {reference or 'none'}, dashed)."),
+        ("Accuracy vs each variant", variant_figure(summary, reference),
+         "Strict accuracy with 95% Wilson intervals along each variant axis other than lambda (Gumbel's tau, "
+         f"self-consistency's n); the reference, {reference or 'none'}, dashed."),
         ("Divergences vs lambda", divergence_figure(summary),
          "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders."),
+        ("Soft thinking", soft_figure(summary),
+         "Soft decoders: mean effective number of mixed tokens per thinking step (bars) and mean top-1 weight "
+         "(dots, right axis); the label gives the share of answers whose thinking ended by budget or Cold Stop."),
         (f"Cost against {reference}", overhead_figure(summary),
          f"Mean compute seconds per answer (batching amortised, every stage included) over {reference}'s."),
         ("Fixes and breaks vs lambda", fix_break_figure(summary),
@@ -175,6 +181,64 @@ def accuracy_figure(summary: pd.DataFrame, reference: str | None = None) -> str:
         ax.set(title=title, xlabel="lambda (weight of the original context)", ylabel="accuracy",
                ylim=(-0.02, 1.02), xlim=(-0.05, 1.05))
         ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _variant_lines(panel: pd.DataFrame):
+    """(axis, line name, rows sorted by value) for groups with a numeric non-lambda variant ("tau=0.5")."""
+    rows = panel[panel["variant"].notna()] if "variant" in panel else panel.iloc[0:0]
+    parts = rows["variant"].astype(str).str.split("=", n=1, expand=True) if len(rows) else None
+    if parts is None or parts.shape[1] < 2:
+        return []
+    rows = rows.assign(axis=parts[0], value=pd.to_numeric(parts[1], errors="coerce")).dropna(subset=["value"])
+    out = []
+    for (axis, label, policy), line in rows.groupby(["axis", "decoder_label", rows["feedback_policy"].fillna("")],
+                                                    sort=True):
+        out.append((axis, f"{label} [{policy}]" if policy else label, line.sort_values("value")))
+    return out
+
+
+def variant_figure(summary: pd.DataFrame, reference: str | None = None) -> str | None:
+    panels = [(f"{title}: {axis}", panel, [(n, line) for a, n, line in _variant_lines(panel) if a == axis])
+              for title, panel in _series(summary)
+              for axis in sorted({a for a, _, _ in _variant_lines(panel)})]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels))
+    for ax, (title, panel, lines) in zip(axes, panels, strict=False):
+        for name, line in lines:
+            ax.plot(line["value"], line["accuracy"], marker="o", label=name)
+            ax.fill_between(line["value"], line["accuracy_lo"], line["accuracy_hi"], alpha=0.2)
+        for _, row in panel[(panel["decoder_label"] == reference) & panel["variant"].isna()].iterrows():
+            ax.axhline(row["accuracy"], linestyle="--", color="black",
+                       label=f"{_group_label(row)} ({row['n']} answers)")
+        axis = title.rsplit(": ", 1)[1]
+        ax.set(title=title, xlabel=axis, ylabel="accuracy", ylim=(-0.02, 1.02))
+        if axis == "n":
+            ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def soft_figure(summary: pd.DataFrame) -> str | None:
+    panels = [(t, p[p["effective_tokens_mean"].notna()]) for t, p in _series(summary)
+              if p["effective_tokens_mean"].notna().any()]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels), cols=1, width=9)
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        labels = []
+        for _, row in panel.iterrows():
+            ended = row["budget_end_rate"] + row["cold_stop_rate"]
+            labels.append(f"{_group_label(row)}\n{ended:.0%} forced")
+        ax.bar(range(len(panel)), panel["effective_tokens_mean"], color="tab:blue")
+        ax.set_ylabel("effective tokens per soft step")
+        right = ax.twinx()
+        right.plot(range(len(panel)), panel["top1_weight_mean"], "o", color="tab:orange")
+        right.set(ylabel="top-1 weight", ylim=(0, 1.05))
+        ax.set_xticks(range(len(panel)), labels, rotation=30, ha="right", fontsize=7)
+        ax.set_title(title)
+    fig.tight_layout()
     return _png(fig)
 
 

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,8 @@ class _Checker:
             self._check_model(model, f"models[{i}]")
         envs = tuple(self._env(e, f"envs[{i}]", extraction) for i, e in enumerate(_list(top["envs"], "envs")))
         _unique([e.label for e in envs], "envs", what="label", fix="give one of them a distinct `label`")
-        decoders = tuple(self._decoder(d, f"decoders[{i}]") for i, d in enumerate(_list(top["decoders"], "decoders")))
+        decoders = tuple(entry for i, d in enumerate(_list(top["decoders"], "decoders"))
+                         for entry in self._decoders(d, f"decoders[{i}]"))
         _unique([d.label for d in decoders], "decoders", what="label", fix="give one of them a distinct `label`")
         self._check_policies_fit_envs(decoders, envs, extraction)
         self._check_settings(decoders, max_new_tokens)
@@ -253,6 +255,28 @@ class _Checker:
         _check_label(label, f"{path}.label")
         return EnvEntry(name=name, label=label, n=_int(entry["n"], f"{path}.n", minimum=1),
                         config=dict(overrides), resolved_config=env.config())
+
+    def _decoders(self, data: Any, path: str) -> list[DecoderEntry]:
+        """One entry, or one per combination where `config` lists several values for parameters
+        that take one (`max_topk: [5, 10]` -> labels "soft max_topk=5", "soft max_topk=10").
+        Lists of a parameter that takes a list (gumbel's tau) stay whole: they are variants."""
+        from decoders import available_decoders
+        from decoders.registry import takes_list
+
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or \
+                data.get("name") not in available_decoders():
+            return [self._decoder(data, path)]
+        config = data["config"]
+        listed = [k for k, v in config.items() if isinstance(v, list) and not takes_list(data["name"], k)]
+        if not listed:
+            return [self._decoder(data, path)]
+        label = data.get("label") or data["name"]
+        entries = []
+        for values in itertools.product(*(_list(config[k], f"{path}.config.{k}") for k in listed)):
+            suffix = " ".join(f"{k}={v}" for k, v in zip(listed, values, strict=True))
+            entries.append(self._decoder(data | {"config": config | dict(zip(listed, values, strict=True)),
+                                                 "label": f"{label} {suffix}"}, path))
+        return entries
 
     def _decoder(self, data: Any, path: str) -> DecoderEntry:
         from decoders import available_decoders, get_decoder
