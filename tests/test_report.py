@@ -183,7 +183,7 @@ def test_report_of_a_plain_run_folder_leaves_out_lambda_figures(tmp_path, capsys
     summary = pd.read_csv(folder / "summary.csv")
     assert list(summary["decoder_label"]) == ["greedy", "greedy"] and list(summary["n"]) == [6, 6]
     html = (folder / "report.html").read_text()
-    assert html.count('<img class="figure"') == 1 and "4 figure(s) left out" in html
+    assert html.count('<img class="figure"') == 1 and "6 figure(s) left out" in html
 
 
 def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):

@@ -168,6 +168,8 @@ def test_shipped_configs_are_valid():
     redumix = next(d for d in full.decoders if d.name == "redumix")
     assert redumix.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0) and len(full.seeds) == 3 and len(full.envs) >= 3
     assert copy.deepcopy(quick.resolved()) == load_config("configs/quick.yaml").resolved()
+    soft = load_config("configs/soft.yaml")
+    assert {d.name for d in soft.decoders} == {"greedy", "sample", "soft", "gumbel"} and len(soft.envs) == 3
 
 
 def test_reference_defaults_to_the_first_single_pass_decoder_and_can_be_named():
