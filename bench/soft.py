@@ -3,8 +3,8 @@
 Run on demand (`python bench/soft.py`). Every decoder decodes the same ~100-token
 prompts for the same number of new tokens with EOS disabled, alternating, in one
 process, with transformers' greedy `generate` beside them as the peer. The soft rows
-think for the whole run (an end marker they never write), so every step feeds a soft
-input `weights @ E`. The table prints ms per generated token (medians over the
+think (an end marker they never write) until the model's EOS, feeding a soft input
+`weights @ E` at each of those steps, then answer greedily. The table prints ms per generated token (medians over the
 repeats) and each decoder's ratio to our greedy.
 """
 
@@ -27,7 +27,7 @@ from decoders.sampling import row_generator  # noqa: E402
 from harness.engine.lockstep import decode  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
 
-NEVER_WRITTEN = "QZXQZXQZX"  # an end-of-thinking marker no row writes: thinking all the way
+NEVER_WRITTEN = "QZXQZXQZX"  # an end-of-thinking marker no row writes: thinking until an EOS
 
 
 def decoders() -> dict[str, object]:

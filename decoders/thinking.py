@@ -2,10 +2,12 @@
 
 While a row is thinking it feeds a soft input (`weights @ E`, the weights from the
 subclass's `mix`) and records a readable token; it may not stop. It leaves thinking when
-it emits the end-of-thinking marker, when its thinking budget runs out, or by Cold Stop
-(entropy below a threshold for a run of steps); in the last two cases the marker is
-forced into the row, token by token. From then on it decodes discretely with the
-`after_thinking_*` settings (greedy by default).
+it emits the end-of-thinking marker, when its thinking budget runs out, by Cold Stop
+(entropy below a threshold for a run of steps), or when the token it would record is
+EOS (a model that wants to stop is done thinking, not done answering); in the last
+three cases the marker is forced into the row in place of that token, token by token.
+From then on it decodes discretely with the `after_thinking_*` settings (greedy by
+default).
 
 All phase bookkeeping is per-row state held by the engine, and every draw comes from the
 row's own generator, so a row decodes the same whatever shares its batch.
@@ -29,7 +31,7 @@ THINK_MARKER = "</think>"  # reasoning models' end of thinking
 ANSWER_MARKER = "<answer>"  # for models without one: the answer's opening tag ends the thinking
 COLD_STOP_ENTROPY = 0.01  # Soft Thinking's threshold, used where the model has a thinking marker
 # Why a row left thinking, as codes in the per-step statistics and names in records.
-END_REASONS = {1: "marker", 2: "budget", 3: "cold_stop"}
+END_REASONS = {1: "marker", 2: "budget", 3: "cold_stop", 4: "eos"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ThinkingDecoder:
     # Set by `bind`: the marker's token ids as the model may write it (first: as forced).
     _markers: tuple[tuple[int, ...], ...] = field(default=(), init=False, compare=False, repr=False)
     _cold_stop: float = field(default=0.0, init=False, compare=False, repr=False)
+    _eos: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
 
     num_streams = 1
 
@@ -115,6 +118,7 @@ class ThinkingDecoder:
         object.__setattr__(bound, "_markers", marker_variants(tokenizer, marker))
         auto = COLD_STOP_ENTROPY if marker == THINK_MARKER else 0.0
         object.__setattr__(bound, "_cold_stop", auto if self.cold_stop_entropy is None else self.cold_stop_entropy)
+        object.__setattr__(bound, "_eos", () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
         return bound
 
     def marker_for(self, tokenizer) -> str:
@@ -161,7 +165,8 @@ class ThinkingDecoder:
         free = thinking & (forcing < 0)
         budget = free & (self.max_think_tokens > 0) & (state["think_steps"] >= self.max_think_tokens)
         cold_stop = free & ~budget & (self._cold_stop > 0) & (cold >= self.cold_stop_steps)
-        forced_at = torch.where(budget | cold_stop, 0, forcing)
+        at_eos = free & ~budget & ~cold_stop & torch.isin(think_token, torch.tensor(self._eos, device=device))
+        forced_at = torch.where(budget | cold_stop | at_eos, 0, forcing)
         marker = torch.tensor(self._markers[0], device=device)
         is_forced = forced_at >= 0
         forced_ids = torch.where(is_forced, marker[forced_at.clamp(0, len(marker) - 1)], NOT_FORCED)
@@ -176,6 +181,7 @@ class ThinkingDecoder:
 
         reason = torch.zeros_like(steps)
         reason = torch.where(emitted, 1, torch.where(budget, 2, torch.where(cold_stop, 3, reason)))
+        reason = torch.where(at_eos, 4, reason)
         start = torch.where(emitted, steps - emitted_len + 1, steps)
         stats = {"entropy": full_entropy, "soft": soft.float(),
                  "think_end": reason.float(), "think_end_step": torch.where(reason > 0, start, -1).float()}

@@ -50,9 +50,15 @@ def _solve(loaded, env, name, config, n=4, seed=0, max_new_tokens=24, save_steps
 def test_one_hot_weights_reproduce_greedy_token_for_token(loaded, env, config):
     greedy = _solve(loaded, env, "greedy", {})
     soft = _solve(loaded, env, "soft", config | {"think_end": "ab"})
+    eos = loaded.tokenizer.eos_token_id
+    assert any(g.row.token_ids[-1] == eos for g in greedy)  # the EOS case is exercised
     for g, s in zip(greedy, soft, strict=True):
-        # Greedy stops at EOS; a thinking row may not, so it goes on past greedy's last token.
-        assert s.row.token_ids[: len(g.row.token_ids)] == g.row.token_ids
+        # Where greedy ends on EOS, a thinking row instead ends its thinking there: the marker
+        # takes the EOS's place.
+        same = g.row.token_ids[:-1] if g.row.token_ids[-1] == eos else g.row.token_ids
+        assert s.row.token_ids[: len(same)] == same
+        if g.row.token_ids[-1] == eos:
+            assert (s.extras["think_end"], s.extras["think_end_step"]) == ("eos", len(same))
         assert s.extras["effective_tokens_mean"] == pytest.approx(1.0)
 
 

@@ -21,7 +21,8 @@ STAT_COLUMNS = ["kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix",
 # Soft decoders' per-record means (decoders.thinking.summarize_thinking), averaged per group.
 SOFT_COLUMNS = ["think_steps", "entropy_mean", "weights_entropy_mean", "effective_tokens_mean", "top1_weight_mean"]
 # Why thinking ended, as the share of a group's records: (summary column, record value).
-THINK_ENDS = [("marker_end_rate", "marker"), ("budget_end_rate", "budget"), ("cold_stop_rate", "cold_stop")]
+THINK_ENDS = [("marker_end_rate", "marker"), ("budget_end_rate", "budget"), ("cold_stop_rate", "cold_stop"),
+              ("eos_end_rate", "eos")]
 STAGE_FIELDS = ["stage1_s", "feedback_s", "reflection_s", "compress_s"]
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

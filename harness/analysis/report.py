@@ -122,7 +122,8 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
          "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders."),
         ("Soft thinking", soft_figure(summary),
          "Soft decoders: mean effective number of mixed tokens per thinking step (bars) and mean top-1 weight "
-         "(dots, right axis); the label gives the share of answers whose thinking ended by budget or Cold Stop."),
+         "(dots, right axis); the label gives the share of answers whose marker was forced (budget, Cold Stop "
+         "or EOS)."),
         (f"Cost against {reference}", overhead_figure(summary),
          f"Mean compute seconds per answer (batching amortised, every stage included) over {reference}'s."),
         ("Fixes and breaks vs lambda", fix_break_figure(summary),
@@ -229,7 +230,7 @@ def soft_figure(summary: pd.DataFrame) -> str | None:
     for ax, (title, panel) in zip(axes, panels, strict=False):
         labels = []
         for _, row in panel.iterrows():
-            ended = row["budget_end_rate"] + row["cold_stop_rate"]
+            ended = row["budget_end_rate"] + row["cold_stop_rate"] + row["eos_end_rate"]
             labels.append(f"{_group_label(row)}\n{ended:.0%} forced")
         ax.bar(range(len(panel)), panel["effective_tokens_mean"], color="tab:blue")
         ax.set_ylabel("effective tokens per soft step")
@@ -381,6 +382,8 @@ def format_summary(summary: pd.DataFrame) -> str:
         "p50 s": summary["latency_p50_s"].map(lambda v: f"{v:.2f}"),
         "x greedy": summary["overhead_vs_greedy"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
     })
+    if "variant" in summary and summary["variant"].notna().any():
+        table.insert(3, "variant", summary["variant"].map(lambda v: "" if pd.isna(v) else v))
     if summary["model"].nunique() > 1:
         table.insert(0, "model", summary["model"].map(lambda m: Path(str(m)).name))
     return table.to_string(index=False)
