@@ -35,6 +35,9 @@ class Step:
         soft_weights: (B, V) weights over the vocabulary; a row that feeds a soft
             input gets `soft_weights @ E` (E the input embeddings) instead of the
             embedding of its token. Rows not in `soft_mask` ignore their weights.
+            With `soft_ids`, (B, k) weights over those ids instead (a sparse form:
+            k gathered rows of E, not a product with all of E).
+        soft_ids: (B, k) token ids the (B, k) `soft_weights` refer to; None: dense weights.
         soft_mask: (B,) bool, the rows that feed a soft input this step; the others
             feed their token, in the same batch. None with `soft_weights` set: every row.
         no_stop_mask: (B,) bool, rows that may not stop this step (still thinking,
@@ -57,6 +60,7 @@ class Step:
 
     token_ids: Tensor
     soft_weights: Tensor | None = None
+    soft_ids: Tensor | None = None
     soft_mask: Tensor | None = None
     no_stop_mask: Tensor | None = None
     forced_ids: Tensor | None = None

@@ -24,9 +24,29 @@ def kept_distribution(logprobs: Tensor, temperature: float, top_k: int, top_p: f
     Temperature, then top-k, top-p and min-p (min-p relative to the top probability), as
     `sampling.filter_logprobs`; at most `max_topk` tokens are kept.
     """
-    filtered = filter_logprobs(logprobs, temperature, top_k, top_p, min_p)
-    k = min(max_topk, filtered.shape[-1])
-    top_lp, top_ids = torch.topk(filtered, k, dim=-1)
+    return kept_from_tempered(torch.log_softmax(logprobs / temperature, dim=-1), top_k, top_p, min_p, max_topk)
+
+
+def kept_from_tempered(tempered: Tensor, top_k: int, top_p: float, min_p: float,
+                       max_topk: int) -> tuple[Tensor, Tensor]:
+    """`kept_distribution` from log-probs already divided by the temperature and renormalised.
+
+    With top_k set, top-p and min-p run on the top_k candidates only, which keeps the same
+    tokens as `sampling.filter_logprobs` (everything outside them is already removed) without
+    sorting the whole vocabulary every step.
+    """
+    vocab = tempered.shape[-1]
+    if not top_k or top_k >= vocab:
+        filtered = filter_logprobs(tempered, 1.0, 0, top_p, min_p)
+        top_lp, top_ids = torch.topk(filtered, min(max_topk, vocab), dim=-1)
+    else:
+        top_lp, top_ids = torch.topk(tempered, top_k, dim=-1)  # sorted, most likely first
+        if top_p < 1.0:
+            mass_before = top_lp.exp().cumsum(-1) - top_lp.exp()
+            top_lp = top_lp.masked_fill(mass_before >= top_p, -math.inf)
+        if min_p > 0.0:
+            top_lp = top_lp.masked_fill(top_lp < top_lp[:, :1] + math.log(min_p), -math.inf)
+        top_lp, top_ids = top_lp[:, :max_topk], top_ids[:, :max_topk]
     probs = top_lp.exp()  # exp(-inf) = 0 outside the kept set
     return probs / probs.sum(dim=-1, keepdim=True), top_ids
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from decoders.base import NOT_FORCED, RowState, Step
 from decoders.sampling import draw, filter_logprobs
-from decoders.soft_weights import entropy, kept_distribution, weight_statistics
+from decoders.soft_weights import entropy, kept_from_tempered, weight_statistics
 
 THINK_MARKER = "</think>"  # reasoning models' end of thinking
 ANSWER_MARKER = "<answer>"  # for models without one: the answer's opening tag ends the thinking
@@ -154,11 +154,12 @@ class ThinkingDecoder:
         lp = logprobs[0]
         device = lp.device
         state = {k: v.to(device) for k, v in state.items()}
-        probs, ids = kept_distribution(lp, self.temperature, self.top_k, self.top_p, self.min_p, self.max_topk)
+        tempered = torch.log_softmax(lp / self.temperature, dim=-1)
+        probs, ids = kept_from_tempered(tempered, self.top_k, self.top_p, self.min_p, self.max_topk)
         weights, position = self.mix(probs, rngs)
         think_token = ids.gather(1, position[:, None])[:, 0]
         answer_token = self._answer_tokens(lp, rngs)
-        full_entropy = entropy(torch.log_softmax(lp / self.temperature, dim=-1))
+        full_entropy = entropy(tempered)
 
         thinking, forcing, steps = state["thinking"], state["forcing"], state["steps"]
         cold = torch.where(thinking & (full_entropy < self._cold_stop), state["cold"] + 1, 0)
@@ -187,7 +188,6 @@ class ThinkingDecoder:
                  "think_end": reason.float(), "think_end_step": torch.where(reason > 0, start, -1).float()}
         for name, value in weight_statistics(weights).items():
             stats[name] = torch.where(soft, value, math.nan)
-        dense = torch.zeros_like(lp).scatter(-1, ids, weights)
         new_state = {
             "thinking": still_thinking,
             "steps": steps + 1,
@@ -196,7 +196,7 @@ class ThinkingDecoder:
             "forcing": torch.where(is_forced & ~forcing_done, forced_at + 1, -1),
             "tail": tail,
         }
-        return Step(token_ids=tokens, soft_weights=dense, soft_mask=soft, no_stop_mask=thinking,
+        return Step(token_ids=tokens, soft_weights=weights, soft_ids=ids, soft_mask=soft, no_stop_mask=thinking,
                     forced_ids=forced_ids if bool(is_forced.any()) else None, state=new_state, stats=stats)
 
     def _answer_tokens(self, lp: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import chisquare
 
 from decoders import get_decoder
-from decoders.sampling import row_generator
+from decoders.sampling import filter_logprobs, row_generator
 from decoders.soft_weights import dirichlet, gumbel_softmax, kept_distribution
 from decoders.thinking import marker_variants
 from envs import get_env
@@ -67,8 +67,9 @@ def test_the_soft_input_is_the_weights_times_the_embedding_matrix(loaded):
     decoder = get_decoder("soft", think_end="ab", temperature=1.0).bind(loaded.tokenizer)
     seen = []
     lockstep.decode(loaded, [[prompt]], decoder, max_new_tokens=2, on_step=seen.append)
-    weights = seen[0].step.soft_weights[0]
-    assert bool(seen[0].step.soft_mask[0]) and (weights > 0).sum() > 1
+    step = seen[0].step
+    weights = torch.zeros(len(loaded.tokenizer)).scatter(0, step.soft_ids[0], step.soft_weights[0])
+    assert bool(step.soft_mask[0]) and (weights > 0).sum() > 1
     embed = loaded.model.get_input_embeddings()
     mixed = weights @ embed.weight  # what the engine should feed at step 1
     inputs = torch.cat([embed(torch.tensor(prompt)), mixed[None]])[None]
@@ -106,6 +107,15 @@ def test_dirichlet_weights_average_to_the_kept_probabilities():
     weights = dirichlet(probs, alpha=4.0, rngs=[row_generator(1, f"r{i}") for i in range(3000)])
     assert torch.allclose(weights.sum(-1), torch.ones(3000))
     assert weights.mean(0).tolist() == pytest.approx([0.6, 0.3, 0.1], abs=0.02)
+
+
+@pytest.mark.parametrize("top_k, top_p, min_p", [(30, 0.95, 0.001), (5, 0.5, 0.0), (40, 1.0, 0.05), (3, 0.9, 0.2)])
+def test_the_top_k_shortcut_keeps_what_full_filtering_keeps(top_k, top_p, min_p):
+    logprobs = torch.log_softmax(torch.randn(6, 300, generator=torch.Generator().manual_seed(top_k)) * 3, dim=-1)
+    full = filter_logprobs(logprobs, 0.6, top_k, top_p, min_p)
+    probs, ids = kept_distribution(logprobs, 0.6, top_k, top_p, min_p, max_topk=top_k)
+    dense = torch.zeros_like(logprobs).scatter(-1, ids, probs)
+    torch.testing.assert_close(dense, full.exp(), atol=1e-6, rtol=1e-5)
 
 
 def test_kept_distribution_applies_min_p_relative_to_the_top_and_caps_at_max_topk():

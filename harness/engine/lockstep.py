@@ -297,9 +297,9 @@ def _log_softmax(logits: Tensor, vocab_size: int | None = None) -> Tensor:
 def _check_step(decoder: Decoder, step: Step, num_rows: int) -> None:
     """A Step's per-row fields must cover the active rows (a wrong shape would mix rows up)."""
     fields = {"token_ids": step.token_ids, "soft_mask": step.soft_mask, "no_stop_mask": step.no_stop_mask,
-              "forced_ids": step.forced_ids, "soft_weights": step.soft_weights}
+              "forced_ids": step.forced_ids, "soft_weights": step.soft_weights, "soft_ids": step.soft_ids}
     for name, value in fields.items():
-        expected_ndim = 2 if name == "soft_weights" else 1
+        expected_ndim = 2 if name in ("soft_weights", "soft_ids") else 1
         if value is not None and (value.ndim != expected_ndim or value.shape[0] != num_rows):
             raise ValueError(
                 f"decoder {decoder.name!r}: Step.{name} has shape {tuple(value.shape)}; "
@@ -311,6 +311,8 @@ def _check_step(decoder: Decoder, step: Step, num_rows: int) -> None:
             raise ValueError(f"decoder {decoder.name!r}: Step.{name} must be a bool tensor; got {value.dtype}")
     if step.soft_mask is not None and step.soft_weights is None:
         raise ValueError(f"decoder {decoder.name!r}: Step.soft_mask is set without soft_weights to feed")
+    if step.soft_ids is not None and (step.soft_weights is None or step.soft_ids.shape != step.soft_weights.shape):
+        raise ValueError(f"decoder {decoder.name!r}: Step.soft_ids needs soft_weights of the same (B, k) shape")
     if step.state is not None:
         check_state(decoder, step.state, num_rows)
 
@@ -342,14 +344,15 @@ class _Inputs:
     """What the active rows feed next: each row its token, or a soft input where asked."""
 
     token_ids: Tensor  # (B,)
-    soft_weights: Tensor | None = None  # (B, V); None: every row feeds its token
+    soft_weights: Tensor | None = None  # (B, V), or (B, k) over soft_ids; None: every row feeds its token
     soft_mask: Tensor | None = None  # (B,) bool; None with soft_weights: every row is soft
+    soft_ids: Tensor | None = None  # (B, k) ids of sparse weights
 
     def select(self, rows: Tensor) -> _Inputs:
         def pick(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.index_select(0, rows.to(t.device))
 
-        return _Inputs(pick(self.token_ids), pick(self.soft_weights), pick(self.soft_mask))
+        return _Inputs(pick(self.token_ids), pick(self.soft_weights), pick(self.soft_mask), pick(self.soft_ids))
 
 
 def _next_inputs(step: Step) -> _Inputs:
@@ -360,17 +363,17 @@ def _next_inputs(step: Step) -> _Inputs:
     if step.forced_ids is not None:
         soft = soft & (step.forced_ids.to(soft.device) == NOT_FORCED)
     if bool(soft.all()):
-        return _Inputs(step.token_ids, step.soft_weights)
+        return _Inputs(step.token_ids, step.soft_weights, soft_ids=step.soft_ids)
     if not bool(soft.any()):
         return _Inputs(step.token_ids)
-    return _Inputs(step.token_ids, step.soft_weights, soft)
+    return _Inputs(step.token_ids, step.soft_weights, soft, step.soft_ids)
 
 
 def _advance(batch: StreamBatch, inputs: _Inputs, copies: int) -> Tensor:
     """One forward of `batch`, whose `copies` streams of each row all take the row's input."""
     if inputs.soft_weights is None:
         return batch.advance(token_ids=inputs.token_ids.repeat(copies))
-    embeds = batch.soft_embeddings(inputs.soft_weights)
+    embeds = batch.soft_embeddings(inputs.soft_weights, inputs.soft_ids)
     if inputs.soft_mask is not None:
         # Token rows get the model's own embedding of their token, soft rows `weights @ E`.
         embeds = torch.where(inputs.soft_mask.to(embeds.device)[:, None], embeds,

@@ -138,16 +138,22 @@ class StreamBatch:
         """(rows,) ids -> (rows, H): the model's own input for those tokens."""
         return self.model.get_input_embeddings()(token_ids.to(self.device))
 
-    def soft_embeddings(self, weights: Tensor) -> Tensor:
-        """(rows, V) weights over the vocabulary -> (rows, H) = weights @ E.
+    def soft_embeddings(self, weights: Tensor, ids: Tensor | None = None) -> Tensor:
+        """(rows, V) weights over the vocabulary -> (rows, H) = weights @ E; with `ids`,
+        (rows, k) weights over those ids -> the same sum over k gathered rows of E.
 
         Embedding layers that scale their output (Gemma's) scale soft inputs alike, so a
         one-hot weight vector gives the token's own input.
         """
         layer = self.model.get_input_embeddings()
         table = layer.weight
-        vocab = min(weights.shape[-1], table.shape[0])
-        embeds = weights[:, :vocab].to(table.device, table.dtype) @ table[:vocab]
+        if ids is not None:
+            # k rows of E per row instead of a (V, H) product: most of a soft step's cost otherwise.
+            rows = table[ids.to(table.device)]  # (rows, k, H)
+            embeds = (weights.to(table.device, table.dtype)[:, :, None] * rows).sum(dim=1)
+        else:
+            vocab = min(weights.shape[-1], table.shape[0])
+            embeds = weights[:, :vocab].to(table.device, table.dtype) @ table[:vocab]
         scale = getattr(layer, "embed_scale", None)
         return embeds if scale is None else embeds * torch.as_tensor(scale, dtype=embeds.dtype, device=embeds.device)
 
