@@ -191,7 +191,7 @@ def _print_report(report) -> None:
     for line in report.notes:
         print(f"note: {line}")
     print(f"report: {report.html}")
-    print(f"tables: {report.summary_csv}, {report.samples_csv}")
+    print(f"tables: {report.summary_csv}, {report.samples_csv}, {report.comparisons_csv}")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

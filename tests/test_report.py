@@ -163,10 +163,10 @@ def test_markup_in_model_outputs_and_config_is_escaped(report):
 def test_page_is_self_contained_with_every_figure(report):
     folder, _ = report
     html = (folder / "report.html").read_text()
-    assert html.count('<img class="figure"') == 5
+    assert html.count('<img class="figure"') == 6  # all but the variant and soft-thinking figures
     assert "http://" not in html and "https://" not in html  # nothing fetched: works offline
     for name in ("Accuracy vs lambda", "Divergences vs lambda", "Cost against greedy", "Fixes and breaks vs lambda",
-                 "Accuracy against cost"):
+                 "Accuracy against cost", "Paired differences against greedy"):
         assert name in html
 
 
@@ -183,7 +183,7 @@ def test_report_of_a_plain_run_folder_leaves_out_lambda_figures(tmp_path, capsys
     summary = pd.read_csv(folder / "summary.csv")
     assert list(summary["decoder_label"]) == ["greedy", "greedy"] and list(summary["n"]) == [6, 6]
     html = (folder / "report.html").read_text()
-    assert html.count('<img class="figure"') == 1 and "6 figure(s) left out" in html
+    assert html.count('<img class="figure"') == 1 and "7 figure(s) left out" in html
 
 
 def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):
@@ -198,3 +198,17 @@ def test_report_skips_a_torn_last_line(tmp_path):
     with (folder / "samples.jsonl").open("a") as f:
         f.write('{"key": "torn", "mod')
     assert write_report(folder).summary["n"].sum() == len(records)
+
+
+def test_comparisons_csv_pairs_every_variant_with_the_reference(report):
+    folder, _ = report
+    table = pd.read_csv(folder / "comparisons.csv")
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(table["reference"]) == {"greedy"} and "greedy" not in set(table["decoder_label"])
+    assert len(table) == len(summary) - summary["decoder_label"].eq("greedy").sum()
+    assert (table["accuracy_diff_lo"] <= table["accuracy_diff"]).all()
+    assert (table["accuracy_diff"] <= table["accuracy_diff_hi"]).all()
+    assert table["mcnemar_p"].between(0, 1).all() and (table["pairs"] > 0).all()
+    merged = summary.dropna(subset=["accuracy_diff"]).merge(table, on=["env_label", "decoder_label", "lambda",
+                                                                       "feedback_policy"], suffixes=("", "_c"))
+    assert len(merged) == len(table) and (merged["accuracy_diff"] == merged["accuracy_diff_c"]).all()

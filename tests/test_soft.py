@@ -248,6 +248,6 @@ def test_a_sweep_grids_over_tau_max_topk_and_mode_and_reports_them(tiny_model_di
     assert sorted(summary.loc[summary["decoder"] == "gumbel", "variant"]) == ["tau=0.1", "tau=1.0"]
     html = (out / "report.html").read_text()
     assert "Accuracy vs each variant" in html and "Soft thinking" in html
-    assert "figure(s) left out" in html and f"{FIGURES - 5} figure(s)" in html  # no lambda, no first attempts
+    assert f"{FIGURES - 6} figure(s) left out" in html  # nothing mixes contexts: no divergences, no first attempts
     again = run_sweep(parse_config(data), out, progress=False, write_report=False)
     assert again.new == 0

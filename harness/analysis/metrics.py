@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from harness.analysis.paired import compare_to_reference
 from harness.methods.base import variant_key
 
 GROUP_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
@@ -25,6 +26,8 @@ THINK_ENDS = [("marker_end_rate", "marker"), ("budget_end_rate", "budget"), ("co
               ("eos_end_rate", "eos")]
 STAGE_FIELDS = ["stage1_s", "feedback_s", "reflection_s", "compress_s"]
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+# From the paired comparison with the reference (harness.analysis.paired), per group.
+PAIRED_COLUMNS = ["accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses", "mcnemar_p"]
 
 # Column order of `summarize`'s table (and of summary.csv).
 SUMMARY_COLUMNS = [
@@ -34,6 +37,7 @@ SUMMARY_COLUMNS = [
     "latency_p50_s", "latency_p95_s", "s_per_token", "cost_s", "overhead_vs_greedy",
     "new_tokens_mean", "new_tokens_total", "format_failure_rate",
     *STAT_COLUMNS, *SOFT_COLUMNS, *(column for column, _ in THINK_ENDS),
+    *PAIRED_COLUMNS,
 ]
 
 
@@ -97,6 +101,10 @@ def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None
         rows.append(dict(zip(GROUP_COLUMNS, key, strict=True)) | group_metrics(group, seed=seed))
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     table["overhead_vs_greedy"] = overhead_vs_reference(table, reference)
+    paired = {_side(row): row for _, row in compare_to_reference(df, reference, seed=seed).iterrows()}
+    for column in PAIRED_COLUMNS:
+        table[column] = [paired[_side(row)][column] if _side(row) in paired else math.nan
+                         for _, row in table.iterrows()]
     for column in ("lambda", "feedback_policy", "variant"):
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
@@ -185,6 +193,11 @@ def overhead_vs_reference(table: pd.DataFrame, reference: str | None) -> pd.Seri
         base = ref.get((row["model"], row["env_label"]), math.nan)
         ratios.append(row["cost_s"] / base if base and not math.isnan(base) else math.nan)
     return pd.Series(ratios, index=table.index, dtype=float)
+
+
+def _side(row) -> tuple:
+    """A group's identity with missing values made comparable (NaN != NaN)."""
+    return tuple(None if pd.isna(row[c]) else row[c] for c in GROUP_COLUMNS)
 
 
 def _variant_label(variant) -> str | None:

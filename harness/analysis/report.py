@@ -25,18 +25,20 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
 from harness.analysis import metrics  # noqa: E402
+from harness.analysis.paired import compare_to_reference, pareto_front  # noqa: E402
 from harness.runs.output_paths import write_all_atomically  # noqa: E402
 from harness.runs.record_grid import grid_of  # noqa: E402
 from harness.runs.store import RunDir, StoreContents  # noqa: E402
 
 TEMPLATES = Path(__file__).parent / "templates"
 SUMMARY_FILE, SAMPLES_CSV, HTML_FILE = "summary.csv", "samples.csv", "report.html"
+COMPARISONS_CSV = "comparisons.csv"
 # What the per-sample browser shows; long texts are cut for the page (samples.csv has them whole).
 BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed", "problem_id",
                   "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
                   "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
-FIGURES = 7  # figures a sweep with every kind of decoder gets
+FIGURES = 8  # figures a sweep with every kind of decoder gets
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Report:
     html: Path
     summary: pd.DataFrame
     notes: tuple[str, ...] = ()  # lines skipped, duplicates ignored, an incomplete sweep: also shown on the page
+    comparisons_csv: Path | None = None
 
 
 def read_folder(run_dir: str | Path) -> tuple[pd.DataFrame, StoreContents, dict]:
@@ -87,11 +90,15 @@ def write_report(run_dir: str | Path, seed: int = 0) -> Report:
                                        if contents.progress_note() else ())
     reference = reference_label(spec)
     summary = metrics.summarize(records, seed=seed, reference=reference)
-    html = render_html(summary, metrics.normalize(records), spec, title=folder.name, notes=notes, reference=reference)
-    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, notes)
+    comparisons = compare_to_reference(metrics.normalize(records), reference, seed=seed)
+    html = render_html(summary, metrics.normalize(records), spec, title=folder.name, notes=notes, reference=reference,
+                       comparisons=comparisons)
+    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, notes,
+                   folder / COMPARISONS_CSV)
     write_all_atomically({
         paths.summary_csv: summary.to_csv(index=False),
         paths.samples_csv: _flat(records).to_csv(index=False),
+        paths.comparisons_csv: comparisons.to_csv(index=False),
         paths.html: html,
     })
     return paths
@@ -108,13 +115,16 @@ def reference_label(spec: dict) -> str | None:
 
 
 def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str, notes=(),
-                reference: str | None = None) -> str:
+                reference: str | None = None, comparisons: pd.DataFrame | None = None) -> str:
     """The report page as one string (see the module docstring)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     figures = [fig for fig in (
         ("Accuracy vs lambda", accuracy_figure(summary, reference),
          "Strict accuracy with 95% Wilson intervals; decoders without lambda are horizontal lines "
          f"(the reference, {reference or 'none'}, dashed)."),
+        (f"Paired differences against {reference}", forest_figure(comparisons),
+         f"Accuracy minus {reference}'s on the same problems (seeds pooled as separate problems), with a paired "
+         "bootstrap 95% interval; * marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."),
         ("Accuracy vs each variant", variant_figure(summary, reference),
          "Strict accuracy with 95% Wilson intervals along each variant axis other than lambda (Gumbel's tau, "
          f"self-consistency's n); the reference, {reference or 'none'}, dashed."),
@@ -130,7 +140,8 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
          "Fraction of answers turned wrong->right (fix) and right->wrong (break) against the first attempt."),
         ("Accuracy against cost", accuracy_cost_figure(summary, reference),
          f"Each group's accuracy (95% Wilson interval) at its compute per answer relative to {reference}'s: "
-         "methods at equal cost stand one above the other (e.g. ReDuMix beside self-consistency)."),
+         "methods at equal cost stand one above the other (e.g. ReDuMix beside self-consistency); the dashed "
+         "line is the Pareto frontier, the groups no other beats on both."),
     ) if fig[1] is not None]
     columns = [c for c in metrics.SUMMARY_COLUMNS if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
@@ -221,6 +232,25 @@ def variant_figure(summary: pd.DataFrame, reference: str | None = None) -> str |
     return _png(fig)
 
 
+def forest_figure(comparisons: pd.DataFrame | None) -> str | None:
+    if comparisons is None or comparisons["accuracy_diff"].notna().sum() == 0:
+        return None
+    panels = [(f"{env} ({Path(str(model)).name})", panel)
+              for (model, env), panel in comparisons.groupby(["model", "env_label"], sort=True)]
+    fig, axes = _panels(len(panels), cols=1, width=9, height=0.9 + 0.32 * max(len(p) for _, p in panels))
+    for ax, (title, panel) in zip(axes, panels, strict=False):
+        y = list(range(len(panel)))[::-1]
+        err = [panel["accuracy_diff"] - panel["accuracy_diff_lo"], panel["accuracy_diff_hi"] - panel["accuracy_diff"]]
+        ax.errorbar(panel["accuracy_diff"], y, xerr=err, fmt="o", capsize=3)
+        ax.axvline(0.0, color="black", linestyle="--", linewidth=1)
+        labels = [f"{_group_label(row)}{' *' if row['mcnemar_p'] < 0.05 else ''}  (+{row['wins']}/-{row['losses']})"
+                  for _, row in panel.iterrows()]
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.set(title=title, xlabel="accuracy difference (paired)", xlim=(-1.02, 1.02))
+    fig.tight_layout()
+    return _png(fig)
+
+
 def soft_figure(summary: pd.DataFrame) -> str | None:
     panels = [(t, p[p["effective_tokens_mean"].notna()]) for t, p in _series(summary)
               if p["effective_tokens_mean"].notna().any()]
@@ -291,7 +321,8 @@ def fix_break_figure(summary: pd.DataFrame) -> str | None:
 
 
 def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | None:
-    """Accuracy against compute per answer (relative to the reference), one point per group."""
+    """Accuracy against compute per answer (relative to the reference), one point per group, with
+    the Pareto frontier (no other group both cheaper and more accurate) drawn through them."""
     panels = [(t, p) for t, p in _series(summary) if p["overhead_vs_greedy"].notna().sum() >= 2]
     if not panels:
         return None
@@ -307,6 +338,9 @@ def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | 
             err = [[row["accuracy"] - row["accuracy_lo"]], [row["accuracy_hi"] - row["accuracy"]]]
             ax.errorbar(cost * nudge, row["accuracy"], yerr=err, fmt="o", capsize=3,
                         color="black" if row["decoder_label"] == reference else None, label=_group_label(row))
+        front = pareto_front(panel["overhead_vs_greedy"].tolist(), panel["accuracy"].tolist())
+        ax.step(panel["overhead_vs_greedy"].iloc[front], panel["accuracy"].iloc[front], where="post", color="grey",
+                linestyle="--", linewidth=1, label="frontier")
         ax.set(title=title, xlabel=f"compute per answer / {reference}'s (log scale)", ylabel="accuracy",
                ylim=(-0.02, 1.02))
         ax.set_xscale("log")

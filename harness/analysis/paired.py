@@ -1,0 +1,95 @@
+"""Paired comparisons against the reference decoder, on the problems both answered.
+
+Two decoders that answered the same problems are compared problem by problem, which is
+what overlapping per-decoder intervals cannot do: the accuracy difference with a seeded
+paired-bootstrap interval, McNemar's exact test on the discordant pairs (a two-sided
+binomial test of wins against losses), and the same difference for `score` with a
+Wilcoxon signed-rank test. A pair is (model, env, problem, seed): seeds pool as
+separate problems. Everything here is a pure function of the records.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, wilcoxon
+
+# What identifies one answer's problem, across decoders of a sweep.
+PAIR_COLUMNS = ["model", "env_label", "problem_id", "seed"]
+# A variant of a decoder: one side of a comparison.
+SIDE_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
+COMPARISON_COLUMNS = [
+    *SIDE_COLUMNS, "reference", "pairs", "accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses",
+    "mcnemar_p", "score_diff", "score_diff_lo", "score_diff_hi", "wilcoxon_p",
+]
+
+
+def paired_difference(a, b, seed: int = 0, resamples: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean of a - b, percentile-bootstrap interval) over pairs resampled together."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if diff.size == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return (float(diff.mean()), float(lo), float(hi))
+
+
+def mcnemar_exact(a_correct, b_correct) -> tuple[int, int, float]:
+    """(wins: a right and b wrong, losses: a wrong and b right, exact two-sided p-value)."""
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    wins, losses = int((a & ~b).sum()), int((~a & b).sum())
+    if wins + losses == 0:
+        return (0, 0, 1.0)
+    return (wins, losses, float(binomtest(wins, wins + losses, 0.5).pvalue))
+
+
+def signed_rank_p(a, b) -> float:
+    """Wilcoxon signed-rank p-value of paired scores; 1.0 when every pair ties."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if not np.any(diff != 0):
+        return 1.0
+    return float(wilcoxon(diff, zero_method="zsplit").pvalue)
+
+
+def compare_to_reference(records: pd.DataFrame, reference: str | None, seed: int = 0) -> pd.DataFrame:
+    """One row per decoder variant against the reference on the same (model, env), on the
+    problems both answered (see the module docstring). Empty without a reference.
+
+    `records` must carry the summary's group columns (`metrics.normalize` fills them).
+    """
+    if reference is None or not set(PAIR_COLUMNS) <= set(records.columns):
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    is_reference = ((records["decoder_label"] == reference) & records["lambda"].isna()
+                    & records["variant"].isna() & records["feedback_policy"].isna())
+    base = records[is_reference].drop_duplicates(PAIR_COLUMNS)[[*PAIR_COLUMNS, "correct", "score"]]
+    rows = []
+    for key, group in records[~is_reference].groupby(SIDE_COLUMNS, dropna=False, sort=True):
+        joined = group.drop_duplicates(PAIR_COLUMNS).merge(base, on=PAIR_COLUMNS, suffixes=("", "_ref"))
+        ours, theirs = joined["correct"].astype(bool), joined["correct_ref"].astype(bool)
+        diff, lo, hi = paired_difference(ours, theirs, seed=seed)
+        wins, losses, p = mcnemar_exact(ours, theirs)
+        sdiff, slo, shi = paired_difference(joined["score"], joined["score_ref"], seed=seed)
+        rows.append(dict(zip(SIDE_COLUMNS, key, strict=True)) | {
+            "reference": reference, "pairs": len(joined), "accuracy_diff": diff, "accuracy_diff_lo": lo,
+            "accuracy_diff_hi": hi, "wins": wins, "losses": losses, "mcnemar_p": p, "score_diff": sdiff,
+            "score_diff_lo": slo, "score_diff_hi": shi,
+            "wilcoxon_p": signed_rank_p(joined["score"], joined["score_ref"]) if len(joined) else math.nan,
+        })
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for column in ("lambda", "feedback_policy", "variant"):
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
+    return table
+
+
+def pareto_front(costs, accuracies) -> list[int]:
+    """Indices of the non-dominated points: no other point costs no more and scores no less,
+    with one of the two strictly better. Sorted by cost."""
+    points = list(zip(costs, accuracies, strict=True))
+    front = [i for i, (c, a) in enumerate(points)
+             if not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for c2, a2 in points)]
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
