@@ -22,6 +22,7 @@ from torch import Tensor
 from decoders.base import Step
 from decoders.mix_step import MixtureStep
 from decoders.registry import get_decoder, register_decoder
+from decoders.sampling import check_truncation
 from envs.feedback import check_policy_name
 
 DEFAULT_REFLECT_PROMPT = (
@@ -104,10 +105,7 @@ class ReDuMix:
         check_policy_name(self.feedback)
         if not self.temperature > 0:
             raise ValueError(f"temperature (={self.temperature}) must be > 0; use sample=false for greedy")
-        if self.top_k < 0:
-            raise ValueError(f"top_k (={self.top_k}) must be >= 0; use 0 to keep every token")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p (={self.top_p}) must be in (0, 1]; use 1.0 to turn it off")
+        check_truncation(self.top_k, self.top_p, 0.0)
         if not self.stage1_temperature > 0:
             raise ValueError(
                 f"stage1_temperature (={self.stage1_temperature}) must be > 0; use stage1_sample=false for greedy"

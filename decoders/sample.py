@@ -11,7 +11,7 @@ from torch import Tensor
 
 from decoders.base import Step
 from decoders.registry import register_decoder
-from decoders.sampling import draw, filter_logprobs
+from decoders.sampling import check_truncation, draw, filter_logprobs
 
 
 @register_decoder("sample")
@@ -30,12 +30,7 @@ class Sample:
                 f"temperature (={self.temperature}) must be > 0; "
                 "for deterministic decoding use decoder 'greedy'"
             )
-        if self.top_k < 0:
-            raise ValueError(f"top_k (={self.top_k}) must be >= 0; use 0 to keep every token")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p (={self.top_p}) must be in (0, 1]; use 1.0 to turn it off")
-        if not 0.0 <= self.min_p < 1.0:
-            raise ValueError(f"min_p (={self.min_p}) must be in [0, 1); use 0 to turn it off")
+        check_truncation(self.top_k, self.top_p, self.min_p)
 
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
         filtered = filter_logprobs(logprobs[0], self.temperature, self.top_k, self.top_p, self.min_p)

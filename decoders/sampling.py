@@ -39,6 +39,16 @@ def filter_logprobs(
     return torch.log_softmax(out, dim=-1)
 
 
+def check_truncation(top_k: int, top_p: float, min_p: float) -> None:
+    """Refuse truncation settings `filter_logprobs` cannot apply, naming the parameter and the fix."""
+    if top_k < 0:
+        raise ValueError(f"top_k (={top_k}) must be >= 0; use 0 to keep every token")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p (={top_p}) must be in (0, 1]; use 1.0 to turn it off")
+    if not 0.0 <= min_p < 1.0:
+        raise ValueError(f"min_p (={min_p}) must be in [0, 1); use 0 to turn it off")
+
+
 def draw(logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:
     """(B, V) log-probs -> (B,) token ids, row i drawn with its own generator rngs[i].
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from decoders.base import NOT_FORCED, RowState, Step
-from decoders.sampling import draw, filter_logprobs
+from decoders.sampling import check_truncation, draw, filter_logprobs
 from decoders.soft_weights import entropy, kept_from_tempered, weight_statistics
 
 THINK_MARKER = "</think>"  # reasoning models' end of thinking
@@ -73,12 +73,7 @@ class ThinkingDecoder:
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature (={self.temperature}) must be > 0; e.g. temperature=0.6")
-        if self.top_k < 0:
-            raise ValueError(f"top_k (={self.top_k}) must be >= 0; use 0 to keep every token")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p (={self.top_p}) must be in (0, 1]; use 1.0 to turn it off")
-        if not 0.0 <= self.min_p < 1.0:
-            raise ValueError(f"min_p (={self.min_p}) must be in [0, 1); use 0 to turn it off")
+        check_truncation(self.top_k, self.top_p, self.min_p)
         if isinstance(self.max_topk, bool) or not isinstance(self.max_topk, int) or self.max_topk < 1:
             raise ValueError(f"max_topk (={self.max_topk!r}) must be a whole number >= 1 (tokens mixed); "
                              "e.g. max_topk=10, or 1 for one-hot inputs")

@@ -97,7 +97,7 @@ def test_report_loads_without_errors_and_figures_render(page, tmp_path):
     result = json.loads(raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&"))
 
     assert result["errors"] == []
-    assert len(result["figures"]) == 5
+    assert len(result["figures"]) == 6  # the synthetic sweep has no variant axis and no soft decoder
     for figure in result["figures"]:
         assert figure["width"] > 200 and figure["height"] > 200
         assert figure["colours"] > 3, "a figure is blank"
