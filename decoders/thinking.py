@@ -151,12 +151,20 @@ class ThinkingDecoder:
         state = {k: v.to(device) for k, v in state.items()}
         tempered = torch.log_softmax(lp / self.temperature, dim=-1)
         probs, ids = kept_from_tempered(tempered, self.top_k, self.top_p, self.min_p, self.max_topk)
-        weights, position = self.mix(probs, rngs)
+        thinking, forcing, steps = state["thinking"], state["forcing"], state["steps"]
+        # Each row draws only for its own phase: no mixing noise once it answers, no answer draw while
+        # it thinks. That saves the work, and a row's draws still depend on nothing but the row.
+        weights, position = probs.clone(), torch.zeros(len(lp), dtype=torch.long, device=device)
+        rows = thinking.nonzero().squeeze(-1)
+        if len(rows):
+            weights[rows], position[rows] = self.mix(probs[rows], [rngs[i] for i in rows.tolist()])
         think_token = ids.gather(1, position[:, None])[:, 0]
-        answer_token = self._answer_tokens(lp, rngs)
+        answer_token = lp.argmax(dim=-1)
+        rows = (~thinking).nonzero().squeeze(-1)
+        if len(rows) and self.after_thinking_temperature > 0:
+            answer_token[rows] = self._sampled_answers(lp[rows], [rngs[i] for i in rows.tolist()])
         full_entropy = entropy(tempered)
 
-        thinking, forcing, steps = state["thinking"], state["forcing"], state["steps"]
         cold = torch.where(thinking & (full_entropy < self._cold_stop), state["cold"] + 1, 0)
         free = thinking & (forcing < 0)
         budget = free & (self.max_think_tokens > 0) & (state["think_steps"] >= self.max_think_tokens)
@@ -194,9 +202,7 @@ class ThinkingDecoder:
         return Step(token_ids=tokens, soft_weights=weights, soft_ids=ids, soft_mask=soft, no_stop_mask=thinking,
                     forced_ids=forced_ids if bool(is_forced.any()) else None, state=new_state, stats=stats)
 
-    def _answer_tokens(self, lp: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:
-        if self.after_thinking_temperature == 0:
-            return lp.argmax(dim=-1)
+    def _sampled_answers(self, lp: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:
         filtered = filter_logprobs(lp, self.after_thinking_temperature, self.after_thinking_top_k,
                                    self.after_thinking_top_p)
         return draw(filtered, rngs)

@@ -128,10 +128,12 @@ def test_kept_distribution_applies_min_p_relative_to_the_top_and_caps_at_max_top
 
 
 def test_rows_that_stop_thinking_at_different_steps_decode_as_each_alone(loaded, env):
-    batched = _solve(loaded, env, "soft", STAGGERED | {"mode": "dirichlet"}, n=6)
+    # Dirichlet draws while thinking, sampled answers after: each row's draws are its own.
+    config = STAGGERED | {"mode": "dirichlet", "after_thinking_temperature": "1.0"}
+    batched = _solve(loaded, env, "soft", config, n=6)
     assert len({a.extras["think_end_step"] for a in batched}) >= 3  # the rows really switch apart
     for i, attempt in enumerate(batched):
-        alone = get_method("soft", **STAGGERED, mode="dirichlet").solve(
+        alone = get_method("soft", **config).solve(
             env, {"policy": loaded}, [attempt.problem], Generation(max_new_tokens=24, stop=(), seed=0))[0]
         assert alone.row.token_ids == attempt.row.token_ids, i
         for key, value in attempt.extras.items():  # means differ in the last digit at most (batched sums)

@@ -14,10 +14,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.analysis.paired import compare_to_reference
+from harness.analysis.paired import SIDE_COLUMNS, compare_to_reference
 from harness.methods.base import variant_key
 
-GROUP_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
+GROUP_COLUMNS = SIDE_COLUMNS  # a group is one side of a paired comparison
 STAT_COLUMNS = ["kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree"]
 # Soft decoders' per-record means (decoders.thinking.summarize_thinking), averaged per group.
 SOFT_COLUMNS = ["think_steps", "entropy_mean", "weights_entropy_mean", "effective_tokens_mean", "top1_weight_mean"]
@@ -89,11 +89,13 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None) -> pd.DataFrame:
+def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None,
+              comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per group with every metric (see SUMMARY_COLUMNS); `seed` drives the bootstrap.
 
     `reference`: the decoder label that "cost against" divides by (overhead_vs_greedy keeps its
     name; the reference is greedy unless the sweep says otherwise); None leaves it empty.
+    `comparisons`: `paired.compare_to_reference` of these records, when the caller has it already.
     """
     df = normalize(records)
     rows = []
@@ -101,7 +103,9 @@ def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None
         rows.append(dict(zip(GROUP_COLUMNS, key, strict=True)) | group_metrics(group, seed=seed))
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     table["overhead_vs_greedy"] = overhead_vs_reference(table, reference)
-    paired = {_side(row): row for _, row in compare_to_reference(df, reference, seed=seed).iterrows()}
+    if comparisons is None:
+        comparisons = compare_to_reference(df, reference, seed=seed)
+    paired = {_side(row): row for _, row in comparisons.iterrows()}
     for column in PAIRED_COLUMNS:
         table[column] = [paired[_side(row)][column] if _side(row) in paired else math.nan
                          for _, row in table.iterrows()]

@@ -18,7 +18,7 @@ from scipy.stats import binomtest, wilcoxon
 
 # What identifies one answer's problem, across decoders of a sweep.
 PAIR_COLUMNS = ["model", "env_label", "problem_id", "seed"]
-# A variant of a decoder: one side of a comparison.
+# A variant of a decoder: one side of a comparison (and one group of the summary).
 SIDE_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
 COMPARISON_COLUMNS = [
     *SIDE_COLUMNS, "reference", "pairs", "accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses",

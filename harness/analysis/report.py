@@ -89,9 +89,10 @@ def write_report(run_dir: str | Path, seed: int = 0) -> Report:
     notes = tuple(contents.notes()) + ((contents.progress_note() + " (run the same command again to finish)",)
                                        if contents.progress_note() else ())
     reference = reference_label(spec)
-    summary = metrics.summarize(records, seed=seed, reference=reference)
-    comparisons = compare_to_reference(metrics.normalize(records), reference, seed=seed)
-    html = render_html(summary, metrics.normalize(records), spec, title=folder.name, notes=notes, reference=reference,
+    table = metrics.normalize(records)
+    comparisons = compare_to_reference(table, reference, seed=seed)
+    summary = metrics.summarize(records, seed=seed, reference=reference, comparisons=comparisons)
+    html = render_html(summary, table, spec, title=folder.name, notes=notes, reference=reference,
                        comparisons=comparisons)
     paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, notes,
                    folder / COMPARISONS_CSV)
@@ -211,9 +212,11 @@ def _variant_lines(panel: pd.DataFrame):
 
 
 def variant_figure(summary: pd.DataFrame, reference: str | None = None) -> str | None:
-    panels = [(f"{title}: {axis}", panel, [(n, line) for a, n, line in _variant_lines(panel) if a == axis])
-              for title, panel in _series(summary)
-              for axis in sorted({a for a, _, _ in _variant_lines(panel)})]
+    panels = []
+    for title, panel in _series(summary):
+        lines = _variant_lines(panel)
+        for axis in sorted({a for a, _, _ in lines}):
+            panels.append((f"{title}: {axis}", panel, [(name, line) for a, name, line in lines if a == axis]))
     if not panels:
         return None
     fig, axes = _panels(len(panels))

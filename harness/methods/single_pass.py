@@ -75,7 +75,7 @@ class SinglePass(DecoderMethod):
             for user, row in zip(users, rows, strict=True):
                 cache.answers[answer_key(loaded.name, user, gen.max_new_tokens, gen.stop, decoder)] = (row.text, share)
         summarize = getattr(decoder, "summarize_steps", None)
-        config = self.config() | ({k: v for k, v in variant.items()} if variant else {})
+        config = self.config() | variant  # the value this variant decoded with (tau=0.5, not the list)
         attempts = []
         for i, (p, prompt, row) in enumerate(zip(problems, prompts, rows, strict=True)):
             steps = collected.rows[i]
