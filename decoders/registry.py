@@ -150,4 +150,4 @@ def as_mapping(decoder) -> Mapping[str, Any]:
 
 def _load_builtin_decoders() -> None:
     # Importing the modules runs their @register_decoder decorators.
-    from decoders import greedy, gumbel, redumix, sample, self_consistency, soft  # noqa: F401
+    from decoders import dera, greedy, gumbel, redumix, sample, self_consistency, soft  # noqa: F401

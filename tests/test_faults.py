@@ -21,8 +21,7 @@ import yaml
 
 from harness.analysis import metrics
 from harness.cli import main
-from harness.runs import executor as executor_module
-from harness.runs import runner
+from harness.engine import model_pool
 from harness.runs.folder_lock import LOCK_FILE, folder_locked
 from harness.runs.record_grid import sweep_grid
 from harness.runs.sweep import run_sweep
@@ -259,7 +258,7 @@ def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path, tiny_model
     (["--threads", "-1"], ["--threads (=-1) must be 1 or more"]),
 ])
 def test_a_setting_given_twice_or_out_of_range_is_refused(tmp_path, capsys, monkeypatch, args, needles):
-    monkeypatch.setattr(runner, "load_model", _must_not_load)
+    monkeypatch.setattr(model_pool, "load_model", _must_not_load)
     base = ["run", "--env", "basic_arithmetic", "--decoder", "redumix", "--out", str(tmp_path / "o")]
     assert main(base + args) == 2
     _one_line_error(capsys.readouterr().err, *needles)
@@ -339,8 +338,8 @@ def _must_not_load(*_args, **_kwargs):
 
 @pytest.fixture
 def no_loading(monkeypatch):
-    monkeypatch.setattr(runner, "load_model", _must_not_load)
-    monkeypatch.setattr(executor_module, "load_model", _must_not_load)
+    # Every run and sweep loads its models through the pool.
+    monkeypatch.setattr(model_pool, "load_model", _must_not_load)
 
 
 def test_out_that_cannot_be_a_folder_is_refused_before_loading(tmp_path, finished, capsys, no_loading):

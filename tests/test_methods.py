@@ -31,7 +31,9 @@ FIELDS = ["problem_id", "lambda", "completion", "answer", "score", "correct", "f
           "feedback", "reflection"]
 # Settings each decoder needs on the tiny model (short stage prompts keep x2 in its window).
 # Methods with variants run two of them, so the contract covers variants sharing one call.
-CONFIGS = {"redumix": {"lam": "0,1", "feedback": "binary", **SHORT}, "self_consistency": {"n": "1,2"}}
+# DeRa's aligned model is the run's own model here (its tests pair two different ones).
+CONFIGS = {"redumix": {"lam": "0,1", "feedback": "binary", **SHORT}, "self_consistency": {"n": "1,2"},
+           "dera": {"lam": "0,1.5", "aligned": "smollm2-135m"}}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,7 +62,7 @@ def test_outputs_are_those_from_before_the_method_layer(loaded, tmp_path):
 def test_every_decoder_runs_as_a_method_with_common_records_resume_and_seed(loaded, tmp_path, decoder):
     config = CONFIGS.get(decoder, {})
     method = get_method(decoder, **config)
-    assert method.roles() == ("policy",) and method.variants()
+    assert method.variants() and set(method.role_models()) == set(method.roles())
     full = _run(loaded, tmp_path / "a", decoder, config)
     assert len(full) == 4 * len(method.variants())
     for record in full:
@@ -102,7 +104,7 @@ def test_skip_leaves_out_exactly_the_pairs_asked(loaded, decoder):
     problems = env.problems(2, 0)
     variants = [variant_key(v) for v in method.variants()]
     skip = {(problems[0].problem_id, variants[0])}
-    attempts = method.solve(env, {"policy": loaded}, problems, Generation(max_new_tokens=6, stop=(), seed=0),
+    attempts = method.solve(env, dict.fromkeys(method.roles(), loaded), problems, Generation(max_new_tokens=6, stop=(), seed=0),
                             skip=skip, cache=MethodCache())
     made = {(a.problem.problem_id, a.variant_key) for a in attempts}
     assert made == {(p.problem_id, v) for p in problems for v in variants} - skip

@@ -17,8 +17,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    chars = string.ascii_letters + string.digits + string.punctuation + " \n"
+CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
+
+
+def tiny_tokenizer(chars: str = CHARS) -> PreTrainedTokenizerFast:
+    """One token per character of `chars` (ids in that order, after the special tokens)."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS + list(chars))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
@@ -33,10 +36,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_model(
-    seed: int = 0, dtype: torch.dtype = torch.float32, init_std: float = 0.3
+    seed: int = 0, dtype: torch.dtype = torch.float32, init_std: float = 0.3, chars: str = CHARS
 ) -> LoadedModel:
-    """A 2-layer Llama over `tiny_tokenizer`'s vocabulary; `init_std` sets how peaked it is."""
-    tok = tiny_tokenizer()
+    """A 2-layer Llama over `tiny_tokenizer(chars)`'s vocabulary; `init_std` sets how peaked it is."""
+    tok = tiny_tokenizer(chars)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=32,

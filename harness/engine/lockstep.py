@@ -216,9 +216,10 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def check_vocabularies(models: Sequence[LoadedModel]) -> None:
+def check_vocabularies(models: Sequence[LoadedModel], labels: Sequence[str] | None = None) -> None:
     """Refuse models whose tokenizers map tokens to ids differently: their streams
-    would record and mix different tokens under one id.
+    would record and mix different tokens under one id. `labels` name the models in
+    the message (default: their names).
 
     Raises:
         ValueError: naming the first ids on which two models differ.
@@ -232,7 +233,7 @@ def check_vocabularies(models: Sequence[LoadedModel]) -> None:
             continue
         vocab = other.tokenizer.get_vocab()
         if vocab != reference:
-            a, b = _model_label(models, 0), _model_label(models, i)
+            a, b = (labels[0], labels[i]) if labels else (_model_label(models, 0), _model_label(models, i))
             raise ValueError(
                 f"models disagree on the vocabulary ({len(reference)} tokens in {a}, {len(vocab)} in {b}): "
                 f"{_vocabulary_differences(reference, vocab, a, b)}; mixing needs one tokenizer for all models"

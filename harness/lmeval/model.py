@@ -40,11 +40,12 @@ from tqdm.auto import tqdm
 from decoders import get_decoder
 from envs import Problem, Verdict, extract_answer
 from harness.engine.loglikelihood import ContinuationScore, score_continuations, score_rows
+from harness.engine.model_pool import ModelPool
 from harness.engine.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
 from harness.engine.prompts import encode, render_chat
 from harness.lmeval import tasks as lm_eval_tasks
 from harness.methods import Generation, MethodCache, method_of
-from harness.methods.base import is_deterministic
+from harness.methods.base import is_deterministic, role_model_names
 from harness.methods.redumix import stage_cache
 
 MODEL_NAME = "redumix"
@@ -97,11 +98,15 @@ class RedumixLM(LM):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed (={seed!r}) must be an integer, e.g. seed=0")
         self.seed = seed
+        self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
+        method_of(self.decoder).check_settings(self.max_gen_toks)
         self.loaded = loaded if loaded is not None else load_model(str(model), dtype=dtype, device=device or "cpu")
+        # The method's models by role: `model` itself, and any other its config names (DeRa's aligned model).
+        pool = ModelPool(dtype, device or "cpu", {str(model): self.loaded})
+        self.by_role = pool.by_role(role_model_names(method_of(self.decoder), str(model)))
         self.max_length = _positive_int("max_length", max_length) if max_length else (
             context_window(self.loaded.model) or 2048
         )
-        self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self.telemetry: dict[tuple[str, int], list[dict]] = defaultdict(list)
         self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
         self._cache = MethodCache()  # stage 1-3 results and reusable answers, shared by every request
@@ -222,7 +227,7 @@ class RedumixLM(LM):
             by_id = {p.problem_id: item for p, item in zip(problems, items, strict=True)}
             request_env = _RequestEnv(env, lambda p, by_id=by_id: self._user_turn(by_id[p.problem_id]))
             gen = Generation(max_new_tokens=items[0].max_new, stop=tuple(items[0].stops), seed=self.seed)
-            attempts = method.solve(request_env, {"policy": self.loaded}, problems, gen, cache=self._cache,
+            attempts = method.solve(request_env, self.by_role, problems, gen, cache=self._cache,
                                     given={p.problem_id: by_id[p.problem_id].ids for p in problems})
             for attempt in attempts:
                 item = by_id[attempt.problem.problem_id]

@@ -101,7 +101,11 @@ class Method(Protocol):
         ...
 
     def roles(self) -> tuple[str, ...]:
-        """The models it needs, by role: ("policy",) for most."""
+        """The models it needs, by role: ("policy",) for most, ("ref", "aligned") for DeRa."""
+        ...
+
+    def role_models(self) -> dict[str, str | None]:
+        """The model each role runs on, by name (as `--model` takes it); None: the run's own model."""
         ...
 
     def variants(self) -> list[dict]:
@@ -169,6 +173,9 @@ class DecoderMethod:
     def roles(self) -> tuple[str, ...]:
         return ("policy",)
 
+    def role_models(self) -> dict[str, str | None]:
+        return {role: None for role in self.roles()}
+
     def variants(self) -> list[dict]:
         return [{}]
 
@@ -193,6 +200,12 @@ def variant_key(variant: Mapping[str, Any]) -> str:
         raise ValueError(f"a variant has at most one axis, got {dict(variant)!r}")
     (axis, value), = variant.items()
     return repr(float(value)) if axis == "lambda" else f"{axis}={value}"
+
+
+def role_model_names(method: Method, run_model: str) -> dict[str, str]:
+    """The model name of each of `method`'s roles, roles left open taking the run's `run_model`."""
+    named = method.role_models()
+    return {role: named.get(role) or run_model for role in method.roles()}
 
 
 def pending(problems: Sequence[Problem], skip, variants: Sequence[Mapping] = ({},)) -> list[Problem]:

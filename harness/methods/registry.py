@@ -8,12 +8,15 @@ from typing import Any
 
 from decoders import get_decoder
 from harness.methods.base import Method
+from harness.methods.dera import DeRaMethod
 from harness.methods.redumix import ReDuMixMethod
 from harness.methods.self_consistency import SelfConsistencyMethod
 from harness.methods.single_pass import SinglePass
 
-# Decoder configs that run as multi-stage methods; every other decoder runs as a SinglePass.
-MULTI_STAGE: dict[str, type] = {"redumix": ReDuMixMethod, "self_consistency": SelfConsistencyMethod}
+# Decoder configs that run as methods of their own (several stages, several models); every other
+# decoder runs as a SinglePass.
+MULTI_STAGE: dict[str, type] = {"redumix": ReDuMixMethod, "self_consistency": SelfConsistencyMethod,
+                                 "dera": DeRaMethod}
 
 
 def get_method(name: str, **config: Any) -> Method:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from decoders import get_decoder
 from envs import get_env
 from harness.engine import lockstep
-from harness.engine.models import load_model
+from harness.engine.model_pool import ModelPool
 from harness.engine.prompts import encode
 from harness.methods import Attempt, MethodCache, get_method
+from harness.methods.base import role_model_names
 from harness.runs.record_grid import record_key
 from harness.runs.records import attempt_record
 from harness.runs.runner import RunSpec, iter_attempt_batches
@@ -53,38 +54,53 @@ class LocalExecutor:
     timings: dict[str, float] = field(default_factory=lambda: {"load_s": 0.0, "decode_s": 0.0})
 
     def map_units(self, items: Sequence[WorkItem]) -> Iterator[tuple[Unit, list[dict]]]:
-        loaded_by_model = dict(self.models or {})
+        announced: set[str] = set()
+
+        def loaded_now(name: str, model, seconds: float) -> None:
+            self.timings["load_s"] += seconds
+
+        pool = ModelPool(self.config.dtype, self.config.device, dict(self.models or {}), on_load=loaded_now,
+                         warm_up=_warm_up)
+
+        def get(name: str):
+            model = pool.get(name)
+            if name not in announced and self.on_model_loaded is not None:
+                self.on_model_loaded(name, model)
+            announced.add(name)
+            return model
+
         for model in dict.fromkeys(item.unit.model for item in items):
-            if model not in loaded_by_model:
-                t0 = time.perf_counter()
-                loaded_by_model[model] = load_model(model, dtype=self.config.dtype, device=self.config.device)
-                _warm_up(loaded_by_model[model])
-                self.timings["load_s"] += time.perf_counter() - t0
-            loaded = loaded_by_model[model]
-            if self.on_model_loaded is not None:
-                self.on_model_loaded(model, loaded)
+            get(model)
             cache = MethodCache()
             model_items = [item for item in items if item.unit.model == model]
             for index, item in enumerate(model_items, 1):
                 if self.on_unit is not None:
                     self.on_unit(index, len(model_items), item.unit)
+                spec, env, method = self._prepare(item)
+                # Every model of the method's roles (DeRa's aligned one) loads before the unit's clock starts.
+                names = role_model_names(method, model)
+                for name in names.values():
+                    get(name)
+                by_role = pool.by_role(names)
                 t0 = time.perf_counter()
-                for records in self._run(item, loaded, cache):
+                for attempts in iter_attempt_batches(spec, env, method, by_role, list(item.problems),
+                                                     set(item.done), cache):
+                    records = [sweep_record(item.unit, attempt_record(a, pool.get(model).name, spec.seed), a)
+                               for a in attempts]
                     self.timings["decode_s"] += time.perf_counter() - t0
                     yield item.unit, records
                     t0 = time.perf_counter()
                 self.timings["decode_s"] += time.perf_counter() - t0
 
-    def _run(self, item: WorkItem, loaded, cache: MethodCache) -> Iterator[list[dict]]:
+    def _prepare(self, item: WorkItem):
+        """(run spec, environment, method) of a work item."""
         unit, config = item.unit, self.config
         spec = RunSpec(env=unit.env.name, decoder=unit.decoder.name, n=unit.env.n, seed=unit.seed, model=unit.model,
                        env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
                        max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
                        dtype=config.dtype, device=config.device, extraction=config.extraction)
         env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
-        method = get_method(spec.decoder, **spec.decoder_config)
-        for attempts in iter_attempt_batches(spec, env, method, loaded, list(item.problems), set(item.done), cache):
-            yield [sweep_record(unit, attempt_record(a, loaded.name, spec.seed), a) for a in attempts]
+        return spec, env, get_method(spec.decoder, **spec.decoder_config)
 
 
 def sweep_record(unit: Unit, record: dict, attempt: Attempt) -> dict:

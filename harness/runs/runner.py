@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 
 from envs import get_env
 from harness.console import note
-from harness.engine.models import DEFAULT_MODEL, LoadedModel, load_model
+from harness.engine.model_pool import ModelPool
+from harness.engine.models import DEFAULT_MODEL, LoadedModel
 from harness.methods import Attempt, Generation, MethodCache, get_method
-from harness.methods.base import pending, variant_key
+from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_folder
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
@@ -70,11 +71,16 @@ class RunSummary:
         return self.new_tokens / self.decode_s if self.decode_s else 0.0
 
 
-def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progress: bool = True) -> RunSummary:
+def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progress: bool = True,
+        models: Mapping[str, LoadedModel] | None = None) -> RunSummary:
     """Decode spec.n problems and append one record per (problem, variant) to `out`/samples.jsonl.
 
     Re-running the same spec on the same folder resumes: problems already recorded
     are skipped. A folder holding a different run is refused, so nothing is lost.
+
+    Args:
+        loaded: `spec.model`, already loaded.
+        models: other models the method's roles name (DeRa's aligned model), already loaded, by name.
     """
     env = get_env(spec.env, extraction=spec.extraction, **spec.env_config)
     method = get_method(spec.decoder, **spec.decoder_config)
@@ -97,13 +103,18 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         # One record per (problem, variant); a problem is to do while any variant is missing.
         done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}
         todo = pending(problems, done, method.variants())
-        if loaded is None:
-            loaded = load_model(spec.model, dtype=spec.dtype, device=spec.device)
-        run_dir.write_spec(resolved | {"variants": method.variants(), "model": loaded.describe()})
-        return _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progress)
+        pool = ModelPool(spec.dtype, spec.device, dict(models or {}) | ({spec.model: loaded} if loaded else {}))
+        names = role_model_names(method, spec.model)
+        by_role = pool.by_role(names)
+        # The model of the method's first role names the run's records (DeRa: the reference model).
+        described = {"model": next(iter(by_role.values())).describe()}
+        if len(names) > 1:  # which model played which role
+            described["models"] = {role: model.describe() for role, model in by_role.items()}
+        run_dir.write_spec(resolved | {"variants": method.variants()} | described)
+        return _decode_into(spec, env, method, by_role, run_dir, problems, todo, done, progress)
 
 
-def _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progress) -> RunSummary:
+def _decode_into(spec, env, method, models, run_dir, problems, todo, done, progress) -> RunSummary:
     """Decode `todo`, appending each batch to `run_dir` as it finishes."""
     n = correct = new_tokens = 0
     decode_s = 0.0
@@ -112,8 +123,8 @@ def _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progr
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
                unit="problem", disable=not progress)
     try:
-        for attempts in iter_attempt_batches(spec, env, method, loaded, todo, done, MethodCache()):
-            records = [attempt_record(a, loaded.name, spec.seed) for a in attempts]
+        for attempts in iter_attempt_batches(spec, env, method, models, todo, done, MethodCache()):
+            records = [attempt_record(a, next(iter(models.values())).name, spec.seed) for a in attempts]
             run_dir.append(records)
             n += len(records)
             correct += sum(r["correct"] for r in records)
@@ -135,10 +146,12 @@ def _decode_into(spec, env, method, loaded, run_dir, problems, todo, done, progr
                       first_attempts=(sum(first_correct.values()), len(first_correct)) if first_correct else None)
 
 
-def iter_attempt_batches(spec: RunSpec, env, method, loaded: LoadedModel, todo: list,
+def iter_attempt_batches(spec: RunSpec, env, method, models: Mapping[str, LoadedModel], todo: list,
                          done: set | frozenset = frozenset(),
                          cache: MethodCache | None = None) -> Iterator[list[Attempt]]:
     """Answer the problems `todo` with `method` under `spec`, yielding each batch's attempts as it finishes.
+
+    `models`: the method's models by role ({"policy": ...} for most methods).
 
     Writes nothing: the caller decides where records go (a sweep keeps one samples.jsonl
     for many such units). `done` holds the (problem_id, variant key) pairs to skip;
@@ -149,4 +162,4 @@ def iter_attempt_batches(spec: RunSpec, env, method, loaded: LoadedModel, todo: 
                      save_steps=spec.save_steps)
     for start in range(0, len(todo), spec.batch_size):
         batch = todo[start : start + spec.batch_size]
-        yield method.solve(env, {"policy": loaded}, batch, gen, skip=done, cache=cache)
+        yield method.solve(env, models, batch, gen, skip=done, cache=cache)

@@ -22,6 +22,9 @@ Example::
         lambdas: [0, 0.5, 1]
         feedback: [ground_truth]
         config: {reflection_max_new_tokens: 48}
+      - name: dera                      # two models: the sweep's model as the reference,
+        models: {aligned: results/distilled}   # a model folder as the aligned one
+        lambdas: [0, 0.5, 1, 2]
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ DECODER_KEYS = {
     "config": (False, {}),
     "lambdas": (False, None),
     "feedback": (False, None),
+    "models": (False, None),
 }
 
 
@@ -290,6 +294,7 @@ class _Checker:
             raise ConfigError(f"{path}.name (={name!r}) is not a decoder.{hint} "
                               f"Available: {', '.join(available_decoders())}")
         config = dict(_mapping(entry["config"], f"{path}.config"))
+        config |= self._role_models(entry["models"], f"{path}.models", name, config)
         # The sweep keys the method takes as grids (e.g. lambdas -> its `lam`): from the method itself.
         grids = method_of(get_decoder(name)).grids()
         for list_key, key in grids.items():
@@ -313,12 +318,40 @@ class _Checker:
             resolved[grids["lambdas"]] = list(lambdas)
         if feedback is not None:
             resolved[grids["feedback"]] = list(feedback)
+        for role, model in method_of(base).role_models().items():
+            if model is not None:
+                self._check_model(model, f"{path}.models.{role}")
         label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
         _check_label(label, f"{path}.label")
         variants = (tuple({"lambda": lam} for lam in lambdas) if lambdas is not None
                     else tuple(method_of(base).variants()))
         return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved,
                             lambdas=lambdas, feedback=feedback, grids=dict(grids), variants=variants)
+
+    def _role_models(self, value: Any, path: str, decoder: str, config: dict) -> dict[str, str]:
+        """`models: {role: model}` of a method with several models (DeRa's ref and aligned), as the
+        decoder parameters of the same names; roles left out run on the sweep's model."""
+        from decoders import get_decoder
+        from harness.methods import method_of
+
+        if value is None:
+            return {}
+        roles = method_of(get_decoder(decoder)).roles()
+        if roles == ("policy",):
+            raise ConfigError(f"{path} (={value!r}): decoder {decoder!r} runs on the sweep's `models`; "
+                              "remove this `models`")
+        given = _mapping(value, path)
+        for role, model in given.items():
+            if role not in roles:
+                guesses = closest(role, roles)
+                hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+                raise ConfigError(f"{path}.{role}: {decoder!r} has no model role {role!r}.{hint} "
+                                  f"Roles: {', '.join(roles)}")
+            if role in config:
+                raise ConfigError(f"{path}.{role} (={model!r}) and config.{role} (={config[role]!r}) both name it; "
+                                  "give it once")
+            _string(model, f"{path}.{role}")
+        return dict(given)
 
     def _grid(self, value, path, decoder, field, config, kind) -> tuple | None:
         """A list of values for decoder parameter `field`, each checked by building the decoder;

@@ -14,14 +14,13 @@ every lam of a sweep (see `Stage13Cache`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from decoders import divergence, get_decoder
+from decoders import get_decoder
 from decoders.redumix import ReDuMix
 from decoders.sampling import row_generator
 from envs.base import Problem
@@ -29,9 +28,8 @@ from harness.engine import lockstep
 from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
 from harness.methods.base import answer_key, is_deterministic, variant_key
+from harness.methods.mixture_stats import STAT_NAMES, MixtureStats  # noqa: F401 (STAT_NAMES: importable here)
 from harness.methods.redumix import compress
-
-STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree")
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
         [encode(loaded.tokenizer, stages[i].x) for i, _ in rows],
         [encode(loaded.tokenizer, stages[i].x2) for i, _ in rows],
     ]
-    stats = _StepStats(len(rows), keep_steps=save_steps)
+    stats = MixtureStats(len(rows), keep_steps=save_steps)
     began = time.perf_counter()
     outs = lockstep.decode(
         loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
@@ -301,38 +299,3 @@ def _check_fits(loaded, decoder, problem, what, text, new_tokens, new_name="max_
             f"needs {length + new_tokens} > the context budget of {budget}; lower --max-new-tokens or "
             "reflection_max_new_tokens, shorten reflect_prompt / redo_prompt, or raise context_budget"
         )
-
-
-class _StepStats:
-    """`on_step` observer: per-row sums of the divergence statistics over decoding steps."""
-
-    def __init__(self, num_rows: int, keep_steps: bool = False) -> None:
-        self.sums = torch.zeros(num_rows, len(STAT_NAMES), dtype=torch.float64)
-        self.counts = torch.zeros(num_rows, dtype=torch.float64)
-        self.steps: list[list[list[float]]] | None = [[] for _ in range(num_rows)] if keep_steps else None
-
-    def __call__(self, view: lockstep.StepView) -> None:
-        lp1, lp2 = view.logprobs[0], view.logprobs[1]
-        mixed = view.step.logprobs.to(lp1.dtype)
-        values = torch.stack([
-            divergence.kl(mixed, lp1), divergence.kl(mixed, lp2), divergence.kl(lp1, lp2),
-            divergence.js(lp1, lp2), divergence.entropy(mixed), divergence.top1_agree(lp1, lp2),
-        ], dim=-1).double().cpu()
-        rows = torch.tensor(view.rows)
-        self.sums[rows] += values
-        self.counts[rows] += 1
-        if self.steps is not None:
-            for row, row_values in zip(view.rows, values.tolist(), strict=True):
-                self.steps[row].append(row_values)
-
-    def per_step(self, row: int) -> dict[str, list[float]]:
-        """Each statistic's value at every step of `row` (rounded: these go to JSON)."""
-        columns = zip(*self.steps[row], strict=True) if self.steps[row] else [[] for _ in STAT_NAMES]
-        return {name: [round(v, 6) for v in column] for name, column in zip(STAT_NAMES, columns, strict=True)}
-
-    def means(self, row: int) -> dict[str, float]:
-        count = float(self.counts[row])
-        return {
-            name: (float(self.sums[row, k]) / count if count else math.nan)
-            for k, name in enumerate(STAT_NAMES)
-        }
