@@ -143,9 +143,10 @@ def test_sweep_config_names_the_aligned_model_by_role(tiny_model_dir, tmp_path):
         parse_config(_sweep_data(tiny_model_dir, None, models={"aligned": "missing/model"}))
     with pytest.raises(ConfigError, match=r"decoders\[1\].config: dera needs the aligned model"):
         parse_config(_sweep_data(tiny_model_dir, None))
-    greedy_with_models = _sweep_data(tiny_model_dir, None, models={"aligned": "x"})
+    greedy_with_models = _sweep_data(tiny_model_dir, None, models={"aligned": str(tiny_model_dir)})
     greedy_with_models["decoders"][0]["models"] = {"aligned": "x"}
-    with pytest.raises(ConfigError, match=r"decoders\[0\].models .*'greedy' runs on the sweep's `models`"):
+    with pytest.raises(ConfigError, match=r"decoders\[0\].models.aligned: 'greedy' has no model role 'aligned'.*"
+                                          r"Roles: policy"):
         parse_config(greedy_with_models)
 
 
@@ -154,13 +155,22 @@ def test_a_sweep_runs_dera_beside_greedy_and_lambda_0_matches_greedy(tiny_model_
     other = tiny_model(seed=3)
     other.model.save_pretrained(aligned_dir)
     other.tokenizer.save_pretrained(aligned_dir)
-    config = parse_config(_sweep_data(tiny_model_dir, aligned_dir, models={"aligned": str(aligned_dir)}))
+    data = _sweep_data(tiny_model_dir, aligned_dir, models={"aligned": str(aligned_dir)})
+    # The aligned model's own greedy answers, as a decoder of the same sweep.
+    data["decoders"].append({"name": "greedy", "label": "aligned greedy", "models": {"policy": str(aligned_dir)}})
+    config = parse_config(data)
     result = run_sweep(config, tmp_path / "sweep", progress=False)
     records = [json.loads(line) for line in (tmp_path / "sweep" / "samples.jsonl").read_text().splitlines()]
-    assert result.total == len(records) == 3 + 3 * 2
-    greedy = {r["problem_id"]: r["completion"] for r in records if r["decoder"] == "greedy"}
-    dera_0 = {r["problem_id"]: r["completion"] for r in records if r["decoder"] == "dera" and r["lambda"] == 0}
-    assert dera_0 == greedy
+    assert result.total == len(records) == 3 + 3 * 2 + 3
+
+    def completions(label, lam=None):
+        return {r["problem_id"]: r["completion"] for r in records
+                if r["decoder_label"] == label and (lam is None or r["lambda"] == lam)}
+
+    assert completions("dera", 0) == completions("greedy")
+    assert completions("dera", 1) == completions("aligned greedy") != completions("greedy")
+    bound = [r for r in records if r["decoder_label"] == "aligned greedy"]
+    assert all(r["models"] == {"policy": str(aligned_dir)} and r["model"] == str(tiny_model_dir) for r in bound)
     assert {r["aligned_model"] for r in records if r["decoder"] == "dera"} == {str(aligned_dir)}
     spec = json.loads((tmp_path / "sweep" / "spec.json").read_text())
     assert set(spec["models"]) == {str(tiny_model_dir), str(aligned_dir)}

@@ -78,14 +78,16 @@ class LocalExecutor:
                     self.on_unit(index, len(model_items), item.unit)
                 spec, env, method = self._prepare(item)
                 # Every model of the method's roles (DeRa's aligned one) loads before the unit's clock starts.
-                names = role_model_names(method, model)
+                names = role_model_names(method, model) | item.unit.decoder.models
                 for name in names.values():
                     get(name)
                 by_role = pool.by_role(names)
+                # Which model played each role, where one is not the unit's own.
+                roles = {"models": {r: m.name for r, m in by_role.items()}} if set(names.values()) != {model} else {}
                 t0 = time.perf_counter()
                 for attempts in iter_attempt_batches(spec, env, method, by_role, list(item.problems),
                                                      set(item.done), cache):
-                    records = [sweep_record(item.unit, attempt_record(a, pool.get(model).name, spec.seed), a)
+                    records = [sweep_record(item.unit, attempt_record(a, pool.get(model).name, spec.seed) | roles, a)
                                for a in attempts]
                     self.timings["decode_s"] += time.perf_counter() - t0
                     yield item.unit, records

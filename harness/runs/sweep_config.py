@@ -22,6 +22,9 @@ Example::
         lambdas: [0, 0.5, 1]
         feedback: [ground_truth]
         config: {reflection_max_new_tokens: 48}
+      - name: greedy                    # greedy on another model, beside the sweep's
+        label: distilled
+        models: {policy: results/distilled}
       - name: dera                      # two models: the sweep's model as the reference,
         models: {aligned: results/distilled}   # a model folder as the aligned one
         lambdas: [0, 0.5, 1, 2]
@@ -91,6 +94,9 @@ class DecoderEntry:
     grids: dict = dataclasses.field(default_factory=dict)  # sweep key -> the method's parameter ("lambdas": "lam")
     # The method's variants, which one unit decodes together ({"lambda": 0.5}, {"n": 4}, or {} alone).
     variants: tuple[dict, ...] = ({},)
+    # Roles bound to a model other than the sweep's ({"policy": "results/distilled"}: greedy on that model).
+    # Roles the decoder config names itself (DeRa's ref and aligned) go into `config` instead.
+    models: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ class SweepConfig:
         for dec in data["decoders"]:
             dec.pop("config")
             dec.pop("grids")
+            if not dec["models"]:
+                dec.pop("models")  # as sweeps without role bindings have always been identified
             dec.pop("variants")  # made of the config (spec.json keeps them beside, under "variants")
         return json.loads(json.dumps(data))
 
@@ -284,6 +292,7 @@ class _Checker:
 
     def _decoder(self, data: Any, path: str) -> DecoderEntry:
         from decoders import available_decoders, get_decoder
+        from decoders.registry import decoder_class
         from harness.methods import method_of
 
         entry = _mapping(data, path, DECODER_KEYS)
@@ -294,7 +303,12 @@ class _Checker:
             raise ConfigError(f"{path}.name (={name!r}) is not a decoder.{hint} "
                               f"Available: {', '.join(available_decoders())}")
         config = dict(_mapping(entry["config"], f"{path}.config"))
-        config |= self._role_models(entry["models"], f"{path}.models", name, config)
+        bound = self._role_models(entry["models"], f"{path}.models", name, config)
+        fields = {f.name for f in dataclasses.fields(decoder_class(name))}
+        config |= {role: model for role, model in bound.items() if role in fields}
+        bound = {role: model for role, model in bound.items() if role not in fields}
+        for role, model in bound.items():
+            self._check_model(model, f"{path}.models.{role}")
         # The sweep keys the method takes as grids (e.g. lambdas -> its `lam`): from the method itself.
         grids = method_of(get_decoder(name)).grids()
         for list_key, key in grids.items():
@@ -326,20 +340,18 @@ class _Checker:
         variants = (tuple({"lambda": lam} for lam in lambdas) if lambdas is not None
                     else tuple(method_of(base).variants()))
         return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved,
-                            lambdas=lambdas, feedback=feedback, grids=dict(grids), variants=variants)
+                            lambdas=lambdas, feedback=feedback, grids=dict(grids), variants=variants, models=bound)
 
     def _role_models(self, value: Any, path: str, decoder: str, config: dict) -> dict[str, str]:
-        """`models: {role: model}` of a method with several models (DeRa's ref and aligned), as the
-        decoder parameters of the same names; roles left out run on the sweep's model."""
+        """`models: {role: model}`: the models a decoder runs on instead of the sweep's, by role
+        ({policy: PATH} for most decoders, {aligned: PATH} for DeRa); roles left out run on the
+        sweep's model."""
         from decoders import get_decoder
         from harness.methods import method_of
 
         if value is None:
             return {}
         roles = method_of(get_decoder(decoder)).roles()
-        if roles == ("policy",):
-            raise ConfigError(f"{path} (={value!r}): decoder {decoder!r} runs on the sweep's `models`; "
-                              "remove this `models`")
         given = _mapping(value, path)
         for role, model in given.items():
             if role not in roles:
