@@ -4,6 +4,7 @@ before anything runs, with the key path, the value and a fix."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -174,6 +175,19 @@ def test_shipped_configs_are_valid():
     assert copy.deepcopy(quick.resolved()) == load_config("configs/quick.yaml").resolved()
     soft = load_config("configs/soft.yaml")
     assert {d.name for d in soft.decoders} == {"greedy", "sample", "soft", "gumbel"} and len(soft.envs) == 3
+
+
+def test_the_loop_configs_are_valid_once_the_distilled_model_exists(tiny_model_dir):
+    harvest = load_config("configs/loop-harvest.yaml")
+    assert {d.name for d in harvest.decoders} == {"greedy", "redumix"}
+    text = Path("configs/loop-eval.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"models.policy: model \(='not/distilled/yet'\): no such file"):
+        parse_config(yaml.safe_load(text.replace("results/loop/distilled", "not/distilled/yet")))
+    evaluation = parse_config(yaml.safe_load(text.replace("results/loop/distilled", str(tiny_model_dir))))
+    assert set(harvest.seeds).isdisjoint(evaluation.seeds)  # evaluated on held-out problems
+    dera = next(d for d in evaluation.decoders if d.name == "dera")
+    assert dera.lambdas == (0.0, 0.5, 1.0, 1.5, 2.0) and dera.config["aligned"] == str(tiny_model_dir)
+    assert evaluation.reference == "greedy"
 
 
 def test_reference_defaults_to_the_first_single_pass_decoder_and_can_be_named():
