@@ -130,7 +130,9 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
          "Strict accuracy with 95% Wilson intervals along each variant axis other than lambda (Gumbel's tau, "
          f"self-consistency's n); the reference, {reference or 'none'}, dashed."),
         ("Divergences vs lambda", divergence_figure(summary),
-         "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders."),
+         "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders (ReDuMix: P1 the "
+         "original context, P2 the reflective one; DeRa: P1 the reference model, P2 the aligned one, so "
+         "KL(P_mix||P1) is how far each lambda moves from the reference)."),
         ("Soft thinking", soft_figure(summary),
          "Soft decoders: mean effective number of mixed tokens per thinking step (bars) and mean top-1 weight "
          "(dots, right axis); the label gives the share of answers whose marker was forced (budget, Cold Stop "
