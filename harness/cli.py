@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
                       help="improved (default): first attempt wrong, redo right")
     rule.add_argument("--all", action="store_true", help="every record whose redo differs from its first attempt")
     harvest.set_defaults(handler=_cmd_harvest)
+
+    distill = sub.add_parser("distill", help="fine-tune the base model on a ReDuMix run's redos (GKD towards the "
+                                             "mixture, or DPO) into a new model folder")
+    distill.add_argument("source", metavar="SOURCE", help="a run or sweep folder made with --decoder redumix, or a "
+                         "pairs file from `redumix harvest`")
+    distill.add_argument("--out", required=True, help="folder for the new model (what `redumix run --model` loads)")
+    distill.add_argument("--objective", default="gkd", help="gkd (default): distil the ReDuMix mixture of the base "
+                         "model under x and x2 into the model reading x alone; dpo: TRL's DPO, redo over first attempt")
+    distill.add_argument("--model", help="base model to train (default: the one the pairs were decoded with)")
+    distill.add_argument("--rule", help="which records of a run folder become pairs: improved (default: first "
+                         "attempt wrong, redo right) or all (every redo that differs)")
+    distill.add_argument("--lam", type=float, help="gkd: the teacher's weight on x for every pair, in [0, 1] "
+                         "(default: each pair's own lambda; 0 distils the redo context x2 alone)")
+    distill.add_argument("--beta", type=float, help="gkd: generalised JSD in [0, 1] (default 0: forward KL, the "
+                         "seed's cross-entropy under the mixture; 1: reverse KL); dpo: KL strength (default 0.1)")
+    distill.add_argument("--lora", action="store_true",
+                         help="train LoRA adapters (merged into the saved model) instead of every weight")
+    distill.add_argument("--lora-r", type=int, help="adapter rank (default 16)")
+    distill.add_argument("--lora-alpha", type=float, help="adapter scale (default 32)")
+    distill.add_argument("--epochs", type=float, default=1.0, help="passes over the pairs (default 1)")
+    distill.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    distill.add_argument("--lr", type=float, help="peak learning rate, decaying linearly (default: gkd 2e-5, "
+                         "2e-4 with --lora; dpo 1e-6, 5e-6 with --lora)")
+    distill.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (default 4)")
+    distill.add_argument("--grad-accum", type=int, default=1,
+                         help="batches per optimizer step (default 1; effective batch = batch size x this)")
+    distill.add_argument("--save-steps", type=int, default=50,
+                         help="a checkpoint every N optimizer steps, to resume from after an interrupt (default 50)")
+    distill.add_argument("--keep-checkpoints", action="store_true",
+                         help="leave OUT/checkpoints/ in place once the model is saved")
+    distill.add_argument("--seed", type=int, default=0, help="seed (same seed and settings: same weights)")
+    distill.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    distill.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    distill.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    distill.add_argument("--force", action="store_true", help="if OUT holds a model or other files, move them to "
+                         "OUT/replaced-<time>/ and train afresh")
+    distill.set_defaults(handler=_cmd_distill)
 
     sweep = sub.add_parser("sweep", help="run a config's grid of models, envs, decoders, lambdas, seeds and "
                                          "feedback policies into one resumable folder, then write its report")
@@ -152,6 +190,38 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
     summary = harvest(args.run_dir, args.out, rule, force=args.force)
     print(f"{summary.pairs} pairs ({rule}) from {summary.records} records "
           f"({summary.identical} skipped: redo identical to the first attempt) -> {args.out}")
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from harness.distill import DistillOptions, distill
+
+    options = DistillOptions(
+        objective=args.objective, model=args.model, lam=args.lam, beta=args.beta, lora=args.lora,
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, save_steps=args.save_steps, seed=args.seed,
+        dtype=args.dtype, device=args.device, rule=args.rule, force=args.force,
+        keep_checkpoints=args.keep_checkpoints,
+    ).resolved()  # every flag checked before torch threads or anything else is touched
+    _set_threads(args.threads)
+    try:
+        summary = distill(args.source, args.out, options)
+    except KeyboardInterrupt:
+        from harness.distill.out_folder import interrupted_message
+
+        print(interrupted_message(args.out), file=sys.stderr)
+        return 130
+    losses = (f"{summary.first_loss:.4f} -> {summary.last_loss:.4f}" if summary.first_loss is not None
+              else "not logged")
+    resumed = f", resumed at step {summary.resumed_from}" if summary.resumed_from is not None else ""
+    print(f"distilled ({summary.objective}) {summary.base_model} on {summary.pairs} pairs"
+          + (f" ({sum(summary.skipped.values())} left out)" if summary.skipped else "")
+          + f": {summary.steps} steps{resumed}, loss {losses}, {summary.seconds:.1f} s")
+    out, base = shlex.quote(str(summary.out)), shlex.quote(summary.base_model)
+    print(f"model: {summary.out}")
+    print(f"use it: redumix run --model {out} --env ENV ...")
+    print(f"  or realign at decoding time (DeRa): redumix run --model {base} --decoder dera "
+          f"--decoder-config aligned={out} --env ENV ...")
     return 0
 
 

@@ -38,6 +38,7 @@ def test_improved_rule_keeps_only_wrong_to_right():
     assert [(p["problem_id"], p["lambda"]) for p in pairs] == [(P0, 0.0)]
     pair = pairs[0]
     assert (pair["prompt"], pair["chosen"], pair["rejected"]) == (f"<x {P0}>", "<answer>7</answer>", "5")
+    assert pair["reflective_prompt"] == f"<x2 {P0}>"  # x2, for `redumix distill`'s GKD teacher
     assert pair["chosen_correct"] and not pair["rejected_correct"]
 
 

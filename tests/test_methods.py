@@ -104,8 +104,8 @@ def test_skip_leaves_out_exactly_the_pairs_asked(loaded, decoder):
     problems = env.problems(2, 0)
     variants = [variant_key(v) for v in method.variants()]
     skip = {(problems[0].problem_id, variants[0])}
-    attempts = method.solve(env, dict.fromkeys(method.roles(), loaded), problems, Generation(max_new_tokens=6, stop=(), seed=0),
-                            skip=skip, cache=MethodCache())
+    attempts = method.solve(env, dict.fromkeys(method.roles(), loaded), problems,
+                            Generation(max_new_tokens=6, stop=(), seed=0), skip=skip, cache=MethodCache())
     made = {(a.problem.problem_id, a.variant_key) for a in attempts}
     assert made == {(p.problem_id, v) for p in problems for v in variants} - skip
 

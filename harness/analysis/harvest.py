@@ -6,8 +6,9 @@ redo (stage 4) for the same prompt x, each with its verdict. A pair is written a
     {"prompt": x, "chosen": redo, "rejected": y1, ...}
 
 (TRL's DPOTrainer "standard" format: `prompt` is the exact rendered text the model
-saw, so no chat template is applied twice), plus the verdicts, lambda, feedback
-policy and ids that let a user trace or filter the pair.
+saw, so no chat template is applied twice), plus the reflective context x2
+(`reflective_prompt`, for `redumix distill`'s GKD teacher), the verdicts, lambda,
+feedback policy and ids that let a user trace or filter the pair.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def harvest(run_dir: str | Path, out: str | Path, rule: str = "improved", force:
 def _pair(record: dict) -> dict:
     return {
         "prompt": record["contexts"][0],
+        "reflective_prompt": record["contexts"][1],  # x2: what GKD's teacher reads (`redumix distill`)
         "chosen": record["completion"],
         "rejected": record["stage1_completion"],
         "chosen_answer": record["answer"],
