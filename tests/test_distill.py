@@ -323,7 +323,7 @@ def test_bad_sources_are_refused_with_the_fix(tmp_path, tiny_model_dir, capsys):
 
     assert "does not exist; give a run folder made with --decoder redumix" in refused(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    assert "is a folder without spec.json, so it holds no run" in refused(tmp_path / "empty")
+    assert "holds no run (no spec.json); pass a folder written by `redumix run`" in refused(tmp_path / "empty")
     tokenizer = tiny_model().tokenizer
     greedy = RunDir(tmp_path / "greedy")
     greedy.write_spec({"run": RUN_SPEC | {"decoder": "greedy", "decoder_config": {}}})

@@ -66,21 +66,32 @@ def harvest(run_dir: str | Path, out: str | Path, rule: str = "improved", force:
     if rule not in RULES:
         raise ValueError(unknown_name_message("harvest rule", rule, RULES))
     out = check_new_file(out, "--out", force=force)
+    records = redumix_records(run_dir, "RUN_DIR", "harvest reads runs made with --decoder redumix")
+    pairs, identical = select_pairs(records, rule)
+    write_atomically(out, "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))
+    return HarvestSummary(records=len(records), pairs=len(pairs), identical=identical)
+
+
+def redumix_records(run_dir: str | Path, param: str, fix: str) -> list[dict]:
+    """The ReDuMix records of the run or sweep folder `run_dir` (notes on damaged lines go to stderr).
+
+    Raises:
+        ValueError: naming `param`, when the folder holds no run (no spec.json) or no ReDuMix
+            record; `fix` ends the second message.
+    """
     run = RunDir(run_dir)
     spec = run.read_spec()
     if spec is None:
-        raise ValueError(f"RUN_DIR (={str(run_dir)!r}) holds no run (no spec.json); pass a folder written by "
+        raise ValueError(f"{param} (={str(run_dir)!r}) holds no run (no spec.json); pass a folder written by "
                          "`redumix run` or `redumix sweep`")
     contents = run.read(grid_of(spec))
     for line in contents.notes():
         note(line)
     records = [r for r in contents.records if "stage1_completion" in r]
     if not records:
-        raise ValueError(f"RUN_DIR (={str(run_dir)!r}) has no ReDuMix records; harvest reads runs made with "
-                         "--decoder redumix")
-    pairs, identical = select_pairs(records, rule)
-    write_atomically(out, "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))
-    return HarvestSummary(records=len(records), pairs=len(pairs), identical=identical)
+        raise ValueError(f"{param} (={str(run_dir)!r}) has no ReDuMix records ({len(contents.records)} records of "
+                         f"other decoders); {fix}")
+    return records
 
 
 def _pair(record: dict) -> dict:

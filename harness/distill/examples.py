@@ -13,10 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.analysis.harvest import select_pairs
-from harness.console import note
-from harness.runs.record_grid import grid_of
-from harness.runs.store import SPEC_FILE, RunDir
+from harness.analysis.harvest import redumix_records, select_pairs
 
 # Fields each objective reads from a pair; text fields must be strings.
 NEEDED = {"gkd": ("prompt", "chosen", "reflective_prompt"), "dpo": ("prompt", "chosen", "rejected")}
@@ -103,18 +100,7 @@ def lambda_summary(pairs: list[dict], lam: float | None) -> dict:
 
 
 def _from_run(path: Path, rule: str) -> PairSet:
-    run = RunDir(path)
-    spec = run.read_spec()
-    if spec is None:
-        raise ValueError(f"SOURCE (={str(path)!r}) is a folder without {SPEC_FILE}, so it holds no run; give a folder "
-                         "written by `redumix run` or `redumix sweep` with --decoder redumix, or a pairs file")
-    contents = run.read(grid_of(spec))
-    for line in contents.notes():
-        note(line)
-    records = [r for r in contents.records if "stage1_completion" in r]
-    if not records:
-        raise ValueError(f"SOURCE (={str(path)!r}) has no ReDuMix records ({len(contents.records)} records of other "
-                         "decoders); distil a run made with --decoder redumix")
+    records = redumix_records(path, "SOURCE", "distil a run made with --decoder redumix, or a pairs file")
     pairs, identical = select_pairs(records, rule)
     if not pairs:
         hint = ("; pass --rule all to learn from every redo that differs from its first attempt"
