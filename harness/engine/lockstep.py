@@ -86,6 +86,7 @@ def decode(
     return_logprobs: bool = False,
     on_step: Callable[[StepView], None] | None = None,
     force_tokens: ForceTokens | None = None,
+    split_streams: bool = False,
 ) -> list[RowResult]:
     """Decode every row of `contexts` with `decoder`.
 
@@ -105,6 +106,9 @@ def decode(
             forced into their rows like `Step.forced_ids` (and win over the decoder's).
             The decoder is not told: one whose state depends on a forced token (a soft
             decoder leaving its thinking phase at `</think>`) forces it itself.
+        split_streams: advance each stream as a batch of its own, so that rows of short
+            contexts do not attend over the padding of long ones (x beside x2); by default
+            the streams of one model share one forward per step.
     """
     models = [models] if isinstance(models, LoadedModel) else list(models)
     num_streams, num_rows = len(contexts), len(contexts[0]) if contexts else 0
@@ -121,12 +125,12 @@ def decode(
     # Log-probs of every stream meet on the first model's device, where decoders mix them.
     device = models[0].model.device
 
-    # One batch per model holding all of that model's streams, stream-major.
+    # One batch per model holding all of that model's streams, stream-major (or, split, one per stream).
     groups: list[tuple[StreamBatch, list[int]]] = []
     for m, loaded in enumerate(models):
         streams = [k for k in range(num_streams) if stream_models[k] == m]
-        if streams:
-            groups.append((StreamBatch(loaded.model, tokenizer.pad_token_id), streams))
+        for part in ([[k] for k in streams] if split_streams else [streams] if streams else []):
+            groups.append((StreamBatch(loaded.model, tokenizer.pad_token_id, loaded.prefix_cache), part))
 
     start = time.perf_counter()
     stream_logits: list[Tensor] = [None] * num_streams  # type: ignore[list-item]
@@ -141,6 +145,9 @@ def decode(
     new_ids: list[list[int]] = [[] for _ in range(num_rows)]
     # How many of a row's first tokens came at steps where it could not stop.
     held = [0] * num_rows
+    # How many of a row's first new tokens were fed as token ids (all, until a soft input):
+    # the prefix cache may remember the row's cache that far.
+    fed_as_ids: list[int | None] = [None] * num_rows
     logprob_trace: list[list[list[float]]] = [[] for _ in range(num_rows)]
     finished: dict[int, tuple[str, str | None, str | None, float]] = {}
 
@@ -168,10 +175,13 @@ def decode(
                 still.append(i)
             else:
                 finished[row] = (*ended, time.perf_counter() - decode_start)
+        if len(still) < len(active):
+            _remember_finished(groups, contexts, active, still, new_ids, fed_as_ids)
         if not still:
             break
 
         inputs = _next_inputs(step)
+        _note_soft_inputs(inputs, active, new_ids, fed_as_ids)
         if len(still) < len(active):
             keep = torch.tensor(still)
             inputs = inputs.select(keep)
@@ -201,6 +211,35 @@ def decode(
             )
         )
     return results
+
+
+def _remember_finished(groups, contexts, active, still, new_ids, fed_as_ids) -> None:
+    """Hand the prefix cache (where the model has one) the caches of rows about to leave
+    the batch: each stream's prompt and the new tokens whose inputs it holds (all but the
+    newest, which was never fed)."""
+    kept = set(still)
+    done = [(i, row) for i, row in enumerate(active) if i not in kept]
+    for batch, streams in groups:
+        if batch.prefix_cache is None:
+            continue
+        positions, sequences = [], []
+        for j, k in enumerate(streams):
+            for i, row in done:
+                fed = len(new_ids[row]) - 1 if fed_as_ids[row] is None else fed_as_ids[row]
+                positions.append(j * len(active) + i)
+                sequences.append([*contexts[k][row], *new_ids[row][:fed]])
+        batch.remember(positions, sequences)
+
+
+def _note_soft_inputs(inputs: _Inputs, active: list[int], new_ids: list[list[int]],
+                      fed_as_ids: list[int | None]) -> None:
+    """Mark where each row first feeds a soft input instead of its token's embedding."""
+    if inputs.soft_weights is None:
+        return
+    soft = inputs.soft_mask.tolist() if inputs.soft_mask is not None else [True] * len(active)
+    for i, row in enumerate(active):
+        if soft[i] and fed_as_ids[row] is None:
+            fed_as_ids[row] = len(new_ids[row]) - 1
 
 
 def eos_ids(loaded: LoadedModel) -> set[int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from harness.engine.lockstep import check_vocabularies
 from harness.engine.models import LoadedModel, load_model
+from harness.engine.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -18,6 +19,8 @@ class ModelPool:
         dtype, device: how models not given already are loaded.
         loaded: models already loaded, by name (never loaded again).
         on_load: called with (name, model, seconds) after a model loads; `warm_up` runs first.
+        prefix_cache: shared by every model of the pool (each model is served only its own
+            entries), so one method's decoded prompts start the next one's; None: off.
     """
 
     dtype: str = "float32"
@@ -25,17 +28,25 @@ class ModelPool:
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
     on_load: Callable[[str, LoadedModel, float], None] | None = None
     warm_up: Callable[[LoadedModel], None] | None = None
+    prefix_cache: PrefixCache | None = field(default_factory=PrefixCache)
 
     def get(self, name: str) -> LoadedModel:
-        if name not in self.loaded:
+        if name in self.loaded:
+            self._share_cache(self.loaded[name])
+        else:
             began = time.perf_counter()
             model = load_model(name, dtype=self.dtype, device=self.device)
+            self._share_cache(model)
             if self.warm_up is not None:
                 self.warm_up(model)
             self.loaded[name] = model
             if self.on_load is not None:
                 self.on_load(name, model, time.perf_counter() - began)
         return self.loaded[name]
+
+    def _share_cache(self, model: LoadedModel) -> None:
+        if model.prefix_cache is None:
+            model.prefix_cache = self.prefix_cache
 
     def by_role(self, names: Mapping[str, str]) -> dict[str, LoadedModel]:
         """{role: model} for {role: model name}, refusing models whose vocabularies differ

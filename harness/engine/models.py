@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.engine import model_cache
+from harness.engine.prefix_cache import PrefixCache
 from harness.naming import unknown_name_message
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -43,6 +44,9 @@ class LoadedModel:
     load_s: float
     from_cache: bool = False
     info: dict = field(default_factory=dict)
+    # Where the engine remembers finished rows' KV caches and finds prompts' starts;
+    # None: every prompt is prefilled in full.
+    prefix_cache: PrefixCache | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> dict:
         """JSON-serialisable summary recorded in every run's spec."""

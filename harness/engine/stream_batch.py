@@ -12,6 +12,7 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
 from harness.engine.growing_cache import GrowingLayer, growing_cache
+from harness.engine.prefix_cache import CachedPrefix, PrefixCache
 
 # Cache layers holding every position of every row (what merging and cropping need).
 FULL_LAYERS = (DynamicLayer, GrowingLayer)
@@ -25,9 +26,11 @@ class StreamBatch:
     attention mask, so padding never shifts a row's positions.
     """
 
-    def __init__(self, model: PreTrainedModel, pad_token_id: int) -> None:
+    def __init__(self, model: PreTrainedModel, pad_token_id: int, prefix_cache: PrefixCache | None = None) -> None:
         self.model = model
         self.pad_token_id = pad_token_id
+        # Only caches of full-attention layers can be cut out per row and spliced back.
+        self.prefix_cache = prefix_cache if prefix_cache is not None and _full_layers_only(model.config) else None
         self.device = model.device
         self.cache: DynamicCache | None = None
         self.mask: Tensor | None = None  # (rows, seen) 1 for real tokens
@@ -55,41 +58,59 @@ class StreamBatch:
         return logits[expand]
 
     def _prefill_unique(self, rows: Sequence[Sequence[int]]) -> Tensor:
+        # A row whose start is in the prefix cache runs only the rest (at least its last
+        # token, whose logits are needed).
+        prefixes = [self._cached_prefix(row) for row in rows]
         # Prompts of very different lengths (x and x2 of a ReDuMix row, say) are prefilled
         # in separate forwards, each padded only to its own longest prompt, then merged:
         # padding one to the other's length would cost compute for nothing.
-        buckets = length_buckets([len(r) for r in rows])
+        buckets = length_buckets([len(row) - n for row, (n, _) in zip(rows, prefixes, strict=True)])
         if len(buckets) == 1:
-            return self._prefill_padded(rows)
+            return self._prefill_padded(rows, prefixes)
         parts = []
         for bucket in buckets:
-            logits = self._prefill_padded([rows[i] for i in bucket])
+            logits = self._prefill_padded([rows[i] for i in bucket], [prefixes[i] for i in bucket])
             if not all(type(layer) in FULL_LAYERS for layer in self.cache.layers):
-                return self._prefill_padded(rows)  # windowed or recurrent layers: no merging
-            parts.append((logits, self.cache, self.mask))
+                return self._prefill_padded(rows, prefixes)  # windowed or recurrent layers: no merging
+            parts.append((logits, self.cache, self.mask, self.last_position))
         order = torch.tensor([i for bucket in buckets for i in bucket], device=self.device)
         restore = torch.argsort(order)
-        width = max(mask.shape[1] for _, _, mask in parts)
+        width = max(mask.shape[1] for _, _, mask, _ in parts)
         self.cache = growing_cache(self.model.config)
         for layer_idx in range(len(parts[0][1].layers)):
-            keys = torch.cat([_pad_left(cache.layers[layer_idx].keys, width, -2) for _, cache, _ in parts])
-            values = torch.cat([_pad_left(cache.layers[layer_idx].values, width, -2) for _, cache, _ in parts])
+            keys = torch.cat([_pad_left(cache.layers[layer_idx].keys, width, -2) for _, cache, _, _ in parts])
+            values = torch.cat([_pad_left(cache.layers[layer_idx].values, width, -2) for _, cache, _, _ in parts])
             self.cache.update(keys[restore], values[restore], layer_idx)
-        self.mask = torch.cat([_pad_left(mask, width, -1) for _, _, mask in parts])[restore]
-        self.last_position = (self.mask.sum(-1, keepdim=True) - 1)
-        return torch.cat([logits for logits, _, _ in parts])[restore]
+        self.mask = torch.cat([_pad_left(mask, width, -1) for _, _, mask, _ in parts])[restore]
+        self.last_position = torch.cat([last for _, _, _, last in parts])[restore]
+        return torch.cat([logits for logits, _, _, _ in parts])[restore]
 
-    def _prefill_padded(self, rows: Sequence[Sequence[int]]) -> Tensor:
-        """One forward over `rows` left-padded to the longest; sets the cache, mask and positions."""
-        width = max(len(r) for r in rows)
+    def _cached_prefix(self, row: Sequence[int]) -> tuple[int, CachedPrefix | None]:
+        if self.prefix_cache is None:
+            return 0, None
+        return self.prefix_cache.longest_prefix(self.model, row, limit=len(row) - 1)
+
+    def _prefill_padded(self, rows: Sequence[Sequence[int]],
+                        prefixes: Sequence[tuple[int, CachedPrefix | None]]) -> Tensor:
+        """One forward over `rows` left-padded to the longest; sets the cache, mask and positions.
+
+        Where `prefixes` give a row's first n tokens from the prefix cache, those are placed
+        in the cache right-aligned before the forward, which runs the rest of each row; the
+        padding between a short prefix and a short rest is masked like any other.
+        """
+        rests = [row[n:] for row, (n, _) in zip(rows, prefixes, strict=True)]
+        width = max(len(r) for r in rests)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
+        for i, rest in enumerate(rests):
+            ids[i, width - len(rest) :] = torch.as_tensor(rest, dtype=torch.long)
+            mask[i, width - len(rest) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        reused = torch.tensor([n for n, _ in prefixes], device=self.device)[:, None]
+        positions = (reused + mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         self.cache = growing_cache(self.model.config)
+        if int(reused.max()) > 0:
+            mask = torch.cat([self._splice_prefixes(prefixes), mask], dim=1)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -101,6 +122,39 @@ class StreamBatch:
         self.mask = mask
         self.last_position = positions[:, -1:]
         return out.logits[:, -1]
+
+    def _splice_prefixes(self, prefixes: Sequence[tuple[int, CachedPrefix | None]]) -> Tensor:
+        """Fill the fresh cache with each row's reused prefix, right-aligned; return their (rows, P) mask."""
+        longest = max(n for n, _ in prefixes)
+        mask = torch.zeros((len(prefixes), longest), dtype=torch.long, device=self.device)
+        for i, (n, _) in enumerate(prefixes):
+            mask[i, longest - n :] = 1
+        sample = next(entry for n, entry in prefixes if n)
+        for layer_idx in range(len(sample.keys)):
+            like = sample.keys[layer_idx]
+            shape = (len(prefixes), like.shape[0], longest, like.shape[-1])
+            keys, values = like.new_zeros(shape), like.new_zeros(shape)
+            for i, (n, entry) in enumerate(prefixes):
+                if n:
+                    keys[i, :, longest - n :] = entry.keys[layer_idx][:, :n]
+                    values[i, :, longest - n :] = entry.values[layer_idx][:, :n]
+            self.cache.update(keys.to(self.device), values.to(self.device), layer_idx)
+        return mask
+
+    def remember(self, positions: Sequence[int], sequences: Sequence[Sequence[int]]) -> None:
+        """Hand the prefix cache the cache of each listed row (its index in the current
+        rows) as the cache of its token ids; a sequence may be shorter than what the row
+        holds (its cache is cut to fit), never longer."""
+        if self.prefix_cache is None:
+            return
+        for position, ids in zip(positions, sequences, strict=True):
+            columns = self.mask[position].nonzero()[:, 0]
+            if len(ids) > len(columns):
+                raise RuntimeError(f"row {position} holds {len(columns)} positions, fewer than its {len(ids)} ids")
+            columns = columns[: len(ids)]
+            keys = [layer.keys[position].index_select(-2, columns) for layer in self.cache.layers]
+            values = [layer.values[position].index_select(-2, columns) for layer in self.cache.layers]
+            self.prefix_cache.remember(self.model, ids, keys, values)
 
     @torch.inference_mode()
     def advance(self, token_ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor:
@@ -170,6 +224,10 @@ def _crop_left(cache: DynamicCache, columns: int) -> bool:
             layer.keys = layer.keys[:, :, columns:]
             layer.values = layer.values[:, :, columns:]
     return True
+
+
+def _full_layers_only(config) -> bool:
+    return all(type(layer) in FULL_LAYERS for layer in growing_cache(config).layers)
 
 
 def length_buckets(lengths: Sequence[int], spread: float = 1.5) -> list[list[int]]:
