@@ -11,10 +11,12 @@ from pathlib import Path
 
 from decoders.registry import parse_key_values
 from envs.answer import EXTRACTION_MODES
-from harness.engine.models import DEFAULT_MODEL, DTYPES, EMBEDDED_MODELS
+from harness.engine.dtype_choice import DTYPE_CHOICES
+from harness.engine.models import DEFAULT_MODEL, EMBEDDED_MODELS
 from harness.runs.signals import sigterm_as_interrupt
 
 RESULTS_DIR = Path("results")
+DTYPE_METAVAR = "{" + ",".join(DTYPE_CHOICES) + "}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "or ground_truth; same as --decoder-config feedback=POLICY")
     run.add_argument("--model", default=DEFAULT_MODEL,
                      help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), a local HF model folder, or a .gguf file")
-    run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    # No argparse `choices`: an unknown dtype is answered with a did-you-mean, before anything loads.
+    run.add_argument("--dtype", default="auto", metavar=DTYPE_METAVAR,
+                     help="auto (default): bfloat16 where the CPU (avx512_bf16 or amx_bf16) or GPU runs it "
+                          "natively, since it halves the bytes read per step, else float32; a folder being resumed "
+                          "keeps the dtype it was written in. Records name the dtype that ran")
     run.add_argument("--extraction", default="strict", choices=EXTRACTION_MODES,
                      help="strict: only <answer> tags count; flexible: fall back to an 'answer is' phrase, "
                           "then the last number (format_ok still records whether tags were used)")
@@ -92,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--keep-checkpoints", action="store_true",
                          help="leave OUT/checkpoints/ in place once the model is saved")
     distill.add_argument("--seed", type=int, default=0, help="seed (same seed and settings: same weights)")
-    distill.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    distill.add_argument("--dtype", default="float32", metavar=DTYPE_METAVAR,
+                         help="float32 (default): training in pure bfloat16 keeps the weights and the optimizer's "
+                              "state in bf16, whose small updates are lost to rounding; auto: bfloat16 where the "
+                              "hardware runs it natively, else float32")
     distill.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     distill.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     distill.add_argument("--force", action="store_true", help="if OUT holds a model or other files, move them to "

@@ -10,7 +10,7 @@ from harness.cli import main
 
 EASY = ["--env-config", "min_terms=2,max_terms=2,min_digits=1,max_digits=1"]
 RECORD_FIELDS = {
-    "env", "problem_id", "question", "gold", "decoder", "decoder_config", "model", "seed", "prompt",
+    "env", "problem_id", "question", "gold", "decoder", "decoder_config", "model", "dtype", "seed", "prompt",
     "completion", "answer", "score", "correct", "new_tokens", "latency_s",
 }
 

@@ -56,10 +56,10 @@ def _evaluate(model_args, tasks, task_manager=None, **kwargs):
                                    task_manager=task_manager, **kwargs)
 
 
-def _runner_records(tiny_model_dir, tmp_path, env, decoder="greedy", decoder_config=None, n=4):
+def _runner_records(tiny_model_dir, tmp_path, env, decoder="greedy", decoder_config=None, n=4, dtype="auto"):
     out = tmp_path / f"run-{env}-{decoder}"
     run(RunSpec(env=env, decoder=decoder, decoder_config=decoder_config or {}, n=n, seed=0,
-                model=str(tiny_model_dir), max_new_tokens=MAX_NEW, batch_size=3), out, progress=False)
+                model=str(tiny_model_dir), max_new_tokens=MAX_NEW, batch_size=3, dtype=dtype), out, progress=False)
     return {r["problem_id"]: r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
 
 
@@ -82,17 +82,20 @@ def test_two_rg_tasks_report_our_metrics_and_match_redumix_run(tiny_model_dir, t
             assert sample["acc"] == float(record["correct"]) and sample["score"] == record["score"]
         assert metrics["acc,none"] == sum(r["correct"] for r in records.values()) / 4
     assert res["config"]["redumix"]["decoder"] == "greedy"
+    assert res["config"]["redumix"]["model"]["dtype"] in ("bfloat16", "float32")  # the one auto chose, by name
 
 
 def test_redumix_through_lm_eval_matches_redumix_run(tiny_model_dir, task_manager, tmp_path):
     # Short prompts: the tiny model's tokenizer spends one token per character of a 512-token window.
     config = {"lam": 0.3, "feedback": "ground_truth", "reflection_max_new_tokens": 6,
               "reflect_prompt": "Reflect.", "redo_prompt": "Redo."}
-    res = _evaluate({"model": str(tiny_model_dir), "decoder": "redumix", **config}, ["rg_basic_arithmetic"],
-                    task_manager, apply_chat_template=True, gen_kwargs={"max_gen_toks": MAX_NEW})
+    # float32 on both sides: the mixture statistics are compared to 1e-5, closer than bf16 rounding.
+    res = _evaluate({"model": str(tiny_model_dir), "decoder": "redumix", "dtype": "float32", **config},
+                    ["rg_basic_arithmetic"], task_manager, apply_chat_template=True,
+                    gen_kwargs={"max_gen_toks": MAX_NEW})
     lm = lm_eval_model.latest_model()
     records = _runner_records(tiny_model_dir, tmp_path, "basic_arithmetic", "redumix",
-                              {k: str(v) for k, v in config.items()})
+                              {k: str(v) for k, v in config.items()}, dtype="float32")
     for sample in res["samples"]["rg_basic_arithmetic"]:
         record = records[sample["doc"]["problem_id"]]
         response = sample["resps"][0][0]
@@ -152,7 +155,7 @@ def test_builtin_hf_model_still_works_and_agrees_on_loglikelihood(tiny_model_dir
     assert {"acc,none", "score,none", "format_ok,none"} <= set(res["results"]["rg_gcd"])
 
     hf = get_model("hf")(pretrained=str(tiny_model_dir), device="cpu", dtype="float32", batch_size=2)
-    ours = RedumixLM(model=str(tiny_model_dir), batch_size=3)
+    ours = RedumixLM(model=str(tiny_model_dir), dtype="float32", batch_size=3)  # as lm-eval's hf model
     pairs = [("Q: 1 + 2 =", " 3"), ("Q: 10 + 20 =", " 30"), ("", "hello"), ("abc ", "def"), ("x", "y" * 40)]
     requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
     for (lp, greedy), (hf_lp, hf_greedy) in zip(ours.loglikelihood(requests), hf.loglikelihood(requests),
@@ -175,7 +178,9 @@ def test_redumix_loglikelihood_is_the_mixture_of_both_contexts(tiny_model_dir):
     requests = [Instance("loglikelihood", {}, pair, i, ("mc", i // 2, 1)) for i, pair in enumerate(pairs)]
     short = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 4}
     for lam in (0.0, 0.3, 1.0):
-        lm = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=lam, batch_size=2, max_gen_toks=6, **short)
+        # float32: the batched scores are compared with unbatched forwards to 1e-3, closer than bf16 rounding.
+        lm = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=lam, dtype="float32", batch_size=2,
+                       max_gen_toks=6, **short)
         results = lm.loglikelihood(requests)
         assert len(lm._stage_cache.entries) == 2  # one first attempt per distinct context
         tok = lm.loaded.tokenizer

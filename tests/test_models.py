@@ -9,7 +9,7 @@ from harness.engine.models import load_model
 
 
 def test_loads_a_local_hf_folder(tiny_model_dir):
-    loaded = load_model(str(tiny_model_dir))
+    loaded = load_model(str(tiny_model_dir), dtype="float32")
     assert loaded.model.dtype == torch.float32
     assert loaded.tokenizer.padding_side == "left"
     assert loaded.describe()["source"] == str(tiny_model_dir.resolve())
@@ -17,6 +17,34 @@ def test_loads_a_local_hf_folder(tiny_model_dir):
 
 def test_bfloat16_on_request(tiny_model_dir):
     assert load_model(str(tiny_model_dir), dtype="bfloat16").model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("bf16_flags", "expected"), [({"avx512_bf16"}, "bfloat16"), (set(), "float32")])
+def test_auto_loads_in_the_machines_choice_and_says_which(tiny_model_dir, monkeypatch, bf16_flags, expected):
+    from harness.engine import models
+    from harness.engine.dtype_choice import Capabilities
+
+    monkeypatch.setattr(models, "machine_capabilities",
+                        lambda device: Capabilities(cpu_flags=frozenset({"avx2", *bf16_flags})))
+    loaded = load_model(str(tiny_model_dir))  # the default: auto
+    assert loaded.dtype == expected
+    assert loaded.model.dtype == models.DTYPES[expected]
+    assert loaded.describe()["dtype"] == expected
+
+
+def test_float16_refused_before_loading_on_a_cpu_without_fp16(monkeypatch, tmp_path):
+    from harness.engine import model_cache, models
+    from harness.engine.dtype_choice import Capabilities
+
+    monkeypatch.setattr(models, "machine_capabilities", lambda device: Capabilities(frozenset({"avx512_bf16"})))
+    monkeypatch.setattr(model_cache, "converted_gguf", _no_load)
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", _no_load)
+    with pytest.raises(ValueError, match=r"dtype \(='float16'\).*emulated.*bfloat16 or float32, or auto"):
+        load_model("smollm2-135m", dtype="float16")
+
+
+def _no_load(*args, **kwargs):
+    raise AssertionError("no model may load")
 
 
 @pytest.mark.parametrize(

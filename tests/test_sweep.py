@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -54,6 +55,13 @@ def _expected_keys(config) -> set[str]:
     return keys
 
 
+def _as_run(config) -> dict:
+    """The config's identity as spec.json stores it: dtype auto resolved for this machine."""
+    from harness.engine.models import resolve_dtype
+
+    return dataclasses.replace(config, dtype=resolve_dtype(config.dtype, config.device)).resolved()
+
+
 def _lines(out: Path) -> list[str]:
     return (out / "samples.jsonl").read_text().splitlines()
 
@@ -101,7 +109,8 @@ def test_one_record_per_key_and_every_file_written(done):
         else:
             assert r["lambda"] is None and r["feedback_policy"] is None
     spec = json.loads((out / "spec.json").read_text())
-    assert spec["sweep"] == config.resolved()
+    assert spec["sweep"] == _as_run(config)  # the config with "auto" replaced by the dtype that ran
+    assert {r["dtype"] for r in records} == {spec["sweep"]["dtype"]} and spec["sweep"]["dtype"] != "auto"
     assert spec["models"][str(config.models[0])]["parameters"] > 0
     for name in ("summary.csv", "samples.csv", "report.html"):
         assert (out / name).stat().st_size > 0
@@ -173,7 +182,7 @@ def test_different_sweep_is_refused_and_force_new_keeps_the_old_files(done, tiny
     assert result.total == result.new == 2 * (1 + 1 + 6)
     (backup,) = target.glob("replaced-*")
     assert (backup / "samples.jsonl").read_bytes() == before
-    assert json.loads((target / "spec.json").read_text())["sweep"] == other.resolved()
+    assert json.loads((target / "spec.json").read_text())["sweep"] == _as_run(other)
 
 
 def test_a_run_folder_is_not_mixed_with_a_sweep(tiny_model_dir, tmp_path, capsys):

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from harness.analysis.harvest import RULES
-from harness.engine.models import DTYPES, resolve_device
+from harness.engine.models import resolve_device, resolve_dtype
 from harness.naming import unknown_name_message
 
 OBJECTIVES: dict[str, str] = {
@@ -60,6 +60,8 @@ class DistillOptions:
     grad_accum: int = 1
     save_steps: int = 50
     seed: int = 0
+    # float32: pure bfloat16 training keeps weights and optimizer state in bf16, where small updates
+    # round away; "auto" (bfloat16 where the hardware runs it natively) is taken, but not the default.
     dtype: str = "float32"
     device: str = "cpu"
     rule: str | None = None
@@ -81,6 +83,7 @@ class DistillOptions:
             lr=self.lr if self.lr is not None else DEFAULT_LR[(self.objective, self.lora)],
             lora_r=lora_r if self.lora else None,
             lora_alpha=float(lora_alpha) if self.lora else None,
+            dtype=resolve_dtype(self.dtype, resolve_device(self.device)),  # "auto" -> the dtype that trains
         )
 
 
@@ -94,9 +97,8 @@ def check_options(o: DistillOptions) -> None:
         raise ValueError(unknown_name_message("objective", o.objective, OBJECTIVES))
     if o.rule is not None and o.rule not in RULES:
         raise ValueError(unknown_name_message("harvest rule", o.rule, RULES))
-    if o.dtype not in DTYPES:
-        raise ValueError(unknown_name_message("dtype", o.dtype, DTYPES))
-    device = resolve_device(o.device)
+    device = resolve_device(o.device, flag="--device")
+    resolve_dtype(o.dtype, device, flag="--dtype")  # unknown, or one the device cannot run well
     if device.startswith("cuda:") and device != "cuda:0":
         raise ValueError(f"--device (={o.device!r}): training runs on the first visible GPU; choose the GPU with "
                          f"CUDA_VISIBLE_DEVICES={device.split(':')[1]} and pass --device cuda")

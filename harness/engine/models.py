@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.engine import model_cache
+from harness.engine.dtype_choice import check_dtype, machine_capabilities
 from harness.engine.prefix_cache import PrefixCache
 from harness.naming import unknown_name_message
 
@@ -66,19 +67,36 @@ def context_window(model: PreTrainedModel) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise ValueError(unknown_name_message("dtype", dtype, DTYPES))
-    return DTYPES[dtype]
+def resolve_dtype(dtype: str, device: str = "cpu", flag: str = "dtype") -> str:
+    """The dtype that runs on `device` (a resolved device, see `resolve_device`): `dtype` itself,
+    or for "auto" what this machine runs fastest there (bfloat16 where its CPU or GPU computes
+    in bf16 natively, else float32; see harness.engine.dtype_choice).
+
+    Raises:
+        ValueError: an unknown dtype (with a did-you-mean), or one the device cannot run well
+            (float16 on a CPU without native fp16, bfloat16 on a GPU without bf16); `flag`
+            names the setting in the message.
+    """
+    return check_dtype(dtype, device, machine_capabilities(device), flag=flag)
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, flag: str = "device", cuda_available: bool | None = None) -> str:
+    """`device` checked ("cpu", "cuda", "cuda:N", "mps"), with "auto" made "cuda" or "cpu".
+
+    `cuda_available`: whether CUDA can be used (default: ask torch).
+
+    Raises:
+        ValueError: not a device, or CUDA asked for where there is none; `flag` names the setting.
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device (={device!r}) asks for CUDA, but no CUDA device is available; use --device cpu")
+        return "cuda" if cuda_available else "cpu"
+    if device.startswith("cuda") and not cuda_available:
+        raise ValueError(f"{flag} (={device!r}) asks for CUDA, but no CUDA device is available; use cpu (or auto, "
+                         "which takes CUDA where there is one). Choices: cpu, cuda, cuda:N, mps, auto")
     if device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device (={device!r}) is not a device; use cpu, cuda, cuda:N or auto")
+        raise ValueError(f"{flag} (={device!r}) is not a device; use cpu, cuda, cuda:N, mps or auto")
     return device
 
 
@@ -128,16 +146,21 @@ def resolve_source(model: str) -> tuple[str, Path]:
     raise ValueError(unknown_name_message("model", model, EMBEDDED_MODELS) + "; or give a local path")
 
 
-def load_model(model: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def load_model(model: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
     """Load `model` (embedded name, HF folder or .gguf path) for inference.
+
+    `dtype` "auto" loads in what this machine runs fastest on `device` (see `resolve_dtype`);
+    the returned model's `dtype` is the one it was loaded in, never "auto".
 
     Raises:
         ValueError: unknown name, missing path, missing embedded package, a folder
             that is not a model, or a GGUF to convert into a model cache that cannot be
-            written; the message says what to do instead.
+            written; an unknown dtype or device, or a dtype the device cannot run well
+            (checked before anything is read); the message says what to do instead.
     """
-    torch_dtype = resolve_dtype(dtype)
     device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    torch_dtype = DTYPES[dtype]
     kind, path = resolve_source(model)
     start = time.perf_counter()
     from_cache = False

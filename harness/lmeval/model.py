@@ -5,9 +5,10 @@
                             tasks=[...])
 
 Importing this module registers the model. Model arguments: `model` (embedded name,
-HF folder or .gguf file), `decoder` (any registered decoder), `dtype`, `device`, `seed`,
-`max_length`, and every other key is a parameter of the decoder (`lam`, `feedback`,
-`temperature`, ...). lm-eval's `batch_size` is the number of requests decoded together.
+HF folder or .gguf file), `decoder` (any registered decoder), `dtype` (default auto:
+bfloat16 where the hardware runs it natively, else float32; the results' config names the
+one that ran), `device`, `seed`, `max_length`, and every other key is a parameter of the
+decoder (`lam`, `feedback`, `temperature`, ...). lm-eval's `batch_size` is the number of requests decoded together.
 
 Generation runs on the batched engine; rows are seeded from (seed, problem id) for our
 environments' tasks, so outputs equal `redumix run` on the same problems, and from
@@ -68,7 +69,7 @@ class RedumixLM(LM):
         self,
         model: str = DEFAULT_MODEL,
         decoder: str = "greedy",
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str | None = None,
         batch_size: int | str | None = 8,
         max_batch_size: int | None = None,  # passed by lm-eval; only used with batch_size=auto, unsupported
@@ -101,8 +102,9 @@ class RedumixLM(LM):
         self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         method_of(self.decoder).check_settings(self.max_gen_toks)
         self.loaded = loaded if loaded is not None else load_model(str(model), dtype=dtype, device=device or "cpu")
-        # The method's models by role: `model` itself, and any other its config names (DeRa's aligned model).
-        pool = ModelPool(dtype, device or "cpu", {str(model): self.loaded})
+        # The method's models by role: `model` itself, and any other its config names (DeRa's aligned model),
+        # those in the dtype `model` runs in when "auto" chose it.
+        pool = ModelPool(self.loaded.dtype if dtype == "auto" else dtype, device or "cpu", {str(model): self.loaded})
         self.by_role = pool.by_role(role_model_names(method_of(self.decoder), str(model)))
         self.max_length = _positive_int("max_length", max_length) if max_length else (
             context_window(self.loaded.model) or 2048

@@ -87,7 +87,8 @@ class LocalExecutor:
                 t0 = time.perf_counter()
                 for attempts in iter_attempt_batches(spec, env, method, by_role, list(item.problems),
                                                      set(item.done), cache):
-                    records = [sweep_record(item.unit, attempt_record(a, pool.get(model).name, spec.seed) | roles, a)
+                    first = pool.get(model)
+                    records = [sweep_record(item.unit, attempt_record(a, first.name, spec.seed, first.dtype) | roles, a)
                                for a in attempts]
                     self.timings["decode_s"] += time.perf_counter() - t0
                     yield item.unit, records

@@ -49,11 +49,13 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
     other = "sweep" if kind == "run" else "run"
     if kind not in existing:
         return KIND_NAMES[other]
-    if kind == "run":
-        return f"a different run (see its {SPEC_FILE})"
     theirs = existing[kind]
+    if not isinstance(theirs, dict):
+        return f"a different {kind} (see its {SPEC_FILE})"
     changed = sorted(k for k in set(resolved) | set(theirs) if resolved.get(k) != theirs.get(k))
-    return f"a different sweep (differs in: {', '.join(changed)})"
+    # The dtype by value: records decoded in two dtypes would not be comparable.
+    shown = [f"dtype: {theirs.get(k)} there, {resolved.get(k)} now" if k == "dtype" else k for k in changed]
+    return f"a different {kind} (differs in: {', '.join(shown)})"
 
 
 def _records_without_spec(store: RunDir, kind: str, grid: Grid, note) -> str | None:

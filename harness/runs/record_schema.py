@@ -38,6 +38,7 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "feedback_policy": str,
     "stage1_correct": bool,
     "format_ok": bool,
+    "dtype": str,  # the dtype the model ran in; records written before it was recorded lack it
 }
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from harness.methods.base import Attempt
 
 
-def attempt_record(attempt: Attempt, model: str, seed: int) -> dict:
-    """The record of `attempt`, decoded by `model` under `seed`."""
+def attempt_record(attempt: Attempt, model: str, seed: int, dtype: str) -> dict:
+    """The record of `attempt`, decoded by `model` in `dtype` (the one it ran in, never "auto") under `seed`."""
     problem, row, verdict = attempt.problem, attempt.row, attempt.verdict
     record = {
         "env": problem.env,
@@ -22,6 +22,7 @@ def attempt_record(attempt: Attempt, model: str, seed: int) -> dict:
         "decoder_config": attempt.method_config,
         "variant": dict(attempt.variant),
         "model": model,
+        "dtype": dtype,
         "seed": seed,
         "prompt": attempt.prompt,
         "completion": row.text,

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from envs import get_env
 from harness.console import note
 from harness.engine.model_pool import ModelPool
-from harness.engine.models import DEFAULT_MODEL, LoadedModel
+from harness.engine.models import DEFAULT_MODEL, LoadedModel, resolve_device, resolve_dtype
 from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_folder
@@ -22,6 +22,7 @@ from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_variant, run_grid
 from harness.runs.records import attempt_record
+from harness.runs.run_dtype import dtype_to_run
 from harness.runs.store import RunDir
 
 
@@ -39,7 +40,10 @@ class RunSpec:
     max_new_tokens: int = 256
     batch_size: int = 8
     stop: list[str] = field(default_factory=lambda: ["</answer>"])
-    dtype: str = "float32"
+    # "auto": what the machine runs fastest on the device (bfloat16 where it computes in bf16 natively,
+    # else float32), or the dtype a folder being resumed was written in; `run` resolves it before
+    # anything is written, so spec.json and the records name the dtype that ran.
+    dtype: str = "auto"
     device: str = "cpu"
     extraction: str = "strict"  # answer extraction: "strict" (<answer> tags only) or "flexible"
     save_steps: bool = False  # keep per-step arrays (token ids, log-probs, mixture statistics) in each record
@@ -77,24 +81,36 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
 
     Re-running the same spec on the same folder resumes: problems already recorded
     are skipped. A folder holding a different run is refused, so nothing is lost.
+    `spec.dtype` "auto" resumes a folder in the dtype it was written in (see harness.runs.run_dtype).
 
     Args:
         loaded: `spec.model`, already loaded.
         models: other models the method's roles name (DeRa's aligned model), already loaded, by name.
     """
+    # Device and dtype first: nothing is built, read or loaded for a setting that cannot run.
+    device = resolve_device(spec.device, flag="--device")
+    resolve_dtype(spec.dtype, device, flag="--dtype")
     env = get_env(spec.env, extraction=spec.extraction, **spec.env_config)
     method = get_method(spec.decoder, **spec.decoder_config)
     method.check_env(env)
     method.check_settings(spec.max_new_tokens)
-    resolved = {
-        "run": dataclasses.asdict(spec) | {"decoder_config": method.config(), "env_config": env.config()},
-    }
-    # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
-    resolved = json.loads(json.dumps(resolved))
-    grid = run_grid(resolved["run"], method.variants())
+
+    def identity(dtype: str) -> dict:
+        resolved = {"run": dataclasses.asdict(spec) | {"dtype": dtype, "decoder_config": method.config(),
+                                                        "env_config": env.config()}}
+        # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
+        return json.loads(json.dumps(resolved))
+
     run_dir = RunDir(prepare_folder(out, "out"))
     with folder_locked(run_dir.path, note=note):
+        dtype, adopted = dtype_to_run(spec.dtype, device, run_dir, "run", lambda d: identity(d)["run"],
+                                      preloaded=[loaded, *(models or {}).values()])
+        spec = dataclasses.replace(spec, dtype=dtype)
+        resolved = identity(dtype)
+        grid = run_grid(resolved["run"], method.variants())
         claim_folder(run_dir, "run", resolved["run"], grid, note=note)
+        if adopted:
+            note(adopted)
         run_dir.check_writable()
         contents = run_dir.read(grid)
         for line in contents.notes():
@@ -124,7 +140,8 @@ def _decode_into(spec, env, method, models, run_dir, problems, todo, done, progr
                unit="problem", disable=not progress)
     try:
         for attempts in iter_attempt_batches(spec, env, method, models, todo, done, MethodCache()):
-            records = [attempt_record(a, next(iter(models.values())).name, spec.seed) for a in attempts]
+            first = next(iter(models.values()))
+            records = [attempt_record(a, first.name, spec.seed, first.dtype) for a in attempts]
             run_dir.append(records)
             n += len(records)
             correct += sum(r["correct"] for r in records)

@@ -9,6 +9,7 @@ point the folder ends with no duplicate and no missing record.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -19,12 +20,14 @@ from tqdm.auto import tqdm
 
 from envs import get_env
 from harness.console import note
+from harness.engine.models import resolve_device, resolve_dtype
 from harness.methods.base import variant_key
 from harness.runs.executor import LocalExecutor, WorkItem
 from harness.runs.folder_claim import claim_folder
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
+from harness.runs.run_dtype import dtype_to_run
 from harness.runs.store import RunDir
 from harness.runs.sweep_config import SweepConfig
 from harness.runs.work_units import Unit, plan  # noqa: F401 (the sweep's units, importable from here too)
@@ -51,16 +54,27 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         force_new: when `out` holds another sweep, move its files to `out`/replaced-<time>/
             and start afresh instead of refusing.
 
+    The config's dtype "auto" is resolved before anything is written (spec.json and the records
+    name the dtype that ran); a folder being resumed keeps the dtype it was written in.
+
     Raises:
         ValueError: `out` holds a different sweep or run (and not force_new).
     """
     began = time.perf_counter()
-    units = plan(config)
-    resolved = config.resolved()
-    grid = sweep_grid(resolved, config.variants())
+    device = resolve_device(config.device)
+    resolve_dtype(config.dtype, device)  # checked before anything is read or written
     store = RunDir(prepare_folder(out, "out"))
     with folder_locked(store.path, note=note):
+        dtype, adopted = dtype_to_run(config.dtype, device, store, "sweep",
+                                      lambda d: dataclasses.replace(config, dtype=d).resolved(),
+                                      preloaded=(models or {}).values(), flag="dtype")
+        config = dataclasses.replace(config, dtype=dtype)
+        units = plan(config)
+        resolved = config.resolved()
+        grid = sweep_grid(resolved, config.variants())
         claim_folder(store, "sweep", resolved, grid, force_new=force_new, note=note)
+        if adopted:
+            note(adopted)
         store.check_writable()
         contents = store.read(grid)
         for line in contents.notes():

@@ -54,7 +54,7 @@ TOP_KEYS: dict[str, tuple[bool, Any]] = {
     "max_new_tokens": (False, 256),
     "batch_size": (False, 8),
     "stop": (False, ["</answer>"]),
-    "dtype": (False, "float32"),
+    "dtype": (False, "auto"),
     "device": (False, "cpu"),
     "extraction": (False, "strict"),
     "reference": (False, None),
@@ -110,7 +110,7 @@ class SweepConfig:
     max_new_tokens: int
     batch_size: int
     stop: tuple[str, ...]
-    dtype: str
+    dtype: str  # as written ("auto" included); run_sweep resolves it before anything is written
     device: str
     extraction: str
     reference: str | None = None  # decoder label costs are compared against (not part of the identity)
@@ -208,7 +208,7 @@ class _Checker:
         stop = tuple(_string(s, f"stop[{i}]") for i, s in enumerate(_list(stop_value, "stop", allow_empty=True)))
         dtype = self._choice(top["dtype"], "dtype", _dtypes())
         device = _string(top["device"], "device")
-        self._check_device(device)
+        self._check_device_and_dtype(device, dtype)
         from envs.answer import EXTRACTION_MODES
 
         extraction = self._choice(top["extraction"], "extraction", EXTRACTION_MODES)
@@ -433,13 +433,19 @@ class _Checker:
         except ValueError as err:
             raise ConfigError(f"{path}: {err}") from None
 
-    def _check_device(self, device: str) -> None:
-        from harness.engine.models import resolve_device
+    def _check_device_and_dtype(self, device: str, dtype: str) -> None:
+        """The device exists here and can run the dtype (float16 needs native fp16 on a CPU,
+        bfloat16 a GPU with bf16); "auto" always can."""
+        from harness.engine.models import resolve_device, resolve_dtype
 
         try:
-            resolve_device(device)
+            resolved = resolve_device(device)
         except ValueError as err:
             raise ConfigError(f"device: {err}") from None
+        try:
+            resolve_dtype(dtype, resolved)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def _choice(self, value: Any, path: str, choices) -> str:
         value = _string(value, path)
@@ -451,9 +457,10 @@ class _Checker:
 
 
 def _dtypes() -> list[str]:
-    from harness.engine.models import DTYPES
+    """`auto` (bfloat16 where the hardware runs it natively, else float32) and every dtype a model loads in."""
+    from harness.engine.dtype_choice import DTYPE_CHOICES
 
-    return sorted(DTYPES)
+    return list(DTYPE_CHOICES)
 
 
 def _mapping(value: Any, path: str, keys: dict[str, tuple[bool, Any]] | None = None) -> dict:
