@@ -43,32 +43,32 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{torch.get_num_threads()} threads, batch 1, {args.new_tokens} new tokens; tokens/s (median)")
     for dtype in args.dtypes.split(","):
-        loaded = load_model(args.model, dtype=dtype)
-        rows = prompts(loaded.tokenizer, 1)
-        ids = torch.tensor(rows)
-        model = loaded.model
-        static = {"cache_implementation": "static"}
-        variants = {
-            "engine (eager)": lambda: time_engine(loaded, rows, args.new_tokens),
-            "generate, dynamic cache": lambda: time_generate(model, ids, args.new_tokens),
-            "generate, static cache": lambda: time_generate(model, ids, args.new_tokens, **static,
-                                                             disable_compile=True),
-        }
-        for run in variants.values():
-            run()  # warm-up
-        began = time.perf_counter()
-        compiled_first = time_generate(model, ids, args.new_tokens, **static,
-                                       compile_config=_compile_config())
-        compile_s = time.perf_counter() - began
-        variants["generate, static + compiled"] = lambda: time_generate(
-            model, ids, args.new_tokens, **static, compile_config=_compile_config())
-        with OtherLoad() as load:
-            times = {name: statistics.median(run() for _ in range(args.repeats)) for name, run in variants.items()}
-        print(f"\n{dtype} (other processes {load.share:.0%} CPU); first compiled call {compile_s:.1f} s "
-              f"({args.new_tokens / compiled_first:.1f} tok/s)")
-        for name, seconds in times.items():
-            rate = args.new_tokens / seconds
-            print(f"  {name:>28} {rate:7.1f} tok/s ({times['engine (eager)'] / seconds:.2f}x the engine)")
+        _measure(load_model(args.model, dtype=dtype), dtype, args.new_tokens, args.repeats)
+
+
+def _measure(loaded, dtype: str, new_tokens: int, repeats: int) -> None:
+    rows = prompts(loaded.tokenizer, 1)
+    ids = torch.tensor(rows)
+    model = loaded.model
+    static = {"cache_implementation": "static"}
+    variants = {
+        "engine (eager)": lambda: time_engine(loaded, rows, new_tokens),
+        "generate, dynamic cache": lambda: time_generate(model, ids, new_tokens),
+        "generate, static cache": lambda: time_generate(model, ids, new_tokens, **static, disable_compile=True),
+    }
+    for run in variants.values():
+        run()  # warm-up
+    began = time.perf_counter()
+    compiled_first = time_generate(model, ids, new_tokens, **static, compile_config=_compile_config())
+    compile_s = time.perf_counter() - began
+    variants["generate, static + compiled"] = lambda: time_generate(model, ids, new_tokens, **static,
+                                                                    compile_config=_compile_config())
+    with OtherLoad() as load:
+        times = {name: statistics.median(run() for _ in range(repeats)) for name, run in variants.items()}
+    print(f"\n{dtype} (other processes {load.share:.0%} CPU); first compiled call {compile_s:.1f} s "
+          f"({new_tokens / compiled_first:.1f} tok/s)")
+    for name, seconds in times.items():
+        print(f"  {name:>28} {new_tokens / seconds:7.1f} tok/s ({times['engine (eager)'] / seconds:.2f}x the engine)")
 
 
 def _compile_config():

@@ -26,8 +26,8 @@ from bench.cpu_load import OtherLoad  # noqa: E402
 from envs import get_env  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
 from harness.engine.prefix_cache import PrefixCache  # noqa: E402
-from harness.methods.registry import get_method  # noqa: E402
 from harness.methods.base import Generation, MethodCache  # noqa: E402
+from harness.methods.registry import get_method  # noqa: E402
 
 EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"],
         "allow_parentheses": False, "allow_negation": False}

@@ -13,10 +13,14 @@ from decoders.registry import parse_key_values
 from envs.answer import EXTRACTION_MODES
 from harness.engine.dtype_choice import DTYPE_CHOICES
 from harness.engine.models import DEFAULT_MODEL, EMBEDDED_MODELS
+from harness.engine.prefix_cache import DEFAULT_BUDGET_MB as PREFIX_CACHE_MB
 from harness.runs.signals import sigterm_as_interrupt
 
 RESULTS_DIR = Path("results")
 DTYPE_METAVAR = "{" + ",".join(DTYPE_CHOICES) + "}"
+PREFIX_CACHE_HELP = (f"memory for decoded prompts' KV caches, so that prompts starting the same way (ReDuMix's "
+                     f"stages, a greedy answer before them) prefill only what is new (default {PREFIX_CACHE_MB}; "
+                     "0 turns it off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-steps", action="store_true",
                      help="keep per-step arrays in each record (token ids, log-probs; for mixtures KL, JS, entropy)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--prefix-cache-mb", type=int, default=PREFIX_CACHE_MB, metavar="MIB", help=PREFIX_CACHE_HELP)
     run.set_defaults(handler=_cmd_run)
 
     harvest = sub.add_parser("harvest", help="write reflection-revision preference pairs from a ReDuMix run")
@@ -116,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="if the folder holds another sweep, move its files to replaced-<time>/ and start afresh")
     sweep.add_argument("--no-report", action="store_true", help="skip the report (write it later: redumix report)")
     sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    sweep.add_argument("--prefix-cache-mb", type=int, default=PREFIX_CACHE_MB, metavar="MIB", help=PREFIX_CACHE_HELP)
     sweep.set_defaults(handler=_cmd_sweep)
 
     report = sub.add_parser("report", help="write summary.csv, samples.csv and report.html of a sweep or run folder")
@@ -177,7 +183,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
     args.out_dir = out  # for the message if the run is interrupted
-    summary = run(spec, out)
+    summary = run(spec, out, prefix_cache_mb=args.prefix_cache_mb)
     total = summary.n + summary.skipped
     print(f"accuracy: {summary.correct}/{summary.n} = {summary.accuracy:.3f}"
           + (f" (new problems only; {summary.skipped} already recorded)" if summary.skipped else ""))
@@ -245,7 +251,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     args.out_dir = out
-    result = run_sweep(config, out, force_new=args.force_new, write_report=not args.no_report)
+    result = run_sweep(config, out, force_new=args.force_new, write_report=not args.no_report,
+                       prefix_cache_mb=args.prefix_cache_mb)
     print(f"records: {result.total} ({result.new} new, {result.total - result.new} already recorded)")
     t = result.timings
     print(f"time: {t['total_s']:.1f} s (model load {t['load_s']:.1f} s, stages 1-3 {t['stage_s']:.1f} s, "

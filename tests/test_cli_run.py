@@ -82,6 +82,7 @@ def test_different_run_in_same_folder_is_refused_and_keeps_results(tiny_model_di
         (["--env", "basic_arithmetic", "--env-config", "max_term=2"], "max_terms"),
         (["--env", "basic_arithmetic", "--n", "0"], "n (=0) must be a positive integer"),
         (["--env", "basic_arithmetic", "--model", "./missing-model"], "no such file or folder"),
+        (["--env", "basic_arithmetic", "--prefix-cache-mb", "-1"], "--prefix-cache-mb (=-1) must be >= 0"),
     ],
 )
 def test_bad_input_is_a_clear_error_before_any_work(args, message, tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.engine.models import load_model
+from harness.engine.models import device_map, load_model, resolve_device
 
 
 def test_loads_a_local_hf_folder(tiny_model_dir):
@@ -79,3 +79,12 @@ def test_bad_dtype_and_device(tiny_model_dir):
         load_model(str(tiny_model_dir), dtype="float23")
     with pytest.raises(ValueError, match="device"):
         load_model(str(tiny_model_dir), device="tpu")
+
+
+def test_cuda_devices_load_with_a_device_map_and_bad_gpu_numbers_are_refused():
+    # "cuda" spreads a model too large for one GPU over every visible one; "cuda:N" pins it.
+    assert device_map("cuda") == "auto"
+    assert device_map("cuda:1") == {"": 1}
+    assert device_map("cpu") is None
+    with pytest.raises(ValueError, match=r"device \(='cuda:x'\) is not a device"):
+        resolve_device("cuda:x", cuda_available=True)

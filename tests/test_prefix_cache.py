@@ -49,9 +49,9 @@ def _pipeline(loaded, eos):
     greedy = get_decoder("greedy")
     xs = [_ids(loaded, p) for p in PROMPTS]
     first = lockstep.decode(loaded, [xs], greedy, max_new_tokens=16, eos_token_ids=eos)
-    stage3 = [x + r.token_ids + _ids(loaded, " Feedback: wrong. Reflect.") for x, r in zip(xs, first)]
+    stage3 = [x + r.token_ids + _ids(loaded, " Feedback: wrong. Reflect.") for x, r in zip(xs, first, strict=True)]
     reflections = lockstep.decode(loaded, [stage3], greedy, max_new_tokens=16, eos_token_ids=eos)
-    x2s = [s + r.token_ids + _ids(loaded, " Redo.") for s, r in zip(stage3, reflections)]
+    x2s = [s + r.token_ids + _ids(loaded, " Redo.") for s, r in zip(stage3, reflections, strict=True)]
     return _stage4(loaded, xs, x2s, eos)
 
 
@@ -107,7 +107,7 @@ def test_split_streams_give_the_same_tokens_as_one_padded_batch(tiny):
                             split_streams=True)
     assert [r.token_ids for r in split] == [r.token_ids for r in joint]
     assert len({r.new_tokens for r in joint}) > 1
-    for a, b in zip(split, joint):
+    for a, b in zip(split, joint, strict=True):
         torch.testing.assert_close(torch.tensor(a.token_logprobs), torch.tensor(b.token_logprobs),
                                    rtol=1e-4, atol=1e-5)
 

@@ -23,7 +23,7 @@ class ModelPool:
             entries), so one method's decoded prompts start the next one's; None: off.
     """
 
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "cpu"
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
     on_load: Callable[[str, LoadedModel, float], None] | None = None

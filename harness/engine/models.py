@@ -95,7 +95,7 @@ def resolve_device(device: str, flag: str = "device", cuda_available: bool | Non
     if device.startswith("cuda") and not cuda_available:
         raise ValueError(f"{flag} (={device!r}) asks for CUDA, but no CUDA device is available; use cpu (or auto, "
                          "which takes CUDA where there is one). Choices: cpu, cuda, cuda:N, mps, auto")
-    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+    if device.split(":")[0] not in ("cpu", "cuda", "mps") or (device.startswith("cuda:") and not device[5:].isdigit()):
         raise ValueError(f"{flag} (={device!r}) is not a device; use cpu, cuda, cuda:N, mps or auto")
     return device
 
@@ -146,6 +146,17 @@ def resolve_source(model: str) -> tuple[str, Path]:
     raise ValueError(unknown_name_message("model", model, EMBEDDED_MODELS) + "; or give a local path")
 
 
+def device_map(device: str) -> str | dict | None:
+    """How transformers places the weights for `device`: on "cuda", spread over every
+    visible GPU ("auto": on the first alone where it fits), so a model larger than one GPU
+    still loads; on "cuda:N", all on GPU N; elsewhere None (moved whole with .to)."""
+    if device == "cuda":
+        return "auto"
+    if device.startswith("cuda:"):
+        return {"": int(device.split(":", 1)[1])}
+    return None
+
+
 def load_model(model: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
     """Load `model` (embedded name, HF folder or .gguf path) for inference.
 
@@ -170,10 +181,14 @@ def load_model(model: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "c
         folder = path
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, local_files_only=True)
+        placement = device_map(device)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, local_files_only=True,
+                                                        device_map=placement)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"model (={model!r}) could not be loaded from {folder}: {err}") from err
-    hf_model.to(device).eval()
+    if placement is None:
+        hf_model.to(device)
+    hf_model.eval()
     if tokenizer.pad_token_id is None:
         # Left padding needs a pad id; its value never matters because it is masked.
         tokenizer.pad_token = tokenizer.eos_token

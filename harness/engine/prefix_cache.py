@@ -61,6 +61,18 @@ class PrefixCache:
         budget_bytes: the most the entries may hold together; 0 keeps nothing.
     """
 
+    @classmethod
+    def of_megabytes(cls, megabytes: int, flag: str = "prefix_cache_mb") -> PrefixCache | None:
+        """A cache of `megabytes` MiB; None (off) for 0.
+
+        Raises:
+            ValueError: a negative budget, naming `flag`.
+        """
+        if megabytes < 0:
+            raise ValueError(f"{flag} (={megabytes}) must be >= 0: MiB the prefix cache may hold "
+                             f"(default {DEFAULT_BUDGET_MB}); 0 turns it off")
+        return cls(megabytes * 2**20) if megabytes else None
+
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET_MB * 2**20) -> None:
         if budget_bytes < 0:
             raise ValueError(f"prefix cache budget (={budget_bytes} bytes) must be >= 0; 0 turns the cache off")

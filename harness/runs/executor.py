@@ -17,6 +17,7 @@ from decoders import get_decoder
 from envs import get_env
 from harness.engine import lockstep
 from harness.engine.model_pool import ModelPool
+from harness.engine.prefix_cache import PrefixCache
 from harness.engine.prompts import encode
 from harness.methods import Attempt, MethodCache, get_method
 from harness.methods.base import role_model_names
@@ -43,12 +44,14 @@ class LocalExecutor:
     Args:
         config: the sweep's config (generation settings, dtype, device).
         models: already-loaded models by config name (not loaded again).
+        prefix_cache: shared by every unit (None: off), so a unit's decoded prompts start the next's.
         on_model_loaded: called with (name, loaded model) before a model's first unit runs.
         on_unit: called with (index, count, unit) when a model's unit starts.
     """
 
     config: SweepConfig
     models: Mapping[str, object] | None = None
+    prefix_cache: PrefixCache | None = None
     on_model_loaded: Callable[[str, object], None] | None = None
     on_unit: Callable[[int, int, Unit], None] | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"load_s": 0.0, "decode_s": 0.0})
@@ -60,7 +63,7 @@ class LocalExecutor:
             self.timings["load_s"] += seconds
 
         pool = ModelPool(self.config.dtype, self.config.device, dict(self.models or {}), on_load=loaded_now,
-                         warm_up=_warm_up)
+                         warm_up=_warm_up, prefix_cache=self.prefix_cache)
 
         def get(name: str):
             model = pool.get(name)

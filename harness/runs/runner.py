@@ -15,6 +15,7 @@ from envs import get_env
 from harness.console import note
 from harness.engine.model_pool import ModelPool
 from harness.engine.models import DEFAULT_MODEL, LoadedModel, resolve_device, resolve_dtype
+from harness.engine.prefix_cache import DEFAULT_BUDGET_MB, PrefixCache
 from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_folder
@@ -76,7 +77,7 @@ class RunSummary:
 
 
 def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progress: bool = True,
-        models: Mapping[str, LoadedModel] | None = None) -> RunSummary:
+        models: Mapping[str, LoadedModel] | None = None, prefix_cache_mb: int = DEFAULT_BUDGET_MB) -> RunSummary:
     """Decode spec.n problems and append one record per (problem, variant) to `out`/samples.jsonl.
 
     Re-running the same spec on the same folder resumes: problems already recorded
@@ -86,7 +87,10 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     Args:
         loaded: `spec.model`, already loaded.
         models: other models the method's roles name (DeRa's aligned model), already loaded, by name.
+        prefix_cache_mb: MiB of decoded prompts' KV caches kept so that later prompts starting
+            the same way (ReDuMix's stages) prefill only what is new; 0 turns it off.
     """
+    prefix_cache = PrefixCache.of_megabytes(prefix_cache_mb, "--prefix-cache-mb")
     # Device and dtype first: nothing is built, read or loaded for a setting that cannot run.
     device = resolve_device(spec.device, flag="--device")
     resolve_dtype(spec.dtype, device, flag="--dtype")
@@ -119,7 +123,8 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         # One record per (problem, variant); a problem is to do while any variant is missing.
         done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}
         todo = pending(problems, done, method.variants())
-        pool = ModelPool(spec.dtype, spec.device, dict(models or {}) | ({spec.model: loaded} if loaded else {}))
+        pool = ModelPool(spec.dtype, spec.device, dict(models or {}) | ({spec.model: loaded} if loaded else {}),
+                         prefix_cache=prefix_cache)
         names = role_model_names(method, spec.model)
         by_role = pool.by_role(names)
         # The model of the method's first role names the run's records (DeRa: the reference model).

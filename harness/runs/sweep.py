@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from envs import get_env
 from harness.console import note
 from harness.engine.models import resolve_device, resolve_dtype
+from harness.engine.prefix_cache import DEFAULT_BUDGET_MB, PrefixCache
 from harness.methods.base import variant_key
 from harness.runs.executor import LocalExecutor, WorkItem
 from harness.runs.folder_claim import claim_folder
@@ -46,11 +47,13 @@ class SweepResult:
 
 def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
               models: Mapping[str, object] | None = None, progress: bool = True,
-              write_report: bool = True) -> SweepResult:
+              write_report: bool = True, prefix_cache_mb: int = DEFAULT_BUDGET_MB) -> SweepResult:
     """Decode every missing record of `config` into `out`/samples.jsonl, then write the report.
 
     Args:
         models: already-loaded models by config name (skips loading them).
+        prefix_cache_mb: MiB of decoded prompts' KV caches shared by the sweep's units, so that
+            ReDuMix's stages (and a greedy unit before them) prefill only new turns; 0: off.
         force_new: when `out` holds another sweep, move its files to `out`/replaced-<time>/
             and start afresh instead of refusing.
 
@@ -61,6 +64,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         ValueError: `out` holds a different sweep or run (and not force_new).
     """
     began = time.perf_counter()
+    prefix_cache = PrefixCache.of_megabytes(prefix_cache_mb, "--prefix-cache-mb")
     device = resolve_device(config.device)
     resolve_dtype(config.dtype, device)  # checked before anything is read or written
     store = RunDir(prepare_folder(out, "out"))
@@ -79,10 +83,12 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         contents = store.read(grid)
         for line in contents.notes():
             note(line)
-        return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began)
+        return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began,
+                           prefix_cache)
 
 
-def _sweep_into(config, units, store, present, models, progress, write_report, began) -> SweepResult:
+def _sweep_into(config, units, store, present, models, progress, write_report, began,
+                prefix_cache) -> SweepResult:
     """Decode every unit's missing records into `store` (claimed and locked by the caller).
 
     The executor runs the units; this driver alone writes: each batch of records is appended
@@ -118,7 +124,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
         write_spec()
     bar = tqdm(total=len(expected), initial=len(expected & present), desc="sweep", unit="record",
                disable=not progress)
-    executor = LocalExecutor(config, models, on_model_loaded=model_loaded,
+    executor = LocalExecutor(config, models, prefix_cache=prefix_cache, on_model_loaded=model_loaded,
                              on_unit=lambda i, n, unit: bar.set_description(f"unit {i}/{n} {unit.label}"))
     new_records: list[dict] = []
     try:
