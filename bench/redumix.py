@@ -9,10 +9,12 @@ repeats and each one's ratio to greedy, prefill included (and decode only):
 - greedy: the engine on x, cold (no prefix cache);
 - hf cfg: transformers' `generate(guidance_scale=0.5, negative_prompt_ids=x2)`, its
   two-context decode (the same mixture: 0.5 log P(.|x) + 0.5 log P(.|x2));
-- stage 4 cold: the engine on [x, x2] with no prefix cache (x and x2 prefilled in full);
+- stage 4 cold: the engine on [x, x2] with no prefix cache (x and x2 prefilled in full),
+  both contexts advanced in one forward per step;
 - stage 4 split: the same, each context advanced as a batch of its own;
-- stage 4: the engine on [x, x2] with the prefix cache as stages 1-3 leave it
-  (x, and x2 up to its last user turn, already decoded), as in a ReDuMix run.
+- stage 4: the engine as a ReDuMix run uses it: the prefix cache as stages 1-3 leave it
+  (x, and x2 up to its last user turn, already decoded), joint or split as the engine
+  decides for the batch size.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def main() -> None:
     methods = {
         "greedy": lambda m, xs, x2s, s3: timed(m, [xs], greedy, args.new_tokens),
         "hf cfg": lambda m, xs, x2s, s3: timed_hf_cfg(m, xs, x2s, args.new_tokens),
-        "stage 4 cold": lambda m, xs, x2s, s3: timed(m, [xs, x2s], mix, args.new_tokens),
+        "stage 4 cold": lambda m, xs, x2s, s3: timed(m, [xs, x2s], mix, args.new_tokens, split_streams=False),
         "stage 4 split": lambda m, xs, x2s, s3: timed(m, [xs, x2s], mix, args.new_tokens, split_streams=True),
         "stage 4": lambda m, xs, x2s, s3: timed_warm(m, xs, x2s, s3, mix, args.new_tokens),
     }

@@ -1,5 +1,5 @@
-"""The prefix cache: reusing decoded prompts' caches changes no token, stays in its budget,
-and never serves one model's cache to another."""
+"""The prefix cache (reusing decoded prompts' caches changes no token, stays in its budget,
+never serves one model's cache to another) and streams advanced as separate batches."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from decoders import get_decoder
 from envs import get_env
 from harness.engine import lockstep
+from harness.engine.lockstep import should_split_streams
 from harness.engine.prefix_cache import PrefixCache, common_prefix_length
 from harness.engine.prompts import encode
 from harness.methods.mixture_stats import MixtureStats
@@ -110,6 +111,14 @@ def test_split_streams_give_the_same_tokens_as_one_padded_batch(tiny):
     for a, b in zip(split, joint, strict=True):
         torch.testing.assert_close(torch.tensor(a.token_logprobs), torch.tensor(b.token_logprobs),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_streams_are_split_only_for_many_rows_of_very_different_lengths():
+    assert not should_split_streams(1, [100, 600])
+    assert not should_split_streams(16, [100, 600])
+    assert should_split_streams(64, [100, 600])
+    assert not should_split_streams(64, [500, 600])  # similar lengths: little padding to save
+    assert not should_split_streams(64, [600])
 
 
 def test_a_prefix_is_found_only_for_the_model_that_computed_it(tiny):
