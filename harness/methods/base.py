@@ -147,9 +147,9 @@ class MethodCache:
     `answers` holds answers of deterministic single-pass decodes keyed by what they
     depend on (model, prompt, generation settings, decoder config), so a method that
     needs the same answer (ReDuMix's greedy first attempt) takes it instead of decoding
-    it again: (completion, seconds it took). Reuse is exact where decoding a row does not
-    depend on the rows batched with it (float32 on CPU here; batched bf16 or GPU kernels
-    can flip near-ties).
+    it again: (completion, seconds it took). Reuse gives what decoding again would where a
+    row does not depend on the rows batched with it; batch shapes, bf16, GPU kernels and
+    reused prefix caches change logits in the last bits, which can flip near-ties.
     """
 
     answers: dict[tuple, tuple[str, float]] = field(default_factory=dict)
