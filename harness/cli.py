@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-report", action="store_true", help="skip the report (write it later: redumix report)")
     sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     sweep.add_argument("--prefix-cache-mb", type=int, default=PREFIX_CACHE_MB, metavar="MIB", help=PREFIX_CACHE_HELP)
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="where the units run: local (this process, the default) or ray (actors of a Ray "
+                            "cluster, or of a local Ray instance without --address; needs pip install \".[ray]\")")
+    sweep.add_argument("--address", metavar="ADDR",
+                       help="with --executor ray: the cluster to join, auto or HOST:PORT (default: start a local "
+                            "Ray instance on this machine's CPUs and stop it at the end)")
+    sweep.add_argument("--ray-actors", type=int, metavar="N",
+                       help="with --executor ray: number of actors (default: one per (model, env, seed), at most one "
+                            "per CPU)")
+    sweep.add_argument("--ray-cpus-per-actor", type=float, metavar="N",
+                       help="with --executor ray: CPUs, and torch threads, per actor (default: Ray's CPUs / actors)")
     sweep.set_defaults(handler=_cmd_sweep)
 
     report = sub.add_parser("report", help="write summary.csv, samples.csv and report.html of a sweep or run folder")
@@ -247,12 +258,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     out = Path(args.out or config.out or RESULTS_DIR / config.name)
 
+    executor = _sweep_executor(args)
+
     from harness.runs.sweep import run_sweep
 
     _set_threads(args.threads)
     args.out_dir = out
     result = run_sweep(config, out, force_new=args.force_new, write_report=not args.no_report,
-                       prefix_cache_mb=args.prefix_cache_mb)
+                       prefix_cache_mb=args.prefix_cache_mb, executor=executor)
     print(f"records: {result.total} ({result.new} new, {result.total - result.new} already recorded)")
     t = result.timings
     print(f"time: {t['total_s']:.1f} s (model load {t['load_s']:.1f} s, stages 1-3 {t['stage_s']:.1f} s, "
@@ -260,7 +273,40 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if result.report is not None:
         _print_report(result.report)
     print(f"results: {result.out / 'samples.jsonl'}")
+    if result.failed_units:
+        missing = sum(f["missing"] for f in result.failed_units)
+        print(f"failed units: {len(result.failed_units)} ({missing} records missing; run the same command to retry "
+              "them)", file=sys.stderr)
+        for failed in result.failed_units:
+            print(f"  {failed['label']}: {failed['error']}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _sweep_executor(args: argparse.Namespace):
+    """What runs the sweep's units, as `run_sweep` takes it; --executor ray without Ray is refused
+    here, before anything is written."""
+    ray_flags = [flag for flag, value in (("--address", args.address), ("--ray-actors", args.ray_actors),
+                                          ("--ray-cpus-per-actor", args.ray_cpus_per_actor)) if value is not None]
+    if args.executor == "local":
+        if ray_flags:
+            raise ValueError(f"{', '.join(ray_flags)} only apply with --executor ray")
+        from harness.runs.executor import LocalExecutor
+
+        return LocalExecutor
+    for flag, value in (("--ray-actors", args.ray_actors), ("--ray-cpus-per-actor", args.ray_cpus_per_actor)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{flag} (={value:g}) must be more than 0")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError('--executor ray needs Ray, which is not installed; install it with: pip install ".[ray]"')
+    import functools
+
+    from harness.runs.ray_executor import RayExecutor
+
+    return functools.partial(RayExecutor, address=args.address, actors=args.ray_actors,
+                             cpus_per_actor=args.ray_cpus_per_actor)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -57,56 +57,84 @@ class LocalExecutor:
     timings: dict[str, float] = field(default_factory=lambda: {"load_s": 0.0, "decode_s": 0.0})
 
     def map_units(self, items: Sequence[WorkItem]) -> Iterator[tuple[Unit, list[dict]]]:
-        announced: set[str] = set()
-
-        def loaded_now(name: str, model, seconds: float) -> None:
-            self.timings["load_s"] += seconds
-
-        pool = ModelPool(self.config.dtype, self.config.device, dict(self.models or {}), on_load=loaded_now,
-                         warm_up=_warm_up, prefix_cache=self.prefix_cache)
-
-        def get(name: str):
-            model = pool.get(name)
-            if name not in announced and self.on_model_loaded is not None:
-                self.on_model_loaded(name, model)
-            announced.add(name)
-            return model
-
+        runner = UnitRunner(self.config, self.models, self.prefix_cache, self.on_model_loaded, self.timings)
         for model in dict.fromkeys(item.unit.model for item in items):
-            get(model)
-            cache = MethodCache()
+            runner.get(model)
             model_items = [item for item in items if item.unit.model == model]
             for index, item in enumerate(model_items, 1):
                 if self.on_unit is not None:
                     self.on_unit(index, len(model_items), item.unit)
-                spec, env, method = self._prepare(item)
-                # Every model of the method's roles (DeRa's aligned one) loads before the unit's clock starts.
-                names = role_model_names(method, model) | item.unit.decoder.models
-                for name in names.values():
-                    get(name)
-                by_role = pool.by_role(names)
-                # Which model played each role, where one is not the unit's own.
-                roles = {"models": {r: m.name for r, m in by_role.items()}} if set(names.values()) != {model} else {}
-                t0 = time.perf_counter()
-                for attempts in iter_attempt_batches(spec, env, method, by_role, list(item.problems),
-                                                     set(item.done), cache):
-                    first = pool.get(model)
-                    records = [sweep_record(item.unit, attempt_record(a, first.name, spec.seed, first.dtype) | roles, a)
-                               for a in attempts]
-                    self.timings["decode_s"] += time.perf_counter() - t0
+                for records in runner.run(item):
                     yield item.unit, records
-                    t0 = time.perf_counter()
-                self.timings["decode_s"] += time.perf_counter() - t0
 
-    def _prepare(self, item: WorkItem):
-        """(run spec, environment, method) of a work item."""
-        unit, config = item.unit, self.config
-        spec = RunSpec(env=unit.env.name, decoder=unit.decoder.name, n=unit.env.n, seed=unit.seed, model=unit.model,
-                       env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
-                       max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
-                       dtype=config.dtype, device=config.device, extraction=config.extraction)
-        env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
-        return spec, env, get_method(spec.decoder, **spec.decoder_config)
+
+class UnitRunner:
+    """Runs one work item at a time, keeping its models loaded and one method cache per model
+    across items (a greedy unit's answers are a later ReDuMix unit's first attempts).
+
+    Args:
+        config, models, prefix_cache: as `LocalExecutor`'s.
+        on_model_loaded: called with (name, loaded model) the first time a model is used.
+        timings: "load_s" and "decode_s" are added to it.
+    """
+
+    def __init__(self, config: SweepConfig, models: Mapping[str, object] | None = None,
+                 prefix_cache: PrefixCache | None = None,
+                 on_model_loaded: Callable[[str, object], None] | None = None,
+                 timings: dict[str, float] | None = None) -> None:
+        self.config = config
+        self.on_model_loaded = on_model_loaded
+        self.timings = timings if timings is not None else {"load_s": 0.0, "decode_s": 0.0}
+        self._announced: set[str] = set()
+        self._caches: dict[str, MethodCache] = {}
+
+        def loaded_now(name: str, model, seconds: float) -> None:
+            self.timings["load_s"] += seconds
+
+        self.pool = ModelPool(config.dtype, config.device, dict(models or {}), on_load=loaded_now,
+                              warm_up=_warm_up, prefix_cache=prefix_cache)
+
+    def get(self, name: str):
+        model = self.pool.get(name)
+        if name not in self._announced and self.on_model_loaded is not None:
+            self.on_model_loaded(name, model)
+        self._announced.add(name)
+        return model
+
+    def run(self, item: WorkItem) -> Iterator[list[dict]]:
+        """The item's records, a batch at a time."""
+        model, pool = item.unit.model, self.pool
+        self.get(model)
+        cache = self._caches.setdefault(model, MethodCache())
+        spec, env, method = prepare(self.config, item)
+        # Every model of the method's roles (DeRa's aligned one) loads before the unit's clock starts.
+        names = role_model_names(method, model) | item.unit.decoder.models
+        for name in names.values():
+            self.get(name)
+        by_role = pool.by_role(names)
+        # Which model played each role, where one is not the unit's own.
+        roles = {"models": {r: m.name for r, m in by_role.items()}} if set(names.values()) != {model} else {}
+        t0 = time.perf_counter()
+        for attempts in iter_attempt_batches(spec, env, method, by_role, list(item.problems),
+                                             set(item.done), cache):
+            first = pool.get(model)
+            records = [sweep_record(item.unit, attempt_record(a, first.name, spec.seed, first.dtype) | roles, a)
+                       for a in attempts]
+            self.timings["decode_s"] += time.perf_counter() - t0
+            yield records
+            t0 = time.perf_counter()
+        self.timings["decode_s"] += time.perf_counter() - t0
+
+
+def prepare(config: SweepConfig, item: WorkItem):
+    """(run spec, environment, method) of a work item."""
+    unit = item.unit
+    spec = RunSpec(env=unit.env.name, decoder=unit.decoder.name, n=unit.env.n, seed=unit.seed, model=unit.model,
+                   env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
+                   max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
+                   dtype=config.dtype, device=config.device, extraction=config.extraction)
+    env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
+    return spec, env, get_method(spec.decoder, **spec.decoder_config)
 
 
 def sweep_record(unit: Unit, record: dict, attempt: Attempt) -> dict:

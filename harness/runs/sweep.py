@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,11 +43,15 @@ class SweepResult:
     new: int  # records written by this call
     timings: dict[str, float] = field(default_factory=dict)
     report: object | None = None  # harness.analysis.report.Report when a report was written
+    # Units the executor gave up on (a Ray actor's unit that raised): {"label", "error", "missing"}
+    # with the number of its records still missing; their records are left for a re-run.
+    failed_units: list[dict] = field(default_factory=list)
 
 
 def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
               models: Mapping[str, object] | None = None, progress: bool = True,
-              write_report: bool = True, prefix_cache_mb: int = DEFAULT_BUDGET_MB) -> SweepResult:
+              write_report: bool = True, prefix_cache_mb: int = DEFAULT_BUDGET_MB,
+              executor: Callable[..., object] = LocalExecutor) -> SweepResult:
     """Decode every missing record of `config` into `out`/samples.jsonl, then write the report.
 
     Args:
@@ -56,6 +60,11 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
             ReDuMix's stages (and a greedy unit before them) prefill only new turns; 0: off.
         force_new: when `out` holds another sweep, move its files to `out`/replaced-<time>/
             and start afresh instead of refusing.
+        executor: makes the executor that runs the units, called as
+            `executor(config, models, prefix_cache=..., on_model_loaded=..., on_unit=...)`:
+            `LocalExecutor` (here, the default) or e.g.
+            `functools.partial(harness.runs.ray_executor.RayExecutor, address="auto")`. An executor with
+            a `failures` list ({"unit", "label", "error"}) reports the units it gave up on there.
 
     The config's dtype "auto" is resolved before anything is written (spec.json and the records
     name the dtype that ran); a folder being resumed keeps the dtype it was written in.
@@ -84,11 +93,11 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         for line in contents.notes():
             note(line)
         return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began,
-                           prefix_cache)
+                           prefix_cache, executor)
 
 
 def _sweep_into(config, units, store, present, models, progress, write_report, began,
-                prefix_cache) -> SweepResult:
+                prefix_cache, make_executor=LocalExecutor) -> SweepResult:
     """Decode every unit's missing records into `store` (claimed and locked by the caller).
 
     The executor runs the units; this driver alone writes: each batch of records is appended
@@ -124,12 +133,13 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
         write_spec()
     bar = tqdm(total=len(expected), initial=len(expected & present), desc="sweep", unit="record",
                disable=not progress)
-    executor = LocalExecutor(config, models, prefix_cache=prefix_cache, on_model_loaded=model_loaded,
+    executor = make_executor(config, models, prefix_cache=prefix_cache, on_model_loaded=model_loaded,
                              on_unit=lambda i, n, unit: bar.set_description(f"unit {i}/{n} {unit.label}"))
     new_records: list[dict] = []
     try:
         for _, records in executor.map_units(items):
-            records = [r for r in records if r["key"] not in present]
+            # A key already held is dropped: an executor that retries (Ray) may send a record twice.
+            records = list({r["key"]: r for r in records if r["key"] not in present}.values())
             store.append(records)
             present.update(r["key"] for r in records)
             new_records.extend(records)
@@ -146,7 +156,12 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
     timings["stage_s"] = sum(stages.values())
     timings["decode_s"] = max(0.0, timings["decode_s"] - timings["stage_s"])
 
-    result = SweepResult(out=store.path, total=len(present), new=len(new_records), timings=timings)
+    failed_units = [{"label": f["label"], "error": f["error"],
+                     "missing": len({k for p in item.problems for k in f["unit"].keys(p.problem_id)} - present)}
+                    for f in getattr(executor, "failures", ())
+                    for item in items if item.unit == f["unit"]]
+    result = SweepResult(out=store.path, total=len(present), new=len(new_records), timings=timings,
+                         failed_units=failed_units)
     if write_report:
         from harness.analysis.report import write_report
 

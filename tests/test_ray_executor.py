@@ -1,0 +1,135 @@
+"""`redumix sweep --executor ray`: the same records as the local executor, an actor killed
+mid-sweep, a unit that always fails, and a sweep module that imports no Ray."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from harness.runs.sweep import run_sweep
+from harness.runs.sweep_config import parse_config
+from tests.test_sweep import _close, _data, _expected_keys, _records, _without_timings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _config(model_dir):
+    # greedy + ReDuMix with 2 lambdas on 3 problems (the sampling decoder left out)
+    data = _data(model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
+    return parse_config(data)
+
+
+def test_the_sweep_module_imports_no_ray():
+    code = "import sys, harness.runs.sweep, harness.cli; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_executor_ray_without_ray_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, monkeypatch,
+                                                                        capsys):
+    import importlib.util
+
+    import yaml
+
+    from harness.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_data(tiny_model_dir, n=1, seeds=(0,))))
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "--executor ray" in err and 'pip install ".[ray]"' in err
+    assert not (tmp_path / "out").exists()
+    assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--ray-actors", "2"]) == 2
+    assert "only apply with --executor ray" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    import os
+
+    from harness.runs.ray_executor import worker_env_vars
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="redumix-ray-test-")  # short: Ray's socket paths have a length limit
+    began = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, runtime_env={"env_vars": worker_env_vars()},
+             logging_level="warning")
+    startup_s = time.perf_counter() - began
+    yield startup_s
+    ray.shutdown()
+    import shutil
+
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def local_done(tiny_model_dir, tmp_path_factory):
+    config = _config(tiny_model_dir)
+    out = tmp_path_factory.mktemp("local") / "s"
+    run_sweep(config, out, progress=False, write_report=False)
+    return config, _records(out)
+
+
+def _ray(**options):
+    from harness.runs.ray_executor import RayExecutor
+
+    return functools.partial(RayExecutor, actors=2, cpus_per_actor=1, **options)
+
+
+def test_two_actors_give_the_local_executors_records(ray_instance, local_done, tmp_path):
+    config, local = local_done
+    result = run_sweep(config, tmp_path / "s", progress=False, write_report=True, executor=_ray())
+    records = _records(tmp_path / "s")
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == result.total == result.new == len(local) == 3 * (1 + 2)
+    assert _close(_without_timings(records), _without_timings(local))
+    assert result.failed_units == []
+    # greedy's answers were the ReDuMix units' first attempts: the group ran on one actor
+    assert all(r["stage1_reused"] for r in records if r["decoder"] == "redumix")
+    spec = json.loads((tmp_path / "s" / "spec.json").read_text())
+    assert spec["models"][str(config.models[0])]["parameters"] > 0
+    assert result.timings["load_s"] > 0 and (tmp_path / "s" / "report.html").exists()
+
+
+def test_an_actor_that_dies_mid_unit_is_restarted_and_its_unit_redone(ray_instance, local_done, tmp_path):
+    from harness.runs.ray_executor import EXIT_ONCE_ENV
+
+    config, local = local_done
+    marker = tmp_path / "died"
+    result = run_sweep(config, tmp_path / "s", progress=False, write_report=False,
+                       executor=_ray(env_vars={EXIT_ONCE_ENV: str(marker)}))
+    assert marker.exists()  # an actor did end its process
+    records = _records(tmp_path / "s")
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == len(local) == result.new and set(keys) == _expected_keys(config)
+    assert result.failed_units == []
+    assert _close(_without_timings(records), _without_timings(local))
+
+
+def test_a_unit_that_always_fails_is_reported_and_the_others_written(ray_instance, local_done, tiny_model_dir,
+                                                                       tmp_path):
+    from harness.runs.ray_executor import FAIL_UNIT_ENV
+
+    data = _data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
+    config = parse_config(data)
+    failing = "basic_arithmetic greedy s1"
+    result = run_sweep(config, tmp_path / "s", progress=False, write_report=True,
+                       executor=_ray(env_vars={FAIL_UNIT_ENV: failing}))
+    (failed,) = result.failed_units
+    assert failed["label"] == failing and "failed on purpose" in failed["error"] and failed["missing"] == 3
+    keys = {r["key"] for r in _records(tmp_path / "s")}
+    missing = _expected_keys(config) - keys
+    assert len(missing) == 3
+    assert {(k.split("|")[3], k.split("|")[5]) for k in missing} == {("greedy", "1")}
+    assert result.total == result.new == len(_expected_keys(config)) - 3
+    assert any("incomplete" in note for note in result.report.notes)
