@@ -133,3 +133,28 @@ def test_a_unit_that_always_fails_is_reported_and_the_others_written(ray_instanc
     assert {(k.split("|")[3], k.split("|")[5]) for k in missing} == {("greedy", "1")}
     assert result.total == result.new == len(_expected_keys(config)) - 3
     assert any("incomplete" in note for note in result.report.notes)
+
+
+def test_cli_names_the_failed_units_and_exits_1(ray_instance, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from harness.cli import main
+    from harness.runs import ray_executor
+
+    env_vars = ray_executor.worker_env_vars
+    failing = "basic_arithmetic redumix binary s0"
+    monkeypatch.setattr(ray_executor, "worker_env_vars", lambda: env_vars() | {ray_executor.FAIL_UNIT_ENV: failing})
+    data = _data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    args = ["sweep", str(config), "--out", str(out), "--executor", "ray", "--ray-actors", "2",
+            "--ray-cpus-per-actor", "1"]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    assert "records: 2 (2 new, 0 already recorded)" in printed.out and "incomplete: 2 of 6 records" in printed.out
+    assert "failed units: 1 (4 records missing" in printed.err and f"  {failing}: RuntimeError" in printed.err
+    monkeypatch.setattr(ray_executor, "worker_env_vars", env_vars)
+    assert main(args) == 0  # the re-run decodes only the failed unit's records
+    assert "records: 6 (4 new, 2 already recorded)" in capsys.readouterr().out
