@@ -158,3 +158,36 @@ def test_cli_names_the_failed_units_and_exits_1(ray_instance, tiny_model_dir, tm
     monkeypatch.setattr(ray_executor, "worker_env_vars", env_vars)
     assert main(args) == 0  # the re-run decodes only the failed unit's records
     assert "records: 6 (4 new, 2 already recorded)" in capsys.readouterr().out
+
+
+def test_the_driver_drops_records_it_already_holds(tiny_model_dir, tmp_path):
+    """An executor that retries may send a unit's records twice (Ray is at-least-once): written once."""
+    from harness.runs.executor import LocalExecutor
+
+    class Twice(LocalExecutor):
+        def map_units(self, items):
+            for unit, records in super().map_units(items):
+                yield unit, records + records
+                yield unit, records
+
+    config = _config(tiny_model_dir)
+    result = run_sweep(config, tmp_path / "s", progress=False, write_report=False, executor=Twice)
+    keys = [r["key"] for r in _records(tmp_path / "s")]
+    assert len(keys) == len(set(keys)) == result.new == result.total and set(keys) == _expected_keys(config)
+
+
+def test_a_unit_that_kills_its_actor_every_time_is_given_up_and_the_actor_replaced(ray_instance, tiny_model_dir,
+                                                                                     tmp_path):
+    from harness.runs.ray_executor import FAIL_UNIT_ENV
+
+    data = _data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
+    config = parse_config(data)
+    # One actor: the units after the fatal one can only run on the actor that replaced it.
+    result = run_sweep(config, tmp_path / "s", progress=False, write_report=False,
+                       executor=functools.partial(_ray(env_vars={FAIL_UNIT_ENV: "exit:basic_arithmetic greedy s0"}),
+                                                  actors=1, max_restarts=1, max_attempts=2))
+    (failed,) = result.failed_units
+    assert failed["label"] == "basic_arithmetic greedy s0" and "died 2 times" in failed["error"]
+    keys = {r["key"] for r in _records(tmp_path / "s")}
+    assert keys == {k for k in _expected_keys(config) if "|redumix|" in k} and result.new == 4

@@ -37,7 +37,8 @@ from harness.runs.work_units import Unit
 
 INSTALL_HINT = 'pip install ".[ray]"'
 # Test hooks, read by the actors: a marker file's path (the first unit to find it absent creates
-# it and ends its process, once), and a unit label whose units raise inside the worker.
+# it and ends its process, once), and a unit label whose units raise inside the worker
+# ("exit:LABEL": end the actor's process instead).
 EXIT_ONCE_ENV = "REDUMIX_RAY_TEST_EXIT_ONCE"
 FAIL_UNIT_ENV = "REDUMIX_RAY_TEST_FAIL_UNIT"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +119,10 @@ def _test_hooks(unit: Unit) -> None:
             pass
         else:
             os._exit(1)
-    if os.environ.get(FAIL_UNIT_ENV) and os.environ[FAIL_UNIT_ENV] == unit.label:
+    failing = os.environ.get(FAIL_UNIT_ENV, "")
+    if failing == f"exit:{unit.label}":  # the unit ends its actor's process, every time
+        os._exit(1)
+    if failing == unit.label:
         raise RuntimeError(f"unit {unit.label} failed on purpose ({FAIL_UNIT_ENV})")
 
 
@@ -183,10 +187,13 @@ class RayExecutor:
 
     def _actor_options(self, count: int) -> dict:
         resources = ray.cluster_resources()
-        cpus = self.cpus_per_actor or max(1, int(resources.get("CPU", 1) // count))
+        # An actor runs on one node: a default share is at most the largest node's.
+        largest = {kind: max((n["Resources"].get(kind, 0) for n in ray.nodes() if n.get("Alive")), default=0)
+                   for kind in ("CPU", "GPU")}
+        cpus = self.cpus_per_actor or max(1, int(min(resources.get("CPU", 1) // count, largest["CPU"] or 1)))
         gpus = self.gpus_per_actor
         if gpus is None and self.config.device != "cpu" and resources.get("GPU"):
-            gpus = resources["GPU"] / count
+            gpus = min(resources["GPU"] / count, largest["GPU"])
         options = {"num_cpus": cpus, "max_restarts": self.max_restarts, "max_task_retries": 0,
                    "runtime_env": {"env_vars": {**worker_env_vars(), **self.env_vars}}}
         if gpus:
