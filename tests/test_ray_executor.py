@@ -110,8 +110,8 @@ def test_an_actor_that_dies_mid_unit_is_restarted_and_its_unit_redone(ray_instan
     assert marker.exists()  # an actor did end its process
     records = _records(tmp_path / "s")
     keys = [r["key"] for r in records]
-    assert len(keys) == len(set(keys)) == len(local) == result.new and set(keys) == _expected_keys(config)
     assert result.failed_units == []
+    assert len(keys) == len(set(keys)) == len(local) == result.new and set(keys) == _expected_keys(config)
     assert _close(_without_timings(records), _without_timings(local))
 
 

@@ -22,13 +22,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from harness.engine.prefix_cache import PrefixCache
 from harness.runs.executor import UnitRunner, WorkItem
@@ -42,6 +43,10 @@ INSTALL_HINT = 'pip install ".[ray]"'
 EXIT_ONCE_ENV = "REDUMIX_RAY_TEST_EXIT_ONCE"
 FAIL_UNIT_ENV = "REDUMIX_RAY_TEST_FAIL_UNIT"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# A restarting actor (its process died; Ray is starting another and loading its models) refuses
+# calls for a while: the unit is sent again every RESTART_POLL_S, for at most RESTART_WAIT_S.
+RESTART_POLL_S = 0.5
+RESTART_WAIT_S = 300.0
 
 
 def worker_env_vars() -> dict[str, str]:
@@ -214,6 +219,7 @@ class RayExecutor:
 
         actors = [new_actor() for _ in range(count)]
         deaths = [0] * count
+        waits = [0] * count  # polls of a restarting actor since its last finished unit
         queues: list[deque[WorkItem]] = [deque() for _ in range(count)]
         in_flight: dict = {}  # ref -> (actor index, item, attempt)
         announced: set[str] = set()
@@ -249,6 +255,16 @@ class RayExecutor:
                     fail(item, repr(cause) if cause is not None else str(err).strip().splitlines()[-1])
                     next_unit(slot)
                     continue
+                except ActorUnavailableError as err:  # restarting after a death: the same attempt, once it is back
+                    waits[slot] += 1
+                    if waits[slot] * RESTART_POLL_S > RESTART_WAIT_S:
+                        fail(item, f"its actor stayed unavailable for {RESTART_WAIT_S:.0f} s: "
+                                   f"{str(err).strip().splitlines()[0]}")
+                        next_unit(slot)
+                    else:
+                        time.sleep(RESTART_POLL_S)
+                        submit(slot, item, attempt)
+                    continue
                 except RayActorError as err:  # the actor died (Ray restarts it up to max_restarts times)
                     deaths[slot] += 1
                     if deaths[slot] > self.max_restarts:  # dead for good: a fresh actor in its place
@@ -260,6 +276,7 @@ class RayExecutor:
                         fail(item, f"its actor died {attempt} times: {str(err).strip().splitlines()[0]}")
                         next_unit(slot)
                     continue
+                waits[slot] = 0
                 for name, description in out["described"].items():
                     if name not in announced and self.on_model_loaded is not None:
                         self.on_model_loaded(name, _Described(description))
