@@ -58,6 +58,20 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
     return f"a different {kind} (differs in: {', '.join(shown)})"
 
 
+def claim_and_read(store: RunDir, kind: str, resolved: dict, grid: Grid, *, adopted: str | None = None,
+                   force_new: bool = False, note: Callable[[str], None] = print):
+    """Claim `store` (see `claim_folder`), say why its dtype was kept (`adopted`), check it can
+    be written, and read what it holds (noting lines that could not be counted)."""
+    claim_folder(store, kind, resolved, grid, force_new=force_new, note=note)
+    if adopted:
+        note(adopted)
+    store.check_writable()
+    contents = store.read(grid)
+    for line in contents.notes():
+        note(line)
+    return contents
+
+
 def _records_without_spec(store: RunDir, kind: str, grid: Grid, note) -> str | None:
     """Why the spec-less folder cannot be resumed under `grid`, or None (after saying it will be)."""
     contents = store.read()

@@ -18,7 +18,7 @@ from harness.engine.models import DEFAULT_MODEL, LoadedModel, resolve_device, re
 from harness.engine.prefix_cache import DEFAULT_BUDGET_MB, PrefixCache
 from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
-from harness.runs.folder_claim import claim_folder
+from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_variant, run_grid
@@ -112,13 +112,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         spec = dataclasses.replace(spec, dtype=dtype)
         resolved = identity(dtype)
         grid = run_grid(resolved["run"], method.variants())
-        claim_folder(run_dir, "run", resolved["run"], grid, note=note)
-        if adopted:
-            note(adopted)
-        run_dir.check_writable()
-        contents = run_dir.read(grid)
-        for line in contents.notes():
-            note(line)
+        contents = claim_and_read(run_dir, "run", resolved["run"], grid, adopted=adopted, note=note)
         problems = env.problems(spec.n, spec.seed)
         # One record per (problem, variant); a problem is to do while any variant is missing.
         done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}

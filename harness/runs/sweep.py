@@ -24,7 +24,7 @@ from harness.engine.models import resolve_device, resolve_dtype
 from harness.engine.prefix_cache import DEFAULT_BUDGET_MB, PrefixCache
 from harness.methods.base import variant_key
 from harness.runs.executor import LocalExecutor, WorkItem
-from harness.runs.folder_claim import claim_folder
+from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
@@ -85,13 +85,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         units = plan(config)
         resolved = config.resolved()
         grid = sweep_grid(resolved, config.variants())
-        claim_folder(store, "sweep", resolved, grid, force_new=force_new, note=note)
-        if adopted:
-            note(adopted)
-        store.check_writable()
-        contents = store.read(grid)
-        for line in contents.notes():
-            note(line)
+        contents = claim_and_read(store, "sweep", resolved, grid, adopted=adopted, force_new=force_new, note=note)
         return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began,
                            prefix_cache, executor)
 
