@@ -135,8 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --executor ray: CPUs, and torch threads, per actor (default: Ray's CPUs / actors)")
     sweep.set_defaults(handler=_cmd_sweep)
 
-    report = sub.add_parser("report", help="write summary.csv, samples.csv and report.html of a sweep or run folder")
-    report.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `redumix sweep` or `redumix run`")
+    report = sub.add_parser("report", help="write summary.csv, samples.csv and report.html of a sweep or run folder, "
+                                           "or of several together (--out)")
+    report.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                        help="folder written by `redumix sweep` or `redumix run`; with several, each is compared with "
+                             "the first on the problems both answered")
+    report.add_argument("--out", metavar="DIR",
+                        help="write the report here instead of into RUN_DIR (needed for several runs; the run folders "
+                             "are left as they are)")
     report.set_defaults(handler=_cmd_report)
 
     # Listed for --help only: main() hands everything after `lm-eval` to lm-eval's own parser.
@@ -310,9 +316,17 @@ def _sweep_executor(args: argparse.Namespace):
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.analysis.report import write_report
+    if args.out is None and len(args.run_dir) > 1:
+        raise ValueError(f"RUN_DIR (={' '.join(args.run_dir)!r}) names {len(args.run_dir)} runs; a report over several "
+                         "runs needs a folder of its own: add --out DIR (e.g. --out results/compare)")
+    if args.out is None:
+        from harness.analysis.report import write_report
 
-    _print_report(write_report(args.run_dir))
+        _print_report(write_report(args.run_dir[0]))
+    else:
+        from harness.analysis.joined_report import write_joined_report
+
+        _print_report(write_joined_report(args.run_dir, args.out))
     return 0
 
 
@@ -323,7 +337,8 @@ def _print_report(report) -> None:
     for line in report.notes:
         print(f"note: {line}")
     print(f"report: {report.html}")
-    print(f"tables: {report.summary_csv}, {report.samples_csv}, {report.comparisons_csv}")
+    tables = [report.summary_csv, report.samples_csv, report.comparisons_csv, report.cross_runs_csv]
+    print(f"tables: {', '.join(str(t) for t in tables if t is not None)}")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ what overlapping per-decoder intervals cannot do: the accuracy difference with a
 paired-bootstrap interval, McNemar's exact test on the discordant pairs (a two-sided
 binomial test of wins against losses), and the same difference for `score` with a
 Wilcoxon signed-rank test. A pair is (model, env, problem, seed): seeds pool as
-separate problems. Everything here is a pure function of the records.
+separate problems. Across runs (`compare_across_runs`), each run's variant is compared with
+the same variant of a base run on the problems both runs answered. Everything here is a
+pure function of the records.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from scipy.stats import binomtest, wilcoxon
 
 # What identifies one answer's problem, across decoders of a sweep.
 PAIR_COLUMNS = ["model", "env_label", "problem_id", "seed"]
+# What one decoder variant is within an env, whichever model or run answered.
+VARIANT_COLUMNS = ["env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
 # A variant of a decoder: one side of a comparison (and one group of the summary).
-SIDE_COLUMNS = ["model", "env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
-COMPARISON_COLUMNS = [
-    *SIDE_COLUMNS, "reference", "pairs", "accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses",
-    "mcnemar_p", "score_diff", "score_diff_lo", "score_diff_hi", "wilcoxon_p",
-]
+SIDE_COLUMNS = ["model", *VARIANT_COLUMNS]
+STATISTIC_COLUMNS = ["pairs", "accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses",
+                     "mcnemar_p", "score_diff", "score_diff_lo", "score_diff_hi", "wilcoxon_p"]
+COMPARISON_COLUMNS = [*SIDE_COLUMNS, "reference", *STATISTIC_COLUMNS]
+# Across runs: one problem is the same env item, seed and question text.
+CROSS_PAIR_COLUMNS = ["env_label", "problem_id", "seed", "question"]
+CROSS_RUN_COLUMNS = ["run", "model", *VARIANT_COLUMNS, "base_run", "base_model", *STATISTIC_COLUMNS]
 
 
 def paired_difference(a, b, seed: int = 0, resamples: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
@@ -66,21 +72,65 @@ def compare_to_reference(records: pd.DataFrame, reference: str | None, seed: int
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
     is_reference = ((records["decoder_label"] == reference) & records["lambda"].isna()
                     & records["variant"].isna() & records["feedback_policy"].isna())
-    base = records[is_reference].drop_duplicates(PAIR_COLUMNS)[[*PAIR_COLUMNS, "correct", "score"]]
+    base = records[is_reference]
+    rows = [dict(zip(SIDE_COLUMNS, key, strict=True)) | {"reference": reference}
+            | paired_statistics(group, base, PAIR_COLUMNS, seed)
+            for key, group in records[~is_reference].groupby(SIDE_COLUMNS, dropna=False, sort=True)]
+    return _with_none(pd.DataFrame(rows, columns=COMPARISON_COLUMNS))
+
+
+def compare_across_runs(records: pd.DataFrame, base_run: str, seed: int = 0) -> pd.DataFrame:
+    """Each variant of every other run against the same variant of `base_run`, on the problems
+    both answered (one row per pair of sides; see CROSS_RUN_COLUMNS).
+
+    `records` are several runs' normalised records with a `run` column. Problems pair on
+    CROSS_PAIR_COLUMNS, the question text included: two runs whose envs are configured
+    differently can give one problem id another question, and those are not the same problem.
+    A side is paired with the base run's same model when the base run has it (a GPU run
+    against a CPU run), otherwise with each of the base run's models (a distilled model
+    against its base).
+    """
+    pair_on = [c for c in CROSS_PAIR_COLUMNS if c in records]
+    base = records[records["run"] == base_run]
     rows = []
-    for key, group in records[~is_reference].groupby(SIDE_COLUMNS, dropna=False, sort=True):
-        joined = group.drop_duplicates(PAIR_COLUMNS).merge(base, on=PAIR_COLUMNS, suffixes=("", "_ref"))
-        ours, theirs = joined["correct"].astype(bool), joined["correct_ref"].astype(bool)
-        diff, lo, hi = paired_difference(ours, theirs, seed=seed)
-        wins, losses, p = mcnemar_exact(ours, theirs)
-        sdiff, slo, shi = paired_difference(joined["score"], joined["score_ref"], seed=seed)
-        rows.append(dict(zip(SIDE_COLUMNS, key, strict=True)) | {
-            "reference": reference, "pairs": len(joined), "accuracy_diff": diff, "accuracy_diff_lo": lo,
-            "accuracy_diff_hi": hi, "wins": wins, "losses": losses, "mcnemar_p": p, "score_diff": sdiff,
-            "score_diff_lo": slo, "score_diff_hi": shi,
-            "wilcoxon_p": signed_rank_p(joined["score"], joined["score_ref"]) if len(joined) else math.nan,
-        })
-    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for key, group in records[records["run"] != base_run].groupby(["run", "model", *VARIANT_COLUMNS],
+                                                                   dropna=False, sort=False):
+        run, model, variant = key[0], key[1], key[2:]
+        same_variant = base[_matches(base, VARIANT_COLUMNS, variant)]
+        base_models = sorted(same_variant["model"].unique(), key=str)
+        for base_model in [model] if model in base_models else base_models:
+            theirs = same_variant[same_variant["model"] == base_model]
+            rows.append({"run": run, "model": model} | dict(zip(VARIANT_COLUMNS, variant, strict=True))
+                        | {"base_run": base_run, "base_model": base_model}
+                        | paired_statistics(group, theirs, pair_on, seed))
+    return _with_none(pd.DataFrame(rows, columns=CROSS_RUN_COLUMNS))
+
+
+def paired_statistics(ours: pd.DataFrame, theirs: pd.DataFrame, pair_on: list[str], seed: int) -> dict:
+    """The comparison of two sides' records on the problems both answered (pairs found by
+    `pair_on`; a problem answered twice by one side counts once)."""
+    joined = ours.drop_duplicates(pair_on).merge(theirs.drop_duplicates(pair_on)[[*pair_on, "correct", "score"]],
+                                                 on=pair_on, suffixes=("", "_ref"))
+    a, b = joined["correct"].astype(bool), joined["correct_ref"].astype(bool)
+    diff, lo, hi = paired_difference(a, b, seed=seed)
+    wins, losses, p = mcnemar_exact(a, b)
+    sdiff, slo, shi = paired_difference(joined["score"], joined["score_ref"], seed=seed)
+    return {"pairs": len(joined), "accuracy_diff": diff, "accuracy_diff_lo": lo, "accuracy_diff_hi": hi,
+            "wins": wins, "losses": losses, "mcnemar_p": p, "score_diff": sdiff, "score_diff_lo": slo,
+            "score_diff_hi": shi,
+            "wilcoxon_p": signed_rank_p(joined["score"], joined["score_ref"]) if len(joined) else math.nan}
+
+
+def _matches(frame: pd.DataFrame, columns: list[str], values) -> pd.Series:
+    """Rows whose `columns` equal `values`, a missing value matching a missing one."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in zip(columns, values, strict=True):
+        mask &= frame[column].isna() if pd.isna(value) else frame[column] == value
+    return mask
+
+
+def _with_none(table: pd.DataFrame) -> pd.DataFrame:
+    """Missing variant values as None (not NaN), as the summary holds them."""
     for column in ("lambda", "feedback_policy", "variant"):
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table

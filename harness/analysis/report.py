@@ -49,6 +49,7 @@ class Report:
     summary: pd.DataFrame
     notes: tuple[str, ...] = ()  # lines skipped, duplicates ignored, an incomplete sweep: also shown on the page
     comparisons_csv: Path | None = None
+    cross_runs_csv: Path | None = None  # a report over several runs: each run against the first
 
 
 def read_folder(run_dir: str | Path) -> tuple[pd.DataFrame, StoreContents, dict]:
@@ -78,28 +79,47 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
     return read_folder(run_dir)[0]
 
 
-def write_report(run_dir: str | Path, seed: int = 0) -> Report:
-    """Write summary.csv, samples.csv and report.html into `run_dir`; `seed` drives the bootstrap.
+@dataclass(frozen=True)
+class FolderAnalysis:
+    """What a report computes from one run or sweep folder."""
 
-    The three files are written to temporary names first and renamed only when all are
-    written, so a failure (or a kill) never leaves a half-written or mismatched set.
-    """
+    records: pd.DataFrame  # as read
+    table: pd.DataFrame  # normalised (`metrics.normalize`): every group column filled
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    spec: dict
+    reference: str | None
+    notes: tuple[str, ...]
+
+
+def analyse_folder(run_dir: str | Path, seed: int = 0) -> FolderAnalysis:
+    """Read a folder and compute its summary and paired comparisons (see `read_folder`)."""
     records, contents, spec = read_folder(run_dir)
-    folder = Path(run_dir)
     notes = tuple(contents.notes()) + ((contents.progress_note() + " (run the same command again to finish)",)
                                        if contents.progress_note() else ())
     reference = reference_label(spec)
     table = metrics.normalize(records)
     comparisons = compare_to_reference(table, reference, seed=seed)
     summary = metrics.summarize(records, seed=seed, reference=reference, comparisons=comparisons)
-    html = render_html(summary, table, spec, title=folder.name, notes=notes, reference=reference,
-                       comparisons=comparisons)
-    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, notes,
+    return FolderAnalysis(records, table, summary, comparisons, spec, reference, notes)
+
+
+def write_report(run_dir: str | Path, seed: int = 0) -> Report:
+    """Write summary.csv, samples.csv and report.html into `run_dir`; `seed` drives the bootstrap.
+
+    The three files are written to temporary names first and renamed only when all are
+    written, so a failure (or a kill) never leaves a half-written or mismatched set.
+    """
+    folder = Path(run_dir)
+    found = analyse_folder(folder, seed=seed)
+    html = render_html(found.summary, found.table, found.spec, title=folder.name, notes=found.notes,
+                       reference=found.reference, comparisons=found.comparisons)
+    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, found.summary, found.notes,
                    folder / COMPARISONS_CSV)
     write_all_atomically({
-        paths.summary_csv: summary.to_csv(index=False),
-        paths.samples_csv: _flat(records).to_csv(index=False),
-        paths.comparisons_csv: comparisons.to_csv(index=False),
+        paths.summary_csv: found.summary.to_csv(index=False),
+        paths.samples_csv: _flat(found.records).to_csv(index=False),
+        paths.comparisons_csv: found.comparisons.to_csv(index=False),
         paths.html: html,
     })
     return paths
@@ -116,8 +136,10 @@ def reference_label(spec: dict) -> str | None:
 
 
 def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str, notes=(),
-                reference: str | None = None, comparisons: pd.DataFrame | None = None) -> str:
-    """The report page as one string (see the module docstring)."""
+                reference: str | None = None, comparisons: pd.DataFrame | None = None,
+                cross_runs: pd.DataFrame | None = None) -> str:
+    """The report page as one string (see the module docstring). `cross_runs`: for a report
+    over several runs, `paired.compare_across_runs` of their records."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     figures = [fig for fig in (
         ("Accuracy vs lambda", accuracy_figure(summary, reference),
@@ -146,20 +168,36 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
          "methods at equal cost stand one above the other (e.g. ReDuMix beside self-consistency); the dashed "
          "line is the Pareto frontier, the groups no other beats on both."),
     ) if fig[1] is not None]
-    columns = [c for c in metrics.SUMMARY_COLUMNS if c in summary and summary[c].notna().any()]
+    missing_figures = FIGURES - len(figures)
+    across = forest_figure(cross_runs, label=_cross_label)
+    if across is not None:  # only a report over several runs has it
+        base = _base_run(cross_runs)
+        figures.insert(0, (f"Paired differences across runs, against {base}", across,
+                           f"Each run's accuracy minus {base}'s for the same decoder variant on the problems both "
+                           "runs answered (same env item, seed and question), with a paired bootstrap 95% interval; "
+                           "* marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."))
+    columns = [c for c in ["run", *metrics.SUMMARY_COLUMNS] if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
     samples = [{k: _json_value(r.get(k)) for k in BROWSER_FIELDS} for r in records.to_dict("records")]
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
-        missing_figures=FIGURES - len(figures), notes=list(notes),
+        missing_figures=missing_figures, notes=list(notes),
     )
 
 
 def _series(summary: pd.DataFrame):
-    """(panel title, panel rows) per (model, env)."""
-    for (model, env), panel in summary.groupby(["model", "env_label"], sort=True):
-        yield f"{env} ({Path(str(model)).name})", panel
+    """(panel title, panel rows) per (model, env), and per run in a report over several runs."""
+    by_run = "run" in summary
+    for key, panel in summary.groupby(["run", "model", "env_label"] if by_run else ["model", "env_label"],
+                                      sort=not by_run):
+        yield _panel_title(*key), panel
+
+
+def _panel_title(*key) -> str:
+    """"env (model)", or "run: env (model)" when the key starts with a run."""
+    *run, model, env = key
+    return f"{run[0] + ': ' if run else ''}{env} ({Path(str(model)).name})"
 
 
 def _mixing(panel: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -237,18 +275,21 @@ def variant_figure(summary: pd.DataFrame, reference: str | None = None) -> str |
     return _png(fig)
 
 
-def forest_figure(comparisons: pd.DataFrame | None) -> str | None:
+def forest_figure(comparisons: pd.DataFrame | None, label=None) -> str | None:
+    """Paired accuracy differences with their intervals, one panel per (run,) model and env;
+    `label(row)` names a row (default: its group)."""
     if comparisons is None or comparisons["accuracy_diff"].notna().sum() == 0:
         return None
-    panels = [(f"{env} ({Path(str(model)).name})", panel)
-              for (model, env), panel in comparisons.groupby(["model", "env_label"], sort=True)]
+    label = label or _group_label
+    comparisons = comparisons[comparisons["accuracy_diff"].notna()]
+    panels = list(_series(comparisons))
     fig, axes = _panels(len(panels), cols=1, width=9, height=0.9 + 0.32 * max(len(p) for _, p in panels))
     for ax, (title, panel) in zip(axes, panels, strict=False):
         y = list(range(len(panel)))[::-1]
         err = [panel["accuracy_diff"] - panel["accuracy_diff_lo"], panel["accuracy_diff_hi"] - panel["accuracy_diff"]]
         ax.errorbar(panel["accuracy_diff"], y, xerr=err, fmt="o", capsize=3)
         ax.axvline(0.0, color="black", linestyle="--", linewidth=1)
-        labels = [f"{_group_label(row)}{' *' if row['mcnemar_p'] < 0.05 else ''}  (+{row['wins']}/-{row['losses']})"
+        labels = [f"{label(row)}{' *' if row['mcnemar_p'] < 0.05 else ''}  (+{row['wins']}/-{row['losses']})"
                   for _, row in panel.iterrows()]
         ax.set_yticks(y, labels, fontsize=7)
         ax.set(title=title, xlabel="accuracy difference (paired)", xlim=(-1.02, 1.02))
@@ -356,6 +397,16 @@ def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | 
     return _png(fig)
 
 
+def _base_run(cross_runs: pd.DataFrame | None) -> str | None:
+    return None if cross_runs is None or cross_runs.empty else str(cross_runs["base_run"].iloc[0])
+
+
+def _cross_label(row) -> str:
+    """A cross-run row: its group, and the base run's model when that is another one."""
+    other = "" if row["base_model"] == row["model"] else f" vs {Path(str(row['base_model'])).name}"
+    return _group_label(row) + other
+
+
 def _group_label(row) -> str:
     parts = [str(row["decoder_label"])]
     if pd.notna(row["lambda"]):
@@ -425,4 +476,6 @@ def format_summary(summary: pd.DataFrame) -> str:
         table.insert(3, "variant", summary["variant"].map(lambda v: "" if pd.isna(v) else v))
     if summary["model"].nunique() > 1:
         table.insert(0, "model", summary["model"].map(lambda m: Path(str(m)).name))
+    if "run" in summary:
+        table.insert(0, "run", summary["run"])
     return table.to_string(index=False)
