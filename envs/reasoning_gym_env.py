@@ -1,8 +1,12 @@
 """Adapter: one reasoning-gym task as an `Env`.
 
 Determinism: problem `index` under `seed` is item `index` of the task's dataset built with
-that seed. reasoning-gym seeds each item from (seed, index), so for almost every task an
-item does not depend on the dataset size and the dataset is grown as far as asked. Two
+`dataset_seed(seed)`. reasoning-gym seeds item i of a dataset with seed s from s + i, so
+datasets of neighbouring seeds would share all but one item (seed 1's items are seed 0's
+from the second on); spreading the seeds keeps each seed's problems its own, which paired
+statistics that pool seeds as separate problems rely on. Seed 0 is reasoning-gym's own
+seed 0. For almost every task an item does not depend on the dataset size and the dataset
+is grown as far as asked. Two
 tasks draw their whole pool at construction from the size ("acre", "list_functions"): for
 those the pool size is the `size` config key (default 500) and asking past it is an error.
 
@@ -58,6 +62,16 @@ def _quiet() -> Iterator[None]:
     """Swallow stdout: the bf generator prints progress dots while compiling programs."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
+
+
+# Seeds this far apart give disjoint item streams for any n below it.
+STREAM_STRIDE = 1_000_003
+
+
+def dataset_seed(seed: int) -> int:
+    """The reasoning-gym dataset seed of our `seed` (see the module docstring); below 2**31,
+    as tasks that seed numpy's global RNG from it need."""
+    return (seed * STREAM_STRIDE) % 2**31
 
 
 @contextlib.contextmanager
@@ -197,7 +211,7 @@ class ReasoningGymEnv:
         else:
             # Items do not depend on the size here, so growing keeps earlier items the same.
             size = max(pool, min_size)
-        config = dataclasses.replace(self._config, seed=seed, size=size)
+        config = dataclasses.replace(self._config, seed=dataset_seed(seed), size=size)
         with _quiet():
             dataset = self._dataset_cls(config=config)
         self._datasets[seed] = dataset

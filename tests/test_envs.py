@@ -164,6 +164,24 @@ def test_different_seeds_give_different_questions() -> None:
     assert len(same) <= len(TASKS) // 10, same
 
 
+@pytest.mark.parametrize("name", ["chain_sum", "leg_counting", "number_sorting"])
+def test_each_seed_has_problems_of_its_own(name: str) -> None:
+    # reasoning-gym seeds item i from seed + i: unspread, seed 1 would repeat 49 of seed 0's 50 problems,
+    # and paired statistics pooling seeds as separate problems would count them two and three times.
+    env = get_env(name)
+    streams = [{p.question for p in env.problems(50, seed=s)} for s in (0, 1, 2)]
+    assert all(len(stream) >= 48 for stream in streams)
+    assert len(streams[0] | streams[1] | streams[2]) >= 0.95 * 150
+
+
+def test_seed_0_is_reasoning_gyms_own_seed_0() -> None:
+    import reasoning_gym
+
+    ours = [p.question for p in get_env("chain_sum").problems(5, seed=0)]
+    theirs = [item["question"] for item in reasoning_gym.create_dataset("chain_sum", seed=0, size=5)]
+    assert [q.split("\n\n")[0] for q in ours] == [q.split("\n\n")[0] for q in theirs]
+
+
 @pytest.mark.parametrize("name", ["basic_arithmetic", "word_sorting", "bf", "graph_color"])
 def test_items_do_not_depend_on_how_far_the_pool_grew(name: str) -> None:
     assert name not in SIZE_DEPENDENT_TASKS

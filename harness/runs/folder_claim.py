@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from harness.runs.output_paths import FOLDER_FILES
+from harness.runs.problem_streams import KEY as STREAM_KEY
+from harness.runs.problem_streams import stream_change_note
 from harness.runs.record_grid import Grid, record_identity
 from harness.runs.store import SPEC_FILE, RunDir
 
@@ -39,9 +41,12 @@ def claim_folder(store: RunDir, kind: str, resolved: dict, grid: Grid, *, force_
     if kind == "sweep" and force_new:
         _move_aside(store)
         return
-    fix = ("re-run with that sweep's config to resume it, choose another --out, or pass --force-new to start over "
+    resume = "" if "cannot be resumed" in problem else (
+        "re-run with that sweep's config to resume it, " if kind == "sweep" else
+        ", or re-run with that run's exact settings to resume it")
+    fix = (f"{resume}choose another --out, or pass --force-new to start over "
            f"(the old files are moved to {store.path}/replaced-<time>/, not deleted)" if kind == "sweep" else
-           "choose a new --out folder, or re-run with that run's exact settings to resume it")
+           f"choose a new --out folder{resume}")
     raise ValueError(f"out (={str(store.path)!r}) already holds {problem}; {fix}")
 
 
@@ -53,6 +58,10 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
     if not isinstance(theirs, dict):
         return f"a different {kind} (see its {SPEC_FILE})"
     changed = sorted(k for k in set(resolved) | set(theirs) if resolved.get(k) != theirs.get(k))
+    stale = stream_change_note(theirs, changed)
+    if stale is not None:
+        return f"a {kind} that cannot be resumed: {stale}"
+    changed = [k for k in changed if k != STREAM_KEY]  # follows from the seeds, listed when they differ
     # The dtype by value: records decoded in two dtypes would not be comparable.
     shown = [f"dtype: {theirs.get(k)} there, {resolved.get(k)} now" if k == "dtype" else k for k in changed]
     return f"a different {kind} (differs in: {', '.join(shown)})"

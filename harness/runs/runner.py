@@ -21,6 +21,7 @@ from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
+from harness.runs.problem_streams import stream_identity
 from harness.runs.record_grid import record_variant, run_grid
 from harness.runs.records import attempt_record
 from harness.runs.run_dtype import dtype_to_run
@@ -101,7 +102,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
 
     def identity(dtype: str) -> dict:
         resolved = {"run": dataclasses.asdict(spec) | {"dtype": dtype, "decoder_config": method.config(),
-                                                        "env_config": env.config()}}
+                                                        "env_config": env.config()} | stream_identity([spec.seed])}
         # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
         return json.loads(json.dumps(resolved))
 
