@@ -38,3 +38,10 @@ def entropy(lp: Tensor) -> Tensor:
 def top1_agree(lp: Tensor, lq: Tensor) -> Tensor:
     """1.0 where both distributions have the same most likely token."""
     return (lp.argmax(-1) == lq.argmax(-1)).to(lp.dtype)
+
+
+def log_ratio_at(lp: Tensor, lq: Tensor, token_ids: Tensor) -> Tensor:
+    """log P(t) - log Q(t) of each row's token t ((...) ids into the last axis): positive where
+    P made that token likelier than Q did, which says which distribution pulled it in."""
+    index = token_ids.to(lp.device).long().unsqueeze(-1)
+    return lp.gather(-1, index).squeeze(-1) - lq.gather(-1, index).squeeze(-1)

@@ -43,9 +43,9 @@ def loaded():
     return tiny_model()
 
 
-def _run(loaded, out: Path, decoder: str, config: dict, n: int = 4) -> list[dict]:
+def _run(loaded, out: Path, decoder: str, config: dict, n: int = 4, save_steps: bool = False) -> list[dict]:
     spec = RunSpec(env="basic_arithmetic", decoder=decoder, n=n, seed=0, env_config=dict(EASY),
-                   decoder_config=dict(config), max_new_tokens=12, batch_size=3)
+                   decoder_config=dict(config), max_new_tokens=12, batch_size=3, save_steps=save_steps)
     run(spec, out, loaded=loaded, progress=False)
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
@@ -92,6 +92,15 @@ def _by_key(rows: list[dict]) -> dict:
 
 def _untimed(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.endswith("_s") and k != "stage1_reused"}
+
+
+@pytest.mark.parametrize("decoder", available_decoders())
+def test_saved_steps_hold_each_tokens_text_and_one_value_per_token(loaded, tmp_path, decoder):
+    for record in _run(loaded, tmp_path, decoder, CONFIGS.get(decoder, {}), n=2, save_steps=True):
+        steps = record["steps"]
+        assert "".join(steps["token_texts"]) == record["completion"]
+        assert all(len(values) == record["new_tokens"] for values in steps.values()), decoder
+        assert ("log_ratio_p1_p2" in steps) == ("kl_mix_p1" in steps)  # every mixture says which side pulled
 
 
 @pytest.mark.parametrize("decoder", available_decoders())

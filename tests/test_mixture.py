@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders.divergence import entropy, js, kl, top1_agree
+from decoders.base import Step
+from decoders.divergence import entropy, js, kl, log_ratio_at, top1_agree
 from decoders.mixture import mix_logprobs
+from harness.engine import lockstep
+from harness.methods.mixture_stats import MixtureStats
 
 V = 6
 logit_rows = st.lists(st.floats(-20, 20, allow_nan=False), min_size=V, max_size=V)
@@ -126,3 +130,28 @@ def test_weights_of_the_wrong_shape_are_rejected():
             assert "2 sources x 3 rows" in str(e)
         else:
             raise AssertionError(f"weights {bad} were accepted")
+
+
+def test_log_ratio_of_the_chosen_token_by_hand():
+    p1 = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]], dtype=torch.float64)
+    p2 = torch.tensor([[0.125, 0.125, 0.75], [0.1, 0.2, 0.7]], dtype=torch.float64)
+    chosen = torch.tensor([0, 2])
+    ratio = log_ratio_at(p1.log(), p2.log(), chosen)
+    assert ratio.tolist() == pytest.approx([math.log(4), math.log(3 / 7)])
+
+
+def test_mixture_stats_record_each_steps_log_ratio_of_the_token_taken():
+    # Two rows over three steps of a hand-made pair of distributions; row 1 leaves after step 1.
+    p1 = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    p2 = torch.tensor([0.125, 0.125, 0.75], dtype=torch.float64)
+    stats = MixtureStats(2, keep_steps=True)
+    taken = [[0, 2], [1, 0], [2]]
+    for index, tokens in enumerate(taken):
+        rows = list(range(len(tokens)))
+        logprobs = torch.stack([p1.log().expand(len(rows), 3), p2.log().expand(len(rows), 3)])
+        mixed = torch.log_softmax(0.5 * logprobs[0] + 0.5 * logprobs[1], -1)
+        stats(lockstep.StepView(index, rows, logprobs, Step(token_ids=torch.tensor(tokens), logprobs=mixed)))
+    expected = {0: [math.log(4), math.log(2), math.log(1 / 3)], 1: [math.log(1 / 3), math.log(4)]}
+    for row, values in expected.items():
+        assert stats.per_step(row)["log_ratio_p1_p2"] == pytest.approx(values, abs=1e-6)
+        assert stats.means(row)["log_ratio_p1_p2"] == pytest.approx(sum(values) / len(values))

@@ -26,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E40
 
 from harness.analysis import metrics  # noqa: E402
 from harness.analysis.paired import compare_to_reference, pareto_front  # noqa: E402
+from harness.analysis.token_view import token_view  # noqa: E402
 from harness.runs.output_paths import write_all_atomically  # noqa: E402
 from harness.runs.record_grid import grid_of  # noqa: E402
 from harness.runs.store import RunDir, StoreContents  # noqa: E402
@@ -38,6 +39,8 @@ BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedb
                   "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
                   "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
+# Beside those, each sample's `tokens`: its answer token by token with per-step statistics,
+# for records saved with --save-steps (`harness.analysis.token_view`), cut at TEXT_LIMIT too.
 FIGURES = 8  # figures a sweep with every kind of decoder gets
 
 
@@ -178,7 +181,8 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
                            "* marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."))
     columns = [c for c in ["run", *metrics.SUMMARY_COLUMNS] if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
-    samples = [{k: _json_value(r.get(k)) for k in BROWSER_FIELDS} for r in records.to_dict("records")]
+    samples = [{k: _json_value(r.get(k)) for k in BROWSER_FIELDS} | {"tokens": token_view(r.get("steps"), TEXT_LIMIT)}
+               for r in records.to_dict("records")]
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from decoders.dera import ROLES
 from decoders.sampling import row_generator
 from harness.engine import lockstep
-from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, pending, start_prompts, variant_key
+from harness.methods.base import (
+    Attempt,
+    DecoderMethod,
+    Generation,
+    MethodCache,
+    pending,
+    start_prompts,
+    step_tokens,
+    variant_key,
+)
 from harness.methods.mixture_stats import MixtureStats
 
 
@@ -73,6 +82,6 @@ class DeRaMethod(DecoderMethod):
                 problem=problems[i], variant={"lambda": lam}, method=self.name,
                 method_config=self.config() | {"lam": lam}, prompt=prompts[i], row=row,
                 verdict=env.verify(problems[i], row.text), answer_s=share, cost_s=share, extras=extras,
-                steps={"token_ids": row.token_ids, **stats.per_step(j)} if gen.save_steps else None,
+                steps=step_tokens(row, ref.tokenizer) | stats.per_step(j) if gen.save_steps else None,
             ))
         return attempts

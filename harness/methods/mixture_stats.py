@@ -2,6 +2,8 @@
 
 Stream 0 is P1 and stream 1 is P2 (ReDuMix: the original context x and the reflective x2;
 DeRa: the reference and the aligned model); the mixture is the decoder's `Step.logprobs`.
+`log_ratio_p1_p2` is log P1 - log P2 of the token the row took at that step (forced tokens
+included): positive where P1 pulled the text that way, negative where P2 did.
 Record fields are the means over a row's steps; with `keep_steps`, every step's values.
 """
 
@@ -14,7 +16,7 @@ import torch
 from decoders import divergence
 from harness.engine import lockstep
 
-STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree")
+STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree", "log_ratio_p1_p2")
 
 
 class MixtureStats:
@@ -31,6 +33,7 @@ class MixtureStats:
         values = torch.stack([
             divergence.kl(mixed, lp1), divergence.kl(mixed, lp2), divergence.kl(lp1, lp2),
             divergence.js(lp1, lp2), divergence.entropy(mixed), divergence.top1_agree(lp1, lp2),
+            divergence.log_ratio_at(lp1, lp2, view.step.token_ids),
         ], dim=-1).double().cpu()
         rows = torch.tensor(view.rows)
         self.sums[rows] += values

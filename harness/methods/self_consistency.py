@@ -101,11 +101,11 @@ class SelfConsistencyMethod(DecoderMethod):
             count = variant.get("n", self.decoder.n)
             share = per_sample * count
             attempts.append(self._vote(problem, variant, prompts[i], rows[i * n : i * n + count],
-                                       verdicts[i * n : i * n + count], share, gen))
+                                       verdicts[i * n : i * n + count], share, gen, loaded.tokenizer))
         return attempts
 
     def _vote(self, problem, variant: dict, prompt: str, samples, verdicts, share: float,
-              gen: Generation) -> Attempt:
+              gen: Generation, tokenizer) -> Attempt:
         n = len(samples)
         logprobs = [sum(step[0] for step in row.token_logprobs) for row in samples]
         answers = [v.answer for v in verdicts]
@@ -126,4 +126,4 @@ class SelfConsistencyMethod(DecoderMethod):
             problem=problem, variant=variant, method=self.name, method_config=config, prompt=prompt,
             row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
             decoded_tokens=sum(row.new_tokens for row in samples),
-            steps=row_steps(samples[best]) if gen.save_steps else None)
+            steps=row_steps(samples[best], tokenizer) if gen.save_steps else None)

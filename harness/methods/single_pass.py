@@ -82,8 +82,8 @@ class SinglePass(DecoderMethod):
             extras = summarize(steps) if summarize is not None and steps else {}
             saved = None
             if gen.save_steps:
-                saved = row_steps(row) | {k: [None if math.isnan(v) else round(v, 6) for v in vs]
-                                          for k, vs in steps.items()}
+                saved = row_steps(row, loaded.tokenizer) | {
+                    k: [None if math.isnan(v) else round(v, 6) for v in vs] for k, vs in steps.items()}
             attempts.append(Attempt(problem=p, variant=dict(variant), method=self.name, method_config=config,
                                     prompt=prompt, row=row, verdict=env.verify(p, row.text), answer_s=share,
                                     cost_s=share, extras=extras, steps=saved))

@@ -27,7 +27,7 @@ from envs.base import Problem
 from harness.engine import lockstep
 from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
-from harness.methods.base import answer_key, is_deterministic, variant_key
+from harness.methods.base import answer_key, is_deterministic, step_tokens, variant_key
 from harness.methods.mixture_stats import STAT_NAMES, MixtureStats  # noqa: F401 (STAT_NAMES: importable here)
 from harness.methods.redumix import compress
 
@@ -100,7 +100,7 @@ def solve_batch(
 
     Each result holds "problem", "lambda", "row" (the stage-4 engine RowResult),
     "verdict", "stage" (the Stage13), "stats" (per-row step means), "mix_s", and with
-    `save_steps` "steps": the chosen token ids and every statistic per decoding step.
+    `save_steps` "steps": the chosen tokens (`step_tokens`) and every statistic per decoding step.
 
     Raises:
         ValueError: a reflective context x2 that, with max_new_tokens, does not fit
@@ -148,7 +148,7 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
         results.append({
             "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),
             "stage": stages[i], "stats": stats.means(j), "mix_s": mix_s,
-        } | ({"steps": {"token_ids": row.token_ids, **stats.per_step(j)}} if save_steps else {}))
+        } | ({"steps": step_tokens(row, loaded.tokenizer) | stats.per_step(j)} if save_steps else {}))
     return results
 
 
