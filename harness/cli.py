@@ -11,6 +11,7 @@ from pathlib import Path
 
 from decoders.registry import parse_key_values
 from envs.answer import EXTRACTION_MODES
+from harness.console import third_party_output
 from harness.engine.dtype_choice import DTYPE_CHOICES
 from harness.engine.models import DEFAULT_MODEL, EMBEDDED_MODELS
 from harness.engine.prefix_cache import DEFAULT_BUDGET_MB as PREFIX_CACHE_MB
@@ -21,6 +22,10 @@ DTYPE_METAVAR = "{" + ",".join(DTYPE_CHOICES) + "}"
 PREFIX_CACHE_HELP = (f"memory for decoded prompts' KV caches, so that prompts starting the same way (ReDuMix's "
                      f"stages, a greedy answer before them) prefill only what is new (default {PREFIX_CACHE_MB}; "
                      "0 turns it off)")
+# The commands that load models or do work; `redumix lm-eval` takes --verbose too (see main).
+VERBOSE_COMMANDS = ("run", "sweep", "report", "distill")
+VERBOSE_HELP = ("also show what transformers and huggingface_hub print: their progress bars (loading weights, "
+                "converting a GGUF) and logged warnings, hidden by default")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
     lister.set_defaults(handler=_cmd_list)
+
+    for name in VERBOSE_COMMANDS:
+        sub.choices[name].add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 
@@ -337,7 +345,8 @@ def _print_report(report) -> None:
     for line in report.notes:
         print(f"note: {line}")
     print(f"report: {report.html}")
-    tables = [report.summary_csv, report.samples_csv, report.comparisons_csv, report.cross_runs_csv]
+    tables = [report.summary_csv, report.samples_csv, report.samples_parquet, report.comparisons_csv,
+              report.cross_runs_csv]
     print(f"tables: {', '.join(str(t) for t in tables if t is not None)}")
 
 
@@ -371,10 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     if raw[:1] == ["lm-eval"]:
         from harness.lmeval.cli import main as lm_eval_main
 
-        return lm_eval_main(list(raw[1:]))
+        # Ours, not lm-eval's (whose parser would refuse it): taken out before lm-eval parses the rest.
+        lm_eval_args = [arg for arg in raw[1:] if arg != "--verbose"]
+        with third_party_output(verbose=len(lm_eval_args) < len(raw) - 1):
+            return lm_eval_main(lm_eval_args)
     args = build_parser().parse_args(argv)
     try:
-        with sigterm_as_interrupt():
+        # Commands without --verbose (list, harvest) load no models: nothing to keep quiet.
+        with sigterm_as_interrupt(), third_party_output(verbose=getattr(args, "verbose", True)):
             return args.handler(args)
     except ValueError as err:
         print(f"redumix {args.command}: error: {err}", file=sys.stderr)

@@ -40,6 +40,7 @@ def test_each_run_keeps_the_numbers_of_its_own_report(tmp_path):
         pd.testing.assert_frame_equal(ours, pd.read_csv(own.comparisons_csv))
     samples = pd.read_csv(joined.samples_csv)
     assert samples.groupby("run").size().to_dict() == {"a": len(synthetic_records(0)), "b": len(synthetic_records(1))}
+    assert pd.read_parquet(joined.samples_parquet).to_csv(index=False) == joined.samples_csv.read_text()
 
 
 def test_runs_pair_on_shared_problems_variant_by_variant(tmp_path):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 
 import pytest
 
+from harness.console import third_party_output
 from harness.engine import model_cache
 
 WEIGHTS = b"w" * 100
@@ -52,8 +55,13 @@ def weights_are_large(monkeypatch):
     monkeypatch.setattr(model_cache, "FULL_HASH_MAX_BYTES", 50)
 
 
-def rebuilt_line(reason: str) -> str:
-    return f"redumix: the cached conversion of m.gguf failed its check ({reason}); converting again\n"
+FIRST_CONVERSION = "note: converting m.gguf into the model cache, first run only (a few seconds)\n"
+
+
+def converted_then_rebuilt(reason: str) -> str:
+    """What stderr holds after a first conversion and a rebuild: one line for each."""
+    return (FIRST_CONVERSION + f"redumix: the cached conversion of m.gguf failed its check ({reason}); converting "
+            "again (a few seconds)\n")
 
 
 def overwrite_middle(path, data: bytes) -> None:
@@ -66,13 +74,54 @@ def overwrite_middle(path, data: bytes) -> None:
         f.write(data)
 
 
-def test_cache_converts_once(fake_conversion, capsys):
+def test_cache_converts_once_and_says_so_once(fake_conversion, capsys):
     gguf, calls = fake_conversion
     first, cached_first = model_cache.converted_gguf(gguf)
+    assert capsys.readouterr().err == FIRST_CONVERSION
     second, cached_second = model_cache.converted_gguf(gguf)
     assert first == second and (cached_first, cached_second) == (False, True)
     assert len(calls) == 1
     assert capsys.readouterr().err == ""
+
+
+def test_the_converters_own_output_shows_only_with_verbose(fake_conversion, monkeypatch, capsys):
+    gguf, _ = fake_conversion
+    convert = model_cache._convert
+
+    def noisy(gguf_path, out):
+        print("Converting and de-quantizing GGUF tensors...: 100%", file=sys.stderr)
+        convert(gguf_path, out)
+
+    monkeypatch.setattr(model_cache, "_convert", noisy)
+    with third_party_output(verbose=False):
+        model_cache.converted_gguf(gguf)
+    assert capsys.readouterr().err == FIRST_CONVERSION
+    shutil.rmtree(model_cache.entry_dir(gguf))
+    with third_party_output(verbose=True):
+        model_cache.converted_gguf(gguf)
+    assert capsys.readouterr().err == FIRST_CONVERSION + "Converting and de-quantizing GGUF tensors...: 100%\n"
+
+
+def test_a_failed_conversion_shows_what_the_converter_printed(fake_conversion, monkeypatch, capsys):
+    gguf, _ = fake_conversion
+
+    def broken(gguf_path, out):
+        print("gguf: unsupported tensor type 99", file=sys.stderr)
+        raise ValueError("cannot convert")
+
+    monkeypatch.setattr(model_cache, "_convert", broken)
+    with third_party_output(verbose=False), pytest.raises(ValueError, match="cannot convert"):
+        model_cache.converted_gguf(gguf)
+    assert capsys.readouterr().err == FIRST_CONVERSION + "gguf: unsupported tensor type 99\n"
+
+
+@pytest.mark.parametrize(("megabytes", "words"), [
+    (0.000004, "a few seconds"),
+    (98.4, "about 15 s on 2 CPU cores"),  # the embedded model: 13-20 s measured
+    (1000, "about 3 min on 2 CPU cores"),
+])
+def test_conversion_estimate(megabytes, words):
+    assert model_cache.conversion_estimate(int(megabytes * 1e6)) == words
 
 
 def test_manifest_records_size_and_sha256(fake_conversion):
@@ -110,7 +159,7 @@ def test_corrupt_cache_entry_is_rebuilt(fake_conversion, capsys, damage, reason)
         (folder / "adapter_config.json").write_text("{}")
     again, cached = model_cache.converted_gguf(gguf)
     assert not cached and len(calls) == 2
-    assert capsys.readouterr().err == rebuilt_line(reason)
+    assert capsys.readouterr().err == converted_then_rebuilt(reason)
     assert model_cache.is_complete(again)
     assert sorted(p.name for p in again.iterdir()) == ["config.json", "model.safetensors", model_cache.MANIFEST]
 
@@ -125,7 +174,7 @@ def test_same_size_corruption_of_the_weights_is_rebuilt(fake_conversion, capsys,
     assert (folder / "model.safetensors").stat().st_size == 100
     again, cached = model_cache.converted_gguf(gguf)
     assert not cached and len(calls) == 2
-    assert capsys.readouterr().err == rebuilt_line("model.safetensors: content changed")
+    assert capsys.readouterr().err == converted_then_rebuilt("model.safetensors: content changed")
     assert (again / "model.safetensors").read_bytes() == WEIGHTS
 
 
@@ -139,7 +188,7 @@ def test_large_file_corruption_is_caught_with_mtime_set_back(fake_conversion, ca
     assert weights.stat().st_mtime_ns == before.st_mtime_ns
     _, cached = model_cache.converted_gguf(gguf)
     assert not cached and len(calls) == 2
-    assert capsys.readouterr().err == rebuilt_line("model.safetensors: content changed")
+    assert capsys.readouterr().err == converted_then_rebuilt("model.safetensors: content changed")
 
 
 @pytest.mark.parametrize(
@@ -158,7 +207,7 @@ def test_edited_config_is_rebuilt(fake_conversion, capsys, edited, reason):
     os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))  # small files are hashed regardless
     again, cached = model_cache.converted_gguf(gguf)
     assert not cached and len(calls) == 2
-    assert capsys.readouterr().err == rebuilt_line(reason)
+    assert capsys.readouterr().err == converted_then_rebuilt(reason)
     assert (again / "config.json").read_text() == CONFIG
 
 
@@ -169,7 +218,7 @@ def test_size_only_manifest_of_format_1_is_rebuilt_in_place(fake_conversion, cap
     (folder / model_cache.MANIFEST).write_text(json.dumps(old))
     again, cached = model_cache.converted_gguf(gguf)
     assert not cached and len(calls) == 2 and again == folder
-    assert capsys.readouterr().err == rebuilt_line("manifest format 1, expected 2")
+    assert capsys.readouterr().err == converted_then_rebuilt("manifest format 1, expected 2")
     assert json.loads((again / model_cache.MANIFEST).read_text())["format"] == 2
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
 
@@ -194,7 +243,7 @@ def test_touched_weights_are_rehashed_once_and_kept(fake_conversion, capsys, has
     hashed.clear()
     assert model_cache.converted_gguf(gguf)[1]  # the new fingerprint was recorded
     assert hashed == ["config.json"]
-    assert len(calls) == 1 and capsys.readouterr().err == ""
+    assert len(calls) == 1 and capsys.readouterr().err == FIRST_CONVERSION
 
 
 def test_cache_that_is_a_file_names_the_variable(fake_conversion, monkeypatch, tmp_path):

@@ -1,6 +1,7 @@
 """Reports of a run or sweep folder, from its files alone: summary.csv (one row per
-group, every metric of `harness.analysis.metrics`), samples.csv (one row per record) and
-report.html, a single self-contained page (figures inlined as PNG, no network).
+group, every metric of `harness.analysis.metrics`), samples.csv (one row per record), the
+same table as samples.parquet, and report.html, a single self-contained page (figures inlined
+as PNG, no network).
 
 The page is rendered by Jinja2 with auto-escaping, and the per-sample data rides in
 a JSON script block that the browser fills in as text, so model outputs full of `<`
@@ -34,6 +35,7 @@ from harness.runs.store import RunDir, StoreContents  # noqa: E402
 TEMPLATES = Path(__file__).parent / "templates"
 SUMMARY_FILE, SAMPLES_CSV, HTML_FILE = "summary.csv", "samples.csv", "report.html"
 COMPARISONS_CSV = "comparisons.csv"
+SAMPLES_PARQUET = "samples.parquet"
 # What the per-sample browser shows; long texts are cut for the page (samples.csv has them whole).
 BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed", "problem_id",
                   "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
@@ -53,6 +55,7 @@ class Report:
     notes: tuple[str, ...] = ()  # lines skipped, duplicates ignored, an incomplete sweep: also shown on the page
     comparisons_csv: Path | None = None
     cross_runs_csv: Path | None = None  # a report over several runs: each run against the first
+    samples_parquet: Path | None = None  # samples.csv's table, typed (see `parquet_bytes`)
 
 
 def read_folder(run_dir: str | Path) -> tuple[pd.DataFrame, StoreContents, dict]:
@@ -108,9 +111,10 @@ def analyse_folder(run_dir: str | Path, seed: int = 0) -> FolderAnalysis:
 
 
 def write_report(run_dir: str | Path, seed: int = 0) -> Report:
-    """Write summary.csv, samples.csv and report.html into `run_dir`; `seed` drives the bootstrap.
+    """Write summary.csv, samples.csv, samples.parquet, comparisons.csv and report.html into
+    `run_dir`; `seed` drives the bootstrap.
 
-    The three files are written to temporary names first and renamed only when all are
+    The files are written to temporary names first and renamed only when all are
     written, so a failure (or a kill) never leaves a half-written or mismatched set.
     """
     folder = Path(run_dir)
@@ -118,10 +122,12 @@ def write_report(run_dir: str | Path, seed: int = 0) -> Report:
     html = render_html(found.summary, found.table, found.spec, title=folder.name, notes=found.notes,
                        reference=found.reference, comparisons=found.comparisons)
     paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, found.summary, found.notes,
-                   folder / COMPARISONS_CSV)
+                   folder / COMPARISONS_CSV, samples_parquet=folder / SAMPLES_PARQUET)
+    samples = _flat(found.records)
     write_all_atomically({
         paths.summary_csv: found.summary.to_csv(index=False),
-        paths.samples_csv: _flat(found.records).to_csv(index=False),
+        paths.samples_csv: samples.to_csv(index=False),
+        paths.samples_parquet: parquet_bytes(samples),
         paths.comparisons_csv: found.comparisons.to_csv(index=False),
         paths.html: html,
     })
@@ -459,6 +465,35 @@ def _flat(records: pd.DataFrame) -> pd.DataFrame:
         if out[column].map(lambda v: isinstance(v, list | dict)).any():
             out[column] = out[column].map(lambda v: json.dumps(v) if isinstance(v, list | dict) else v)
     return out
+
+
+def parquet_bytes(samples: pd.DataFrame) -> bytes:
+    """samples.csv's table (`_flat` records) as a Parquet file, for `pd.read_parquet`.
+
+    The same rows, columns and values as samples.csv, with their types kept: numbers stay
+    numbers, booleans booleans, missing values null. Nested values (contexts, decoder configs,
+    per-step arrays) stay JSON text, as in samples.csv, since records of different decoders nest
+    different shapes that no single Parquet column type holds; `df[column].map(json.loads)`
+    turns a cell back into its list or dict. A column whose values mix types (an answer that
+    is a number in one environment and text in another) is stored as text, as samples.csv
+    writes it.
+    """
+    import pyarrow as pa
+
+    table = samples.copy()
+    for column in table.columns:
+        if table[column].dtype == object:
+            try:
+                pa.array(table[column], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                table[column] = table[column].map(lambda v: v if _missing(v) else str(v))
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False, engine="pyarrow")
+    return buffer.getvalue()
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def format_summary(summary: pd.DataFrame) -> str:

@@ -37,6 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.console import note, third_party_stderr_held
+
 MANIFEST = "redumix-cache.json"
 # 1: sizes only. 2: size, SHA-256 and stat fingerprint per file.
 _FORMAT = 2
@@ -46,6 +48,11 @@ _FORMAT = 2
 # +35-50% on a ~1 s cached load and not well under 0.5 s. Hence weights are re-hashed
 # only when their stat fingerprint moved; files this small cost at most ~10 ms each.
 FULL_HASH_MAX_BYTES = 16 << 20
+
+# Measured on a 2-core CPU: the embedded model's 98 MB GGUF (SmolLM2-135M, Q4_1) converts in
+# 13-20 s (the spread: other work on the cores), most of it dequantising and writing the
+# float32 weights, which grow with the file.
+CONVERSION_S_PER_MB = 0.16
 
 _FIX = "set REDUMIX_CACHE to a writable folder, or unset it to use ~/.cache/redumix"
 
@@ -62,6 +69,16 @@ def entry_dir(gguf_path: Path) -> Path:
     key = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|1"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root() / "models" / f"{gguf_path.stem}-{digest}"
+
+
+def conversion_estimate(gguf_bytes: int) -> str:
+    """How long converting a GGUF file of `gguf_bytes` takes, in words, e.g. "about 20 s on 2 CPU cores"."""
+    seconds = gguf_bytes / 1e6 * CONVERSION_S_PER_MB
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 120:
+        return f"about {5 * round(seconds / 5)} s on 2 CPU cores"
+    return f"about {round(seconds / 60)} min on 2 CPU cores"
 
 
 def is_complete(folder: Path) -> bool:
@@ -107,19 +124,26 @@ def converted_gguf(gguf_path: Path) -> tuple[Path, bool]:
         ValueError: a conversion is needed and the cache cannot be written.
     """
     folder = entry_dir(gguf_path)
-    if folder.is_dir():
+    estimate = conversion_estimate(gguf_path.stat().st_size)
+    first = not folder.is_dir()
+    if not first:
         problem, moved = check_entry(folder)
         if problem is None:
             _refresh_fingerprints(folder, moved)
             return folder, True
         print(
-            f"redumix: the cached conversion of {gguf_path.name} failed its check ({problem}); converting again",
+            f"redumix: the cached conversion of {gguf_path.name} failed its check ({problem}); converting again "
+            f"({estimate})",
             file=sys.stderr,
         )
         shutil.rmtree(folder, ignore_errors=True)
     staging = _staging_dir(folder)
+    if first:  # said once the cache proved writable; a rebuild's line above says it already
+        note(f"converting {gguf_path.name} into the model cache, first run only ({estimate})")
     try:
-        _convert(gguf_path, staging)
+        # Its progress bars and warnings are the converter's business; our note above says what happens.
+        with third_party_stderr_held():
+            _convert(gguf_path, staging)
         files = {p.name: _file_record(p) for p in sorted(staging.iterdir()) if p.is_file()}
         _write_manifest(staging, {"format": _FORMAT, "source": str(gguf_path), "files": files})
         try:

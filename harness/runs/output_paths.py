@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 # A run or sweep folder's own files: no command writes one of them as its output.
-FOLDER_FILES = ("spec.json", "samples.jsonl", "summary.csv", "samples.csv", "comparisons.csv", "report.html",
-                ".redumix.lock")
+FOLDER_FILES = ("spec.json", "samples.jsonl", "summary.csv", "samples.csv", "samples.parquet", "comparisons.csv",
+                "report.html", ".redumix.lock")
 
 
 def prepare_folder(path: str | Path, param: str) -> Path:
