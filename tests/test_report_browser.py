@@ -31,8 +31,8 @@ pytestmark = pytest.mark.skipif(
            "it cannot), so the report page is not checked in a browser",
 )
 
-# Runs before the page's own code: records errors, then checks the page once it has loaded.
-PROBE = """<script>
+# Runs before the page's own code: records errors and console errors in window.__errors.
+ERROR_CAPTURE = """<script>
 window.__errors = [];
 window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });
 (function () {
@@ -42,6 +42,9 @@ window.addEventListener("error", function (e) { window.__errors.push(String(e.me
     original.apply(console, arguments);
   };
 })();
+</script>"""
+# Then checks the page once it has loaded.
+PROBE = ERROR_CAPTURE + """<script>
 window.addEventListener("load", function () {
   const figures = Array.from(document.querySelectorAll("img.figure")).map(function (img) {
     const canvas = document.createElement("canvas");
@@ -82,6 +85,18 @@ def _chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, *FLAGS, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def _probed(html: str, probe: str, tmp_path: Path, *flags: str) -> dict:
+    """Load `html` with `probe` run before the page's code; the JSON the probe leaves in #probe-result."""
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("<head>", "<head>\n" + probe, 1))
+    done = _chromium(f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
+                     *flags, probed.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'id="probe-result"' in done.stdout, "the page never finished loading:\n" + done.stderr[-2000:]
+    raw = done.stdout.split('<pre id="probe-result">', 1)[1].split("</pre>", 1)[0]
+    return json.loads(raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&"))
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     folder = write_sweep_folder(tmp_path_factory.mktemp("browser") / "sweep", synthetic_records(problems=40))
@@ -90,14 +105,7 @@ def page(tmp_path_factory):
 
 
 def test_report_loads_without_errors_and_figures_render(page, tmp_path):
-    probed = tmp_path / "probed.html"
-    probed.write_text(page.read_text().replace("<head>", "<head>\n" + PROBE, 1))
-    done = _chromium(f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-                     probed.as_uri())
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert 'id="probe-result"' in done.stdout, "the page never finished loading:\n" + done.stderr[-2000:]
-    raw = done.stdout.split('<pre id="probe-result">', 1)[1].split("</pre>", 1)[0]
-    result = json.loads(raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&"))
+    result = _probed(page.read_text(), PROBE, tmp_path)
 
     assert result["errors"] == []
     assert len(result["figures"]) == 6  # the synthetic sweep has no variant axis and no soft decoder
@@ -130,16 +138,7 @@ JS = [0.01, 0.2, 0.05, 0.4, 0.0, 0.3, 0.1, 0.6]
 GREEDY_LOGPROB = [-0.1, -2.5, -0.01, -5.0, -1.0, -0.5, -3.0, -0.2]
 LONG = 1000  # tokens of 5 characters: 5000 characters, over the page's TEXT_LIMIT
 
-TOKEN_PROBE = """<script>
-window.__errors = [];
-window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });
-(function () {
-  const original = console.error;
-  console.error = function () {
-    window.__errors.push(Array.from(arguments).join(" "));
-    original.apply(console, arguments);
-  };
-})();
+TOKEN_PROBE = ERROR_CAPTURE + """<script>
 window.addEventListener("load", function () {
   function open(pid, decoder, lam, policy) {
     const search = document.getElementById("search");
@@ -261,15 +260,8 @@ def test_token_view_shades_each_token_by_its_value_and_keeps_markup_as_text(toke
     # Self-contained: every src/href is a data: URI or a fragment.
     for link in re.findall(r"""\b(?:src|href)\s*=\s*["']?([^"'\s>]*)""", html, flags=re.IGNORECASE):
         assert link.startswith(("data:", "#")), link
-    probed = tmp_path / "probed.html"
-    probed.write_text(html.replace("<head>", "<head>\n" + TOKEN_PROBE, 1))
     net_log = tmp_path / "net-log.json"
-    done = _chromium(f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-                     f"--log-net-log={net_log}", probed.as_uri())
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert 'id="probe-result"' in done.stdout, "the page never finished loading:\n" + done.stderr[-2000:]
-    raw = done.stdout.split('<pre id="probe-result">', 1)[1].split("</pre>", 1)[0]
-    result = json.loads(raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&"))
+    result = _probed(html, TOKEN_PROBE, tmp_path, f"--log-net-log={net_log}")
 
     assert result["errors"] == []
     assert result["injected"] == 0 and result["pwned"] is False
@@ -299,3 +291,39 @@ def test_token_view_shades_each_token_by_its_value_and_keeps_markup_as_text(toke
     # A record saved before token texts: no token view, the plain completion still there.
     assert result["old"]["tokens"] == [] and NO_TOKEN_TEXTS in result["old"]["text"]
     assert "final completion" in result["oldCompletion"]
+
+
+# A report over two runs: the run filter narrows the samples to one run, the cross-run figure renders.
+RUNS_PROBE = ERROR_CAPTURE + """<script>
+window.addEventListener("load", function () {
+  const runs = document.getElementById("f-run");
+  const all = document.getElementById("page").textContent;
+  runs.value = "b"; runs.dispatchEvent(new Event("input"));
+  const firstCells = Array.from(document.querySelectorAll("#samples tbody tr")).map(function (tr) {
+    return tr.cells[0].textContent;
+  });
+  const out = document.createElement("pre");
+  out.id = "probe-result";
+  out.textContent = JSON.stringify({
+    errors: window.__errors, options: Array.from(runs.options).map(function (o) { return o.value; }),
+    all: all, onlyB: document.getElementById("page").textContent, firstCells: firstCells,
+    captions: Array.from(document.querySelectorAll("figcaption")).map(function (c) { return c.textContent; }),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_a_report_over_two_runs_filters_samples_by_run(tmp_path):
+    from harness.analysis.joined_report import write_joined_report
+
+    a = write_sweep_folder(tmp_path / "a", synthetic_records(0, problems=5))
+    b = write_sweep_folder(tmp_path / "b", synthetic_records(1, problems=5))
+    report = write_joined_report([a, b], tmp_path / "both")
+    result = _probed(report.html.read_text(), RUNS_PROBE, tmp_path)
+    assert result["errors"] == []
+    assert result["options"] == ["", "a", "b"]
+    # 2 envs x 2 seeds x 5 problems x 8 variants = 160 samples a run.
+    assert "(320 samples)" in result["all"] and "(160 samples)" in result["onlyB"]
+    assert set(result["firstCells"]) == {"b"}
+    assert any(c.startswith("Paired differences across runs, against a") for c in result["captions"])

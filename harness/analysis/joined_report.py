@@ -15,21 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.paired import compare_across_runs
-from harness.analysis.report import (
-    COMPARISONS_CSV,
-    HTML_FILE,
-    SAMPLES_CSV,
-    SAMPLES_PARQUET,
-    SUMMARY_FILE,
-    Report,
-    _flat,
-    analyse_folder,
-    parquet_bytes,
-    render_html,
-)
-from harness.runs.output_paths import write_all_atomically
-
-CROSS_RUNS_CSV = "cross_runs.csv"
+from harness.analysis.report import Report, analyse_folder, render_html, write_files
 
 
 def run_labels(folders: list[Path]) -> list[str]:
@@ -69,19 +55,8 @@ def write_joined_report(run_dirs: list[str | Path], out: str | Path, seed: int =
     spec = {label: f.spec for label, f in zip(labels, found, strict=True)}
     html = render_html(summary, table, spec, title=" vs ".join(labels), notes=notes, reference=found[0].reference,
                        comparisons=comparisons, cross_runs=cross)
-    paths = Report(out / SUMMARY_FILE, out / SAMPLES_CSV, out / HTML_FILE, summary, tuple(notes),
-                   out / COMPARISONS_CSV, out / CROSS_RUNS_CSV, out / SAMPLES_PARQUET)
     out.mkdir(parents=True, exist_ok=True)
-    samples = _flat(records)
-    write_all_atomically({
-        paths.summary_csv: summary.to_csv(index=False),
-        paths.samples_csv: samples.to_csv(index=False),
-        paths.samples_parquet: parquet_bytes(samples),
-        paths.comparisons_csv: comparisons.to_csv(index=False),
-        paths.cross_runs_csv: cross.to_csv(index=False),
-        paths.html: html,
-    })
-    return paths
+    return write_files(out, summary, records, comparisons, html, notes, cross_runs=cross)
 
 
 def _check_folders(folders: list[Path], out: Path) -> None:

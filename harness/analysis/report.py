@@ -35,9 +35,10 @@ from harness.runs.store import RunDir, StoreContents  # noqa: E402
 TEMPLATES = Path(__file__).parent / "templates"
 SUMMARY_FILE, SAMPLES_CSV, HTML_FILE = "summary.csv", "samples.csv", "report.html"
 COMPARISONS_CSV = "comparisons.csv"
+CROSS_RUNS_CSV = "cross_runs.csv"  # a report over several runs: each run against the first
 SAMPLES_PARQUET = "samples.parquet"
 # What the per-sample browser shows; long texts are cut for the page (samples.csv has them whole).
-BROWSER_FIELDS = ["key", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed", "problem_id",
+BROWSER_FIELDS = ["key", "run", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed", "problem_id",
                   "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
                   "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
@@ -112,25 +113,35 @@ def analyse_folder(run_dir: str | Path, seed: int = 0) -> FolderAnalysis:
 
 def write_report(run_dir: str | Path, seed: int = 0) -> Report:
     """Write summary.csv, samples.csv, samples.parquet, comparisons.csv and report.html into
-    `run_dir`; `seed` drives the bootstrap.
-
-    The files are written to temporary names first and renamed only when all are
-    written, so a failure (or a kill) never leaves a half-written or mismatched set.
-    """
+    `run_dir`; `seed` drives the bootstrap (see `write_files`)."""
     folder = Path(run_dir)
     found = analyse_folder(folder, seed=seed)
     html = render_html(found.summary, found.table, found.spec, title=folder.name, notes=found.notes,
                        reference=found.reference, comparisons=found.comparisons)
-    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, found.summary, found.notes,
-                   folder / COMPARISONS_CSV, samples_parquet=folder / SAMPLES_PARQUET)
-    samples = _flat(found.records)
-    write_all_atomically({
-        paths.summary_csv: found.summary.to_csv(index=False),
+    return write_files(folder, found.summary, found.records, found.comparisons, html, found.notes)
+
+
+def write_files(folder: Path, summary: pd.DataFrame, records: pd.DataFrame, comparisons: pd.DataFrame, html: str,
+                notes=(), cross_runs: pd.DataFrame | None = None) -> Report:
+    """Write a report's files into `folder` (cross_runs.csv only for a report over several runs).
+
+    The files are written to temporary names first and renamed only when all are
+    written, so a failure (or a kill) never leaves a half-written or mismatched set.
+    """
+    paths = Report(folder / SUMMARY_FILE, folder / SAMPLES_CSV, folder / HTML_FILE, summary, tuple(notes),
+                   folder / COMPARISONS_CSV, None if cross_runs is None else folder / CROSS_RUNS_CSV,
+                   folder / SAMPLES_PARQUET)
+    samples = _flat(records)
+    contents = {
+        paths.summary_csv: summary.to_csv(index=False),
         paths.samples_csv: samples.to_csv(index=False),
         paths.samples_parquet: parquet_bytes(samples),
-        paths.comparisons_csv: found.comparisons.to_csv(index=False),
+        paths.comparisons_csv: comparisons.to_csv(index=False),
         paths.html: html,
-    })
+    }
+    if cross_runs is not None:
+        contents[paths.cross_runs_csv] = cross_runs.to_csv(index=False)
+    write_all_atomically(contents)
     return paths
 
 
@@ -192,7 +203,7 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
-        missing_figures=missing_figures, notes=list(notes),
+        missing_figures=missing_figures, notes=list(notes), runs="run" in records,
     )
 
 
