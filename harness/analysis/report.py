@@ -38,9 +38,9 @@ COMPARISONS_CSV = "comparisons.csv"
 CROSS_RUNS_CSV = "cross_runs.csv"  # a report over several runs: each run against the first
 SAMPLES_PARQUET = "samples.parquet"
 # What the per-sample browser shows; long texts are cut for the page (samples.csv has them whole).
-BROWSER_FIELDS = ["key", "run", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed", "problem_id",
-                  "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection", "answer",
-                  "completion", "score", "correct", "format_ok"]
+BROWSER_FIELDS = ["key", "run", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed",
+                  "problem_id", "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection",
+                  "answer", "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
 # Beside those, each sample's `tokens`: its answer token by token with per-step statistics,
 # for records saved with --save-steps (`harness.analysis.token_view`), cut at TEXT_LIMIT too.
