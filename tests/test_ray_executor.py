@@ -1,5 +1,6 @@
 """`redumix sweep --executor ray`: the same records as the local executor, an actor killed
-mid-sweep, a unit that always fails, and a sweep module that imports no Ray."""
+mid-sweep, a driver killed mid-sweep and run again, a unit that always fails, and a sweep
+module that imports no Ray."""
 
 from __future__ import annotations
 
@@ -113,6 +114,32 @@ def test_an_actor_that_dies_mid_unit_is_restarted_and_its_unit_redone(ray_instan
     assert result.failed_units == []
     assert len(keys) == len(set(keys)) == len(local) == result.new and set(keys) == _expected_keys(config)
     assert _close(_without_timings(records), _without_timings(local))
+
+
+def test_a_driver_killed_mid_sweep_is_resumed_to_the_full_duplicate_free_set(ray_instance, tiny_model_dir, tmp_path):
+    import signal
+
+    import yaml
+
+    from tests.cli_process import signal_after
+
+    data = _data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "s"
+    # The driver (the single writer, with its own local Ray instance) killed once a unit's records are in.
+    code, _ = signal_after(["sweep", str(config_file), "--out", str(out), "--no-report", "--executor", "ray",
+                            "--ray-actors", "1", "--ray-cpus-per-actor", "1"], out / "samples.jsonl", 3,
+                           signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    config = parse_config(data)
+    kept = (out / "samples.jsonl").read_bytes().count(b"\n")
+    assert 3 <= kept < len(_expected_keys(config))
+    result = run_sweep(config, out, progress=False, write_report=False, executor=_ray())
+    keys = [r["key"] for r in _records(out)]
+    assert result.failed_units == [] and result.new == len(_expected_keys(config)) - kept
+    assert len(keys) == len(set(keys)) and set(keys) == _expected_keys(config)
 
 
 def test_a_unit_that_always_fails_is_reported_and_the_others_written(ray_instance, local_done, tiny_model_dir,
