@@ -218,3 +218,21 @@ def test_a_unit_that_kills_its_actor_every_time_is_given_up_and_the_actor_replac
     assert failed["label"] == "basic_arithmetic greedy s0" and "died 2 times" in failed["error"]
     keys = {r["key"] for r in _records(tmp_path / "s")}
     assert keys == {k for k in _expected_keys(config) if "|redumix|" in k} and result.new == 4
+
+
+def test_actors_load_models_quietly_unless_verbose(monkeypatch):
+    pytest.importorskip("ray")
+    from harness.console import third_party_output
+    from harness.runs.ray_executor import worker_env_vars
+
+    for name in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    assert "TRANSFORMERS_VERBOSITY" not in worker_env_vars()  # outside a command: nothing decided for the user
+    with third_party_output(verbose=False):
+        quiet = worker_env_vars()
+    assert quiet["TRANSFORMERS_VERBOSITY"] == "error" and quiet["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    with third_party_output(verbose=True):
+        assert "HF_HUB_DISABLE_PROGRESS_BARS" not in worker_env_vars()
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own setting wins
+    with third_party_output(verbose=False):
+        assert worker_env_vars()["TRANSFORMERS_VERBOSITY"] == "info"

@@ -31,6 +31,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
+from harness.console import is_quiet
 from harness.engine.prefix_cache import PrefixCache
 from harness.runs.executor import UnitRunner, WorkItem
 from harness.runs.sweep_config import SweepConfig
@@ -49,11 +50,18 @@ RESTART_POLL_S = 0.5
 RESTART_WAIT_S = 300.0
 
 
+# transformers' log level and huggingface_hub's (and so transformers') progress bars, read at import.
+QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
 def worker_env_vars() -> dict[str, str]:
     """Environment of the actors' processes: a fixed hash seed (some reasoning-gym tasks iterate
-    over sets of strings) and, for a local instance, this checkout on the import path."""
+    over sets of strings), for a local instance this checkout on the import path, and while the
+    command runs quietly (no --verbose) the libraries' own switches for quiet output, so the
+    actors' model loads do not draw progress bars either (a user's own settings pass through)."""
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONHASHSEED": "0", "PYTHONPATH": path}
+    quiet = {name: os.environ.get(name, value) for name, value in QUIET_ENV.items()} if is_quiet() else {}
+    return {"PYTHONHASHSEED": "0", "PYTHONPATH": path, **quiet}
 
 
 @contextlib.contextmanager
