@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from harness.analysis.token_view import NO_TOKEN_TEXTS, STEP_STATISTICS, token_view
-from harness.methods.base import _prefix_pieces, token_texts
+from harness.engine.token_texts import _prefix_pieces, token_texts
 from tests.tiny import tiny_tokenizer
 
 CORPUS = ["The answer is 42. Ünïcödé text, 数学 and ✓ marks; x <= y & z.", "Step 1: 12 + 30 = 42 ✓"] * 20
