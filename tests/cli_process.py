@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,9 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def signal_after(args: list[str], samples: Path, lines: int, sig: int) -> tuple[int, str]:
     """Start `redumix ARGS`, send `sig` once `samples` has `lines` lines; (exit code, stderr)."""
+    # SIGINT as a terminal would deliver it, even when these tests run as a background job
+    # (whose shell starts children with SIGINT ignored, which Python then keeps).
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
                             env=dict(os.environ, PYTHONHASHSEED="0"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
