@@ -102,6 +102,14 @@ def test_the_cli_needs_out_for_several_runs_and_leaves_the_runs_alone(tmp_path, 
     assert pd.read_csv(tmp_path / "c" / "summary.csv")["run"].unique().tolist() == ["a", "b"]
 
 
+def test_one_run_with_out_is_its_own_report_written_elsewhere(tmp_path):
+    a = write_sweep_folder(tmp_path / "a", synthetic_records(0))
+    report = write_joined_report([a], tmp_path / "copy")
+    assert report.notes == () and pd.read_csv(report.cross_runs_csv).empty
+    own = pd.read_csv(write_report(a).summary_csv)
+    pd.testing.assert_frame_equal(pd.read_csv(report.summary_csv).drop(columns="run"), own)
+
+
 def test_run_labels_are_folder_names_unless_two_share_one():
     assert run_labels([Path("x/a"), Path("y/b")]) == ["a", "b"]
     assert run_labels([Path("x/run"), Path("y/run"), Path("z/c")]) == ["x/run", "y/run", "c"]
