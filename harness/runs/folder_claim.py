@@ -10,9 +10,10 @@ aside instead.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from harness.runs.held_questions import changed_question, changed_question_note
 from harness.runs.output_paths import FOLDER_FILES
 from harness.runs.problem_streams import KEY as STREAM_KEY
 from harness.runs.problem_streams import stream_change_note
@@ -41,13 +42,18 @@ def claim_folder(store: RunDir, kind: str, resolved: dict, grid: Grid, *, force_
     if kind == "sweep" and force_new:
         _move_aside(store)
         return
-    resume = "" if "cannot be resumed" in problem else (
-        "re-run with that sweep's config to resume it, " if kind == "sweep" else
-        ", or re-run with that run's exact settings to resume it")
-    fix = (f"{resume}choose another --out, or pass --force-new to start over "
-           f"(the old files are moved to {store.path}/replaced-<time>/, not deleted)" if kind == "sweep" else
-           f"choose a new --out folder{resume}")
-    raise ValueError(f"out (={str(store.path)!r}) already holds {problem}; {fix}")
+    raise ValueError(f"out (={str(store.path)!r}) already holds {problem}; "
+                     f"{_fix(store, kind, resumable='cannot be resumed' not in problem)}")
+
+
+def _fix(store: RunDir, kind: str, resumable: bool) -> str:
+    """What to do about a folder that holds something else."""
+    if kind == "sweep":
+        resume = "re-run with that sweep's config to resume it, " if resumable else ""
+        return (f"{resume}choose another --out, or pass --force-new to start over "
+                f"(the old files are moved to {store.path}/replaced-<time>/, not deleted)")
+    resume = ", or re-run with that run's exact settings to resume it" if resumable else ""
+    return f"choose a new --out folder{resume}"
 
 
 def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
@@ -68,14 +74,28 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
 
 
 def claim_and_read(store: RunDir, kind: str, resolved: dict, grid: Grid, *, adopted: str | None = None,
-                   force_new: bool = False, note: Callable[[str], None] = print):
+                   force_new: bool = False, note: Callable[[str], None] = print,
+                   questions: Callable[[], Mapping[str, str]] | None = None):
     """Claim `store` (see `claim_folder`), say why its dtype was kept (`adopted`), check it can
-    be written, and read what it holds (noting lines that could not be counted)."""
+    be written, and read what it holds (noting lines that could not be counted).
+
+    `questions`: each record identity's question as the env gives it now; a folder whose
+    records hold another question under one (see `harness.runs.held_questions`) is refused
+    like a different spec (a sweep with `force_new` moves its files aside).
+    """
     claim_folder(store, kind, resolved, grid, force_new=force_new, note=note)
     if adopted:
         note(adopted)
     store.check_writable()
     contents = store.read(grid)
+    changed = None if questions is None or not contents.records else changed_question(
+        {record_identity(r): r.get("question") for r in contents.records}, questions().items())
+    if changed is not None:
+        if not (kind == "sweep" and force_new):
+            raise ValueError(f"out (={str(store.path)!r}) already holds {changed_question_note(changed)}; "
+                             f"{_fix(store, kind, resumable=False)}")
+        _move_aside(store)
+        contents = store.read(grid)
     for line in contents.notes():
         note(line)
     return contents

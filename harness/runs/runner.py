@@ -22,7 +22,7 @@ from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
 from harness.runs.problem_streams import stream_identity
-from harness.runs.record_grid import record_variant, run_grid
+from harness.runs.record_grid import record_variant, run_grid, run_record_identity
 from harness.runs.records import attempt_record
 from harness.runs.run_dtype import dtype_to_run
 from harness.runs.store import RunDir
@@ -113,7 +113,10 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         spec = dataclasses.replace(spec, dtype=dtype)
         resolved = identity(dtype)
         grid = run_grid(resolved["run"], method.variants())
-        contents = claim_and_read(run_dir, "run", resolved["run"], grid, adopted=adopted, note=note)
+        contents = claim_and_read(run_dir, "run", resolved["run"], grid, adopted=adopted, note=note,
+                                  questions=lambda: {run_record_identity(p.problem_id, v): p.question
+                                                     for p in env.problems(spec.n, spec.seed)
+                                                     for v in method.variants()})
         problems = env.problems(spec.n, spec.seed)
         # One record per (problem, variant); a problem is to do while any variant is missing.
         done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}

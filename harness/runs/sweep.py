@@ -85,9 +85,17 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         units = plan(config)
         resolved = config.resolved()
         grid = sweep_grid(resolved, config.variants())
-        contents = claim_and_read(store, "sweep", resolved, grid, adopted=adopted, force_new=force_new, note=note)
+        contents = claim_and_read(store, "sweep", resolved, grid, adopted=adopted, force_new=force_new, note=note,
+                                  questions=lambda: {k: p.question for unit in units
+                                                     for p in unit_problems(config, unit)
+                                                     for k in unit.keys(p.problem_id)})
         return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began,
                            prefix_cache, executor)
+
+
+def unit_problems(config: SweepConfig, unit: Unit) -> list:
+    """The problems a unit answers: its env's first n under its seed."""
+    return get_env(unit.env.name, extraction=config.extraction, **unit.env.config).problems(unit.env.n, unit.seed)
 
 
 def _sweep_into(config, units, store, present, models, progress, write_report, began,
@@ -102,8 +110,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
     items = []  # units with at least one missing key
     expected: set[str] = set()
     for unit in units:
-        problems = get_env(unit.env.name, extraction=config.extraction, **unit.env.config).problems(unit.env.n,
-                                                                                                    unit.seed)
+        problems = unit_problems(config, unit)
         keys = {k for p in problems for k in unit.keys(p.problem_id)}
         expected |= keys
         if keys - present:
