@@ -166,18 +166,21 @@ def test_missing_records_and_torn_line_are_redone_exactly(done, tiny_model_dir, 
     assert _close(_without_timings(_records(target)), _without_timings(_records(out)))
 
 
-def test_a_folder_from_before_seeds_had_problems_of_their_own_is_not_resumed(done, tiny_model_dir, tmp_path):
+def test_a_folder_from_before_seeds_had_problems_of_their_own_is_not_resumed(done, tmp_path):
+    from envs import get_env
+
     config, out, _ = done
+    env = get_env("basic_arithmetic", **EASY)
+    # Before, seed 1's item i was seed 0's item i + 1 (reasoning-gym seeds item i from seed + i).
+    old = {f"basic_arithmetic-s1-{i}": p.question for i, p in enumerate(env.problems(4, seed=0)[1:])}
     target = tmp_path / "s"
     target.mkdir()
-    spec = json.loads((out / "spec.json").read_text())
-    del spec["sweep"]["problem_streams"]  # as folders written before it record their seeds 0 and 1
-    (target / "spec.json").write_text(json.dumps(spec))
-    (target / "samples.jsonl").write_bytes((out / "samples.jsonl").read_bytes())
-    with pytest.raises(ValueError, match=r"cannot be resumed: its problems for seeds other than 0.*--force-new"):
+    (target / "spec.json").write_bytes((out / "spec.json").read_bytes())
+    records = [r | {"question": old.get(r["problem_id"], r["question"])} for r in _records(out)]
+    (target / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(ValueError, match=r"basic_arithmetic-s1-0\|.* whose question is .*before each seed drew problems"
+                                         r".*--force-new"):
         run_sweep(config, target, progress=False)
-    single = parse_config(_data(tiny_model_dir, seeds=(0,)))
-    assert "problem_streams" not in single.resolved()  # seed 0 alone: old folders resume as they are
 
 
 def test_different_sweep_is_refused_and_force_new_keeps_the_old_files(done, tiny_model_dir, tmp_path):

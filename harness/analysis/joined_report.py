@@ -49,7 +49,8 @@ def write_joined_report(run_dirs: list[str | Path], out: str | Path, seed: int =
     comparisons = stacked([f.comparisons for f in found])
     cross = compare_across_runs(table, labels[0], seed=seed)
     notes = [f"{label}: {note}" for label, f in zip(labels, found, strict=True) for note in f.notes]
-    notes += [f"The runs are compared with the first, {labels[0]}, on the problems both answered."] * (len(labels) > 1)
+    if len(labels) > 1:
+        notes.append(f"The runs are compared with the first, {labels[0]}, on the problems both answered.")
     notes += [f"{label} shares no problem with {labels[0]}: shown side by side, without paired comparisons."
               for label in labels[1:] if not (cross.loc[cross["run"] == label, "pairs"] > 0).any()]
     spec = {label: f.spec for label, f in zip(labels, found, strict=True)}

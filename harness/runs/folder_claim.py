@@ -15,8 +15,6 @@ from datetime import datetime
 
 from harness.runs.held_questions import changed_question, changed_question_note
 from harness.runs.output_paths import FOLDER_FILES
-from harness.runs.problem_streams import KEY as STREAM_KEY
-from harness.runs.problem_streams import stream_change_note
 from harness.runs.record_grid import Grid, record_identity
 from harness.runs.store import SPEC_FILE, RunDir
 
@@ -43,7 +41,7 @@ def claim_folder(store: RunDir, kind: str, resolved: dict, grid: Grid, *, force_
         _move_aside(store)
         return
     raise ValueError(f"out (={str(store.path)!r}) already holds {problem}; "
-                     f"{_fix(store, kind, resumable='cannot be resumed' not in problem)}")
+                     f"{_fix(store, kind, resumable=True)}")
 
 
 def _fix(store: RunDir, kind: str, resumable: bool) -> str:
@@ -64,10 +62,6 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
     if not isinstance(theirs, dict):
         return f"a different {kind} (see its {SPEC_FILE})"
     changed = sorted(k for k in set(resolved) | set(theirs) if resolved.get(k) != theirs.get(k))
-    stale = stream_change_note(theirs, changed)
-    if stale is not None:
-        return f"a {kind} that cannot be resumed: {stale}"
-    changed = [k for k in changed if k != STREAM_KEY]  # follows from the seeds, listed when they differ
     # The dtype by value: records decoded in two dtypes would not be comparable.
     shown = [f"dtype: {theirs.get(k)} there, {resolved.get(k)} now" if k == "dtype" else k for k in changed]
     return f"a different {kind} (differs in: {', '.join(shown)})"

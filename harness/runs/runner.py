@@ -21,7 +21,6 @@ from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.output_paths import prepare_folder
-from harness.runs.problem_streams import stream_identity
 from harness.runs.record_grid import record_variant, run_grid, run_record_identity
 from harness.runs.records import attempt_record
 from harness.runs.run_dtype import dtype_to_run
@@ -102,7 +101,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
 
     def identity(dtype: str) -> dict:
         resolved = {"run": dataclasses.asdict(spec) | {"dtype": dtype, "decoder_config": method.config(),
-                                                        "env_config": env.config()} | stream_identity([spec.seed])}
+                                                        "env_config": env.config()}}
         # As JSON stores it (tuples become lists), so a resumed run compares equal to its spec.json.
         return json.loads(json.dumps(resolved))
 
@@ -113,11 +112,10 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         spec = dataclasses.replace(spec, dtype=dtype)
         resolved = identity(dtype)
         grid = run_grid(resolved["run"], method.variants())
+        problems = env.problems(spec.n, spec.seed)
         contents = claim_and_read(run_dir, "run", resolved["run"], grid, adopted=adopted, note=note,
                                   questions=lambda: {run_record_identity(p.problem_id, v): p.question
-                                                     for p in env.problems(spec.n, spec.seed)
-                                                     for v in method.variants()})
-        problems = env.problems(spec.n, spec.seed)
+                                                     for p in problems for v in method.variants()})
         # One record per (problem, variant); a problem is to do while any variant is missing.
         done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}
         todo = pending(problems, done, method.variants())

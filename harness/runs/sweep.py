@@ -83,14 +83,14 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
                                       preloaded=(models or {}).values(), flag="dtype")
         config = dataclasses.replace(config, dtype=dtype)
         units = plan(config)
+        problems = [unit_problems(config, unit) for unit in units]  # once: checked against the folder, then decoded
         resolved = config.resolved()
         grid = sweep_grid(resolved, config.variants())
         contents = claim_and_read(store, "sweep", resolved, grid, adopted=adopted, force_new=force_new, note=note,
-                                  questions=lambda: {k: p.question for unit in units
-                                                     for p in unit_problems(config, unit)
-                                                     for k in unit.keys(p.problem_id)})
-        return _sweep_into(config, units, store, contents.identities, models, progress, write_report, began,
-                           prefix_cache, executor)
+                                  questions=lambda: {k: p.question for unit, ps in zip(units, problems, strict=True)
+                                                     for p in ps for k in unit.keys(p.problem_id)})
+        return _sweep_into(config, list(zip(units, problems, strict=True)), store, contents.identities, models,
+                           progress, write_report, began, prefix_cache, executor)
 
 
 def unit_problems(config: SweepConfig, unit: Unit) -> list:
@@ -100,7 +100,8 @@ def unit_problems(config: SweepConfig, unit: Unit) -> list:
 
 def _sweep_into(config, units, store, present, models, progress, write_report, began,
                 prefix_cache, make_executor=LocalExecutor) -> SweepResult:
-    """Decode every unit's missing records into `store` (claimed and locked by the caller).
+    """Decode every unit's missing records into `store` (claimed and locked by the caller);
+    `units`: (unit, its problems) pairs.
 
     The executor runs the units; this driver alone writes: each batch of records is appended
     as it arrives, and spec.json is written once a model has loaded.
@@ -109,8 +110,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
     described = dict((store.read_spec() or {}).get("models") or {})
     items = []  # units with at least one missing key
     expected: set[str] = set()
-    for unit in units:
-        problems = unit_problems(config, unit)
+    for unit, problems in units:
         keys = {k for p in problems for k in unit.keys(p.problem_id)}
         expected |= keys
         if keys - present:

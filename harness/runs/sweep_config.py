@@ -42,7 +42,6 @@ from typing import Any
 import yaml
 
 from harness.naming import closest
-from harness.runs.problem_streams import stream_identity
 
 # Top-level keys -> (required, default). `out` is where results go, not part of the sweep's identity.
 TOP_KEYS: dict[str, tuple[bool, Any]] = {
@@ -131,7 +130,6 @@ class SweepConfig:
             if not dec["models"]:
                 dec.pop("models")  # as sweeps without role bindings have always been identified
             dec.pop("variants")  # made of the config (spec.json keeps them beside, under "variants")
-        data.update(stream_identity(self.seeds))
         return json.loads(json.dumps(data))
 
     def variants(self) -> dict[str, list[dict]]:
