@@ -36,9 +36,13 @@ def mix_logprobs(logprobs: Tensor, weights: Sequence[float] | Tensor) -> Tensor:
             f"for {num_sources} sources x {num_rows} rows"
         )
     w = w.unsqueeze(-1)  # (K, B, 1)
+    neg_inf = torch.isneginf(logprobs)
+    if not bool(neg_inf.any()):
+        # The usual step: every log-prob finite, none of the cases below (same values, fewer passes).
+        return torch.log_softmax((w * logprobs).sum(dim=0), dim=-1)
     active = w != 0
-    impossible = (torch.isneginf(logprobs) & active).any(dim=0)
-    finite = torch.where(torch.isneginf(logprobs), torch.zeros_like(logprobs), logprobs)
+    impossible = (neg_inf & active).any(dim=0)
+    finite = torch.where(neg_inf, torch.zeros_like(logprobs), logprobs)
     summed = (torch.where(active, w * finite, torch.zeros_like(finite))).sum(dim=0)
     summed = summed.masked_fill(impossible, -math.inf)
     dead = impossible.all(dim=-1)

@@ -182,6 +182,9 @@ def test_prompts_of_very_different_lengths_are_prefilled_apart(tiny):
 def test_length_buckets():
     assert length_buckets([100, 600, 110, 580]) == [[0, 2], [3, 1]]
     assert length_buckets([5, 6, 7]) == [[0, 1, 2]]
+    # Short rests (prompts mostly served by the prefix cache) share a forward despite the ratio.
+    assert length_buckets([1, 12, 30, 33]) == [[0, 1, 2, 3]]
+    assert length_buckets([1, 40]) == [[0], [1]]
 
 
 def test_growing_cache_layer_matches_concatenation():

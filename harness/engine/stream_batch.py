@@ -11,6 +11,7 @@ from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
+from harness.engine import ragged_attention
 from harness.engine.growing_cache import GrowingLayer, growing_cache
 from harness.engine.prefix_cache import CachedPrefix, PrefixCache
 
@@ -30,7 +31,12 @@ class StreamBatch:
         self.model = model
         self.pad_token_id = pad_token_id
         # Only caches of full-attention layers can be cut out per row and spliced back.
-        self.prefix_cache = prefix_cache if prefix_cache is not None and _full_layers_only(model.config) else None
+        full_layers = _full_layers_only(model.config)
+        self.prefix_cache = prefix_cache if prefix_cache is not None and full_layers else None
+        # Decoding steps attend per group of similar-length rows (see ragged_attention);
+        # their key columns are the mask's only where every layer keeps every position.
+        self.ragged = full_layers and ragged_attention.install(model)
+        self._layout: tuple[list[int], list[bool]] | None = None  # rows' first real column and holes
         self.device = model.device
         self.cache: DynamicCache | None = None
         self.mask: Tensor | None = None  # (rows, seen) 1 for real tokens
@@ -82,6 +88,7 @@ class StreamBatch:
             values = torch.cat([_pad_left(cache.layers[layer_idx].values, width, -2) for _, cache, _, _ in parts])
             self.cache.update(keys[restore], values[restore], layer_idx)
         self.mask = torch.cat([_pad_left(mask, width, -1) for _, _, mask, _ in parts])[restore]
+        self._layout = None
         self.last_position = torch.cat([last for _, _, _, last in parts])[restore]
         return torch.cat([logits for logits, _, _, _ in parts])[restore]
 
@@ -96,7 +103,8 @@ class StreamBatch:
 
         Where `prefixes` give a row's first n tokens from the prefix cache, those are placed
         in the cache right-aligned before the forward, which runs the rest of each row; the
-        padding between a short prefix and a short rest is masked like any other.
+        padding this leaves between a short prefix and a short rest is then moved before the
+        prefix, so every row's real positions are its last ones (see ragged_attention).
         """
         rests = [row[n:] for row, (n, _) in zip(rows, prefixes, strict=True)]
         width = max(len(r) for r in rests)
@@ -119,9 +127,32 @@ class StreamBatch:
             use_cache=True,
             logits_to_keep=1,
         )
+        if int(reused.max()) > 0:
+            mask = self._close_gaps([n for n, _ in prefixes], [width - len(rest) for rest in rests],
+                                    mask.shape[1] - width, mask)
         self.mask = mask
+        self._layout = None
         self.last_position = positions[:, -1:]
         return out.logits[:, -1]
+
+    def _close_gaps(self, reused: Sequence[int], gaps: Sequence[int], prefix_width: int, mask: Tensor) -> Tensor:
+        """Move each row's reused prefix (its `reused[i]` columns ending at `prefix_width`)
+        right over the `gaps[i]` padding columns that follow it; return the mask to match.
+
+        Keys carry their positions (rotary embeddings are applied before caching), so a
+        cached position may move to another column.
+        """
+        for i, (n, gap) in enumerate(zip(reused, gaps, strict=True)):
+            if n == 0 or gap == 0:
+                continue
+            source = slice(prefix_width - n, prefix_width)
+            target = slice(prefix_width - n + gap, prefix_width + gap)
+            for layer in self.cache.layers:
+                layer.keys[i, :, target] = layer.keys[i, :, source].clone()
+                layer.values[i, :, target] = layer.values[i, :, source].clone()
+            mask[i, : target.start] = 0
+            mask[i, target.start :] = 1
+        return mask
 
     def _splice_prefixes(self, prefixes: Sequence[tuple[int, CachedPrefix | None]]) -> Tensor:
         """Fill the fresh cache with each row's reused prefix, right-aligned; return their (rows, P) mask."""
@@ -167,6 +198,11 @@ class StreamBatch:
             kwargs["inputs_embeds"] = embeds.to(self.device, self.model.dtype)[:, None, :]
         else:
             kwargs["input_ids"] = token_ids.to(self.device)[:, None]
+        if self.ragged:
+            if self._layout is None:
+                # Appending a column keeps each row's start and holes: read them once per batch change.
+                self._layout = ragged_attention.row_layout(self.mask)
+            kwargs["ragged_rows"] = ragged_attention.ragged_rows(*self._layout, self.mask.shape[1])
         out = self.model(
             attention_mask=self.mask,
             position_ids=self.last_position,
@@ -182,6 +218,7 @@ class StreamBatch:
         rows = rows.to(self.device)
         self.cache.batch_select_indices(rows)
         self.mask = self.mask[rows]
+        self._layout = None
         self.last_position = self.last_position[rows]
         # Columns that are padding in every remaining row cost compute and hold nothing.
         first_real = int((self.mask.cumsum(-1) == 0).sum(-1).min())
@@ -230,15 +267,23 @@ def _full_layers_only(config) -> bool:
     return all(type(layer) in FULL_LAYERS for layer in growing_cache(config).layers)
 
 
-def length_buckets(lengths: Sequence[int], spread: float = 1.5) -> list[list[int]]:
-    """Indices grouped so that within a group the longest is at most `spread` x the shortest.
+# Padding a prompt by this many tokens or fewer costs less than another forward's fixed cost
+# (reading every weight once): the short rests of prompts whose starts came from the
+# prefix cache are prefilled together.
+PAD_SLACK = 32
+
+
+def length_buckets(lengths: Sequence[int], spread: float = 1.5, slack: int = PAD_SLACK) -> list[list[int]]:
+    """Indices grouped so that within a group the longest is at most `spread` x the shortest,
+    or at most `slack` longer.
 
     Sorted by length, so each group is padded only to its own longest member.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     buckets: list[list[int]] = []
     for i in order:
-        if buckets and lengths[i] <= spread * lengths[buckets[-1][0]]:
+        shortest = lengths[buckets[-1][0]] if buckets else None
+        if shortest is not None and (lengths[i] <= spread * shortest or lengths[i] - shortest <= slack):
             buckets[-1].append(i)
         else:
             buckets.append([i])
