@@ -218,12 +218,14 @@ class StreamBatch:
         rows = rows.to(self.device)
         self.cache.batch_select_indices(rows)
         self.mask = self.mask[rows]
-        self._layout = None
         self.last_position = self.last_position[rows]
+        starts, holes = ragged_attention.row_layout(self.mask)
         # Columns that are padding in every remaining row cost compute and hold nothing.
-        first_real = int((self.mask.cumsum(-1) == 0).sum(-1).min())
+        first_real = min(starts)
         if first_real > 0 and _crop_left(self.cache, first_real):
             self.mask = self.mask[:, first_real:]
+            starts = [start - first_real for start in starts]
+        self._layout = (starts, holes)
 
     def token_embeddings(self, token_ids: Tensor) -> Tensor:
         """(rows,) ids -> (rows, H): the model's own input for those tokens."""
