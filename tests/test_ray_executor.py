@@ -58,12 +58,13 @@ def ray_instance():
     import os
 
     from harness.runs.ray_executor import worker_env_vars
+    from harness.runs.ray_local import init_loopback_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     temp = tempfile.mkdtemp(prefix="redumix-ray-test-")  # short: Ray's socket paths have a length limit
     began = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, runtime_env={"env_vars": worker_env_vars()},
-             logging_level="warning")
+    init_loopback_ray(num_cpus=2, include_dashboard=False, _temp_dir=temp,
+                      runtime_env={"env_vars": worker_env_vars()}, logging_level="warning")
     startup_s = time.perf_counter() - began
     yield startup_s
     ray.shutdown()

@@ -34,6 +34,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from harness.console import is_quiet
 from harness.engine.prefix_cache import PrefixCache
 from harness.runs.executor import UnitRunner, WorkItem
+from harness.runs.ray_local import init_loopback_ray
 from harness.runs.sweep_config import SweepConfig
 from harness.runs.work_units import Unit
 
@@ -67,8 +68,9 @@ def worker_env_vars() -> dict[str, str]:
 @contextlib.contextmanager
 def ray_connection(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """Connected to Ray for the block: to the cluster at `address` ("auto", "HOST:PORT"), or to a
-    local instance started here (all of this machine's CPUs, no dashboard, a temporary folder)
-    and shut down at the end. Already connected: the connection is used as it is."""
+    local instance started here (all of this machine's CPUs, no dashboard, a temporary folder,
+    every port on loopback: `harness.runs.ray_local`) and shut down at the end. Already connected:
+    the connection is used as it is."""
     if ray.is_initialized():
         yield
         return
@@ -78,8 +80,12 @@ def ray_connection(address: str | None = None, num_cpus: int | None = None) -> I
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}}, logging_level="warning")
     else:
         temp = tempfile.mkdtemp(prefix="redumix-ray-")
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
-                 runtime_env={"env_vars": worker_env_vars()}, logging_level="warning")
+        try:  # on loopback only: an unauthenticated instance must not be reachable from the network
+            init_loopback_ray(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
+                              runtime_env={"env_vars": worker_env_vars()}, logging_level="warning")
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
     try:
         yield
     finally:

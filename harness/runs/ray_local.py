@@ -1,0 +1,65 @@
+"""A local Ray instance that only this machine can reach.
+
+Ray's processes (GCS server, raylet, workers, agents, the driver's own server) bind to the node's
+IP address, which Ray takes from the machine's network interface: a private instance would then
+listen on every interface, and an unauthenticated Ray cluster runs any code it is sent. Ray's
+single-machine mode (the one it uses on Windows and macOS) takes the loopback address as the node
+IP instead, and with it every Ray server binds to loopback. The instance is checked once it is up:
+one whose node registered under another address is shut down and refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Iterator
+
+import ray
+
+LOOPBACK = "127.0.0.1"
+
+
+def init_loopback_ray(**init_kwargs) -> None:
+    """`ray.init(**init_kwargs)` for a new local instance whose node IP is 127.0.0.1, so that all of
+    its ports are on loopback.
+
+    Raises:
+        RuntimeError: the instance came up under a network address (a Ray version that ignores the
+            single-machine switch); it is shut down first.
+    """
+    with _single_machine_mode():
+        ray.init(_node_ip_address=LOOPBACK, **init_kwargs)
+    addresses = sorted({node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")})
+    if not addresses or not all(is_loopback(a) for a in addresses):
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray instance registered under {', '.join(addresses) or 'no address'} "
+                           f"instead of {LOOPBACK} (Ray {ray.__version__}), so other machines could reach it; "
+                           "it was stopped. Start a cluster yourself (ray start --head "
+                           f"--node-ip-address={LOOPBACK}) and pass --address auto")
+
+
+@contextlib.contextmanager
+def _single_machine_mode() -> Iterator[None]:
+    # Read by ray.init when it picks the node IP: False means the loopback address.
+    from ray._private import ray_constants
+
+    had = hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if had:
+            ray_constants.ENABLE_RAY_CLUSTER = before
+        else:
+            del ray_constants.ENABLE_RAY_CLUSTER
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4 loopback written as IPv6 (::ffff:127.0.0.1)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address == "localhost"
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
