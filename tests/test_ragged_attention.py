@@ -77,7 +77,7 @@ def _stage4(loaded, contexts, eos=()):
 
 
 def test_the_engine_decodes_the_same_tokens_with_ragged_attention(monkeypatch):
-    tiny = tiny_model()
+    tiny = tiny_model(batch_invariant=False)
     contexts = _contexts(tiny)
     # Tokens the model emits often end rows at different steps, so groups change as rows leave.
     common = torch.bincount(torch.tensor([t for row in _stage4(tiny, contexts)[0] for t in row]))
@@ -92,14 +92,14 @@ def test_the_engine_decodes_the_same_tokens_with_ragged_attention(monkeypatch):
 
 
 def test_models_without_sdpa_keep_their_attention():
-    tiny = tiny_model()
+    tiny = tiny_model(batch_invariant=False)
     tiny.model.set_attn_implementation("eager")
     batch = StreamBatch(tiny.model, tiny.tokenizer.pad_token_id)
     assert not batch.ragged and tiny.model.config._attn_implementation == "eager"
 
 
 def test_prefixes_from_the_cache_leave_no_padding_inside_a_row():
-    tiny = tiny_model()
+    tiny = tiny_model(batch_invariant=False)
     tiny.prefix_cache = PrefixCache()
     xs, x2s = _contexts(tiny)
     # Cache every prompt but its last few tokens; the rests differ in length (1 and 9 tokens)

@@ -36,7 +36,8 @@ def tiny_tokenizer(chars: str = CHARS) -> PreTrainedTokenizerFast:
 
 
 def tiny_model(
-    seed: int = 0, dtype: torch.dtype = torch.float32, init_std: float = 0.3, chars: str = CHARS
+    seed: int = 0, dtype: torch.dtype = torch.float32, init_std: float = 0.3, chars: str = CHARS,
+    batch_invariant: bool = True,
 ) -> LoadedModel:
     """A 2-layer Llama over `tiny_tokenizer(chars)`'s vocabulary; `init_std` sets how peaked it is."""
     tok = tiny_tokenizer(chars)
@@ -60,5 +61,5 @@ def tiny_model(
     model.generation_config.pad_token_id = tok.pad_token_id
     return LoadedModel(
         name="tiny", model=model, tokenizer=tok, source="in-process", dtype=str(dtype).removeprefix("torch."),
-        device="cpu", load_s=0.0,
+        device="cpu", load_s=0.0, batch_invariant=batch_invariant,
     )

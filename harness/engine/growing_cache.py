@@ -60,6 +60,11 @@ class GrowingLayer(DynamicLayer):
         self.values = self._value_buffer[..., : self._length, :]
 
 
+def full_layers_only(config) -> bool:
+    """Whether every cache layer of `config`'s model holds every position of every row."""
+    return all(type(layer) in FULL_LAYERS for layer in growing_cache(config).layers)
+
+
 def growing_cache(config) -> DynamicCache:
     """A DynamicCache for `config` whose full-attention layers are GrowingLayers.
 
@@ -68,6 +73,10 @@ def growing_cache(config) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+# Cache layers holding every position of every row (what merging, cropping and aligning need).
+FULL_LAYERS = (DynamicLayer, GrowingLayer)
 
 
 def _grown(buffer: Tensor | None, like: Tensor, length: int, capacity: int) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.engine import model_cache
+from harness.engine.batch_invariance import set_batch_invariant
 from harness.engine.dtype_choice import check_dtype, machine_capabilities
 from harness.engine.prefix_cache import PrefixCache
 from harness.naming import unknown_name_message
@@ -48,6 +49,12 @@ class LoadedModel:
     # Where the engine remembers finished rows' KV caches and finds prompts' starts;
     # None: every prompt is prefilled in full.
     prefix_cache: PrefixCache | None = field(default=None, repr=False, compare=False)
+    # Rows compute as they would alone (see harness.engine.batch_invariance); after
+    # construction, whether the model does (some architectures cannot).
+    batch_invariant: bool = True
+
+    def __post_init__(self) -> None:
+        self.batch_invariant = set_batch_invariant(self.model, self.batch_invariant)
 
     def describe(self) -> dict:
         """JSON-serialisable summary recorded in every run's spec."""
@@ -56,6 +63,7 @@ class LoadedModel:
             "source": self.source,
             "dtype": self.dtype,
             "device": self.device,
+            "batch_invariant": self.batch_invariant,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "context_window": context_window(self.model),
             "from_cache": self.from_cache,

@@ -9,14 +9,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
 
-from harness.engine import ragged_attention
-from harness.engine.growing_cache import GrowingLayer, growing_cache
+from harness.engine import invariant_attention, ragged_attention
+from harness.engine.growing_cache import FULL_LAYERS, GrowingLayer, full_layers_only, growing_cache
+from harness.engine.invariant_attention import AlignedKV, KeyLayout
 from harness.engine.prefix_cache import CachedPrefix, PrefixCache
-
-# Cache layers holding every position of every row (what merging and cropping need).
-FULL_LAYERS = (DynamicLayer, GrowingLayer)
 
 
 class StreamBatch:
@@ -31,11 +28,15 @@ class StreamBatch:
         self.model = model
         self.pad_token_id = pad_token_id
         # Only caches of full-attention layers can be cut out per row and spliced back.
-        full_layers = _full_layers_only(model.config)
+        full_layers = full_layers_only(model.config)
         self.prefix_cache = prefix_cache if prefix_cache is not None and full_layers else None
-        # Decoding steps attend per group of similar-length rows (see ragged_attention);
-        # their key columns are the mask's only where every layer keeps every position.
-        self.ragged = full_layers and ragged_attention.install(model)
+        # A batch-invariant model (see harness.engine.batch_invariance) attends over keys laid
+        # out by position; otherwise decoding steps attend per group of similar-length rows
+        # (see ragged_attention). Either reads key columns from the mask, which holds only
+        # where every layer keeps every position.
+        self.invariant = full_layers and invariant_attention.installed(model)
+        self.ragged = full_layers and not self.invariant and ragged_attention.install(model)
+        self._aligned: AlignedKV | None = None  # the invariant attention's keys by position
         self._layout: tuple[list[int], list[bool]] | None = None  # rows' first real column and holes
         self.device = model.device
         self.cache: DynamicCache | None = None
@@ -89,6 +90,7 @@ class StreamBatch:
             self.cache.update(keys[restore], values[restore], layer_idx)
         self.mask = torch.cat([_pad_left(mask, width, -1) for _, _, mask, _ in parts])[restore]
         self._layout = None
+        self._aligned = None
         self.last_position = torch.cat([last for _, _, _, last in parts])[restore]
         return torch.cat([logits for logits, _, _, _ in parts])[restore]
 
@@ -119,6 +121,11 @@ class StreamBatch:
         self.cache = growing_cache(self.model.config)
         if int(reused.max()) > 0:
             mask = torch.cat([self._splice_prefixes(prefixes), mask], dim=1)
+        kwargs = {}
+        if self.invariant:
+            # Keys by position do not move when _close_gaps moves columns: the copy stays valid.
+            self._aligned = AlignedKV()
+            kwargs = {"key_layout": KeyLayout.from_mask(mask, width), "aligned_kv": self._aligned}
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -126,6 +133,7 @@ class StreamBatch:
             **{self.cache_kwarg: self.cache},
             use_cache=True,
             logits_to_keep=1,
+            **kwargs,
         )
         if int(reused.max()) > 0:
             mask = self._close_gaps([n for n, _ in prefixes], [width - len(rest) for rest in rests],
@@ -198,11 +206,20 @@ class StreamBatch:
             kwargs["inputs_embeds"] = embeds.to(self.device, self.model.dtype)[:, None, :]
         else:
             kwargs["input_ids"] = token_ids.to(self.device)[:, None]
-        if self.ragged:
+        if self.ragged or self.invariant:
             if self._layout is None:
                 # Appending a column keeps each row's start and holes: read them once per batch change.
                 self._layout = ragged_attention.row_layout(self.mask)
+        if self.ragged:
             kwargs["ragged_rows"] = ragged_attention.ragged_rows(*self._layout, self.mask.shape[1])
+        elif self.invariant:
+            starts, holes = self._layout
+            width = self.mask.shape[1]
+            layout = (KeyLayout.from_mask(self.mask, 1) if any(holes)
+                      else KeyLayout.decoding(starts, width, self.device))
+            if self._aligned is None:
+                self._aligned = AlignedKV()
+            kwargs |= {"key_layout": layout, "aligned_kv": self._aligned}
         out = self.model(
             attention_mask=self.mask,
             position_ids=self.last_position,
@@ -217,6 +234,7 @@ class StreamBatch:
         index copies that row), dropping the others."""
         rows = rows.to(self.device)
         self.cache.batch_select_indices(rows)
+        self._aligned = None
         self.mask = self.mask[rows]
         self.last_position = self.last_position[rows]
         starts, holes = ragged_attention.row_layout(self.mask)
@@ -263,10 +281,6 @@ def _crop_left(cache: DynamicCache, columns: int) -> bool:
             layer.keys = layer.keys[:, :, columns:]
             layer.values = layer.values[:, :, columns:]
     return True
-
-
-def _full_layers_only(config) -> bool:
-    return all(type(layer) in FULL_LAYERS for layer in growing_cache(config).layers)
 
 
 # Padding a prompt by this many tokens or fewer costs less than another forward's fixed cost
