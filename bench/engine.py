@@ -2,7 +2,9 @@
 
 Run on demand (`make bench` or `python bench/engine.py`). Both paths decode the
 same ~100-token prompts for 128 new tokens with EOS disabled, alternating, in one
-process; the table prints the median of the repeats and the ratio engine/generate.
+process; the engine runs batch-invariant (on, the default) and with its plain fast
+kernels (off). The table prints the medians of the repeats, each engine mode's ratio
+to generate and the cost of invariance (off tok/s / on tok/s).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.cpu_load import OtherLoad  # noqa: E402
 from decoders import get_decoder  # noqa: E402
 from harness.engine.lockstep import decode  # noqa: E402
+from harness.engine.batch_invariance import batch_invariance  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
 from harness.engine.prompts import encode, render_chat  # noqa: E402
 
@@ -64,20 +67,30 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = load_model(args.model, dtype=args.dtype)
-    print(f"model {args.model} {args.dtype}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens")
-    print(f"{'batch':>5} {'engine tok/s':>13} {'generate tok/s':>15} {'ratio':>6} {'other load':>11}")
+    print(f"model {args.model} {args.dtype}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens; "
+          "the engine batch-invariant (on, the default) and not (off); generate on the plain model")
+    print(f"{'batch':>5} {'on tok/s':>9} {'off tok/s':>10} {'generate tok/s':>15} {'on/gen':>7} {'off/gen':>8} "
+          f"{'on cost':>8} {'other load':>11}")
     for batch in [int(b) for b in args.batches.split(",")]:
         rows = prompts(loaded.tokenizer, batch)
-        time_engine(loaded, rows[:1], 4)  # warm-up
-        ours, theirs, loads = [], [], []
+        for mode in (True, False):
+            with batch_invariance(loaded, mode):
+                time_engine(loaded, rows[:1], 4)  # warm-up
+        times: dict[str, list[float]] = {"on": [], "off": [], "generate": []}
+        loads = []
         for _ in range(args.repeats):
             with OtherLoad() as load:
-                ours.append(time_engine(loaded, rows, args.new_tokens))
-                theirs.append(time_generate(loaded, rows, args.new_tokens))
+                with batch_invariance(loaded, True):
+                    times["on"].append(time_engine(loaded, rows, args.new_tokens))
+                with batch_invariance(loaded, False):
+                    times["off"].append(time_engine(loaded, rows, args.new_tokens))
+                    times["generate"].append(time_generate(loaded, rows, args.new_tokens))
             loads.append(load.share)
-        tokens = batch * args.new_tokens
-        e, g = tokens / statistics.median(ours), tokens / statistics.median(theirs)
-        print(f"{batch:>5} {e:>13.1f} {g:>15.1f} {e / g:>6.2f} {max(loads):>10.0%}")
+        rate = {name: batch * args.new_tokens / statistics.median(t) for name, t in times.items()}
+        print(f"{batch:>5} {rate['on']:>9.1f} {rate['off']:>10.1f} {rate['generate']:>15.1f} "
+              f"{rate['on'] / rate['generate']:>7.2f} {rate['off'] / rate['generate']:>8.2f} "
+              f"{rate['off'] / rate['on']:>7.2f}x {max(loads):>10.0%}", flush=True)
+
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ repeats and each one's ratio to greedy, prefill included (and decode only):
 - stage 4: the engine as a ReDuMix run uses it: the prefix cache as stages 1-3 leave it
   (x, and x2 up to its last user turn, already decoded), joint or split as the engine
   decides for the batch size.
+
+The engine runs batch-invariant (the default); "greedy off" and "stage 4 off" are the same
+calls with invariance switched off, and transformers' CFG runs on the plain model.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.cpu_load import OtherLoad  # noqa: E402
 from bench.engine import prompts  # noqa: E402
 from decoders import get_decoder  # noqa: E402
+from harness.engine.batch_invariance import batch_invariance  # noqa: E402
 from harness.engine.lockstep import decode  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
 from harness.engine.prefix_cache import PrefixCache  # noqa: E402
@@ -106,6 +110,14 @@ def timed_warm(loaded, xs, x2s, stage3s, decoder, new_tokens) -> tuple[float, fl
         loaded.prefix_cache = None
 
 
+def plain(run):
+    """`run` with the model's batch invariance switched off for its duration."""
+    def off(loaded, *args):
+        with batch_invariance(loaded, False):
+            return run(loaded, *args)
+    return off
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -125,7 +137,10 @@ def main() -> None:
         "stage 4 cold": lambda m, xs, x2s, s3: timed(m, [xs, x2s], mix, args.new_tokens, split_streams=False),
         "stage 4 split": lambda m, xs, x2s, s3: timed(m, [xs, x2s], mix, args.new_tokens, split_streams=True),
         "stage 4": lambda m, xs, x2s, s3: timed_warm(m, xs, x2s, s3, mix, args.new_tokens),
+        "greedy off": plain(lambda m, xs, x2s, s3: timed(m, [xs], greedy, args.new_tokens)),
+        "stage 4 off": plain(lambda m, xs, x2s, s3: timed_warm(m, xs, x2s, s3, mix, args.new_tokens)),
     }
+    methods["hf cfg"] = plain(methods["hf cfg"])
     if args.no_hf_cfg:
         del methods["hf cfg"]
     print(f"{torch.get_num_threads()} threads, {args.new_tokens} new tokens, lambda {LAMBDA}, device {args.device}; "
@@ -151,6 +166,9 @@ def main() -> None:
             for name in methods:
                 print(f"  {name:>14} {total[name]:8.1f} ms ({total[name] / total['greedy']:4.2f}x) | "
                       f"{dec[name]:8.1f} ms ({dec[name] / dec['greedy']:4.2f}x)", flush=True)
+            print(f"  off: stage 4 / greedy {total['stage 4 off'] / total['greedy off']:4.2f}x; cost of invariance "
+                  f"(on / off): greedy {total['greedy'] / total['greedy off']:4.2f}x, stage 4 "
+                  f"{total['stage 4'] / total['stage 4 off']:4.2f}x", flush=True)
 
 
 if __name__ == "__main__":

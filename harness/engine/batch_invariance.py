@@ -10,6 +10,9 @@ round differently from one batch to another.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from transformers import PreTrainedModel
 
 from harness.engine import canonical_linear, invariant_attention
@@ -42,3 +45,15 @@ def set_batch_invariant(model: PreTrainedModel, on: bool) -> bool:
         model.set_attn_implementation("sdpa")
     return False
 
+
+
+@contextmanager
+def batch_invariance(loaded, on: bool) -> Iterator[None]:
+    """A LoadedModel computing batch-invariantly (on) or not inside the block (benchmarks
+    compare the two on one model); its mode is restored after."""
+    before = loaded.batch_invariant
+    loaded.batch_invariant = set_batch_invariant(loaded.model, on)
+    try:
+        yield
+    finally:
+        loaded.batch_invariant = set_batch_invariant(loaded.model, before)

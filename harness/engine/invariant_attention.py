@@ -8,16 +8,18 @@ So a row decoded beside longer rows, a prompt prefilled whole or as a cached pre
 plus its rest, and a decoding step (one query) against a prefill (many) all round
 differently.
 
-Here every call has one shape per query that depends only on the query's position:
-- keys and values are laid out by position (position p of every row at column p,
-  zeros after the row's last key), in a width that is a multiple of 512, so the
-  kernel's key blocks are always [0, 512), [512, 1024), ... and each is full width;
-  the masked tail of a block and whole masked blocks add exact zeros;
-- queries are padded to a multiple of 4 (copies of the last one), so the kernel's
-  query blocks never end in a 1-3 row edge tile.
+Here a query's call shape depends only on the query's position:
+- keys and values are laid out by position (position p of every row at column p, zeros
+  after the row's last key), and a query at position p attends over the first
+  `key_width(p)` columns: 64, 128 or 256 for early positions (one key block each), else
+  a multiple of 512 (blocks [0, 512), [512, 1024), ...). The masked tail of a block and
+  whole masked blocks add exact zeros;
+- queries are padded to a multiple of 4 (copies of the last one), so the kernel's query
+  blocks never end in a 1-3 row edge tile.
 Measured on torch 2.13 (float32 and bfloat16, 1 and 2 threads): a query's output is then
 bit-identical whether it runs as a decoding step, in a whole prompt, in a prompt's rest
-after a cached prefix, or beside other rows.
+after a cached prefix, or beside other rows. Queries of one key width share a call (rows
+of a decoding step, runs of a prompt); short widths keep a short context's step cheap.
 
 The position-ordered copy (`AlignedKV`) is kept across decoding steps (each step writes
 one column per row); the engine starts a new one whenever its rows change.
@@ -34,7 +36,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "invariant_sdpa"
-KEY_BLOCK = 512  # the CPU kernel's key block (its largest): widths are multiples of it
+KEY_BLOCK = 512  # the CPU kernel's largest key block: wider key spans are multiples of it
+SHORT_WIDTHS = (64, 128, 256)  # narrower spans for early positions, each one block wide
 QUERY_TILE = 4  # query counts are padded to multiples of this
 
 
@@ -42,26 +45,44 @@ def round_up(n: int, step: int) -> int:
     return -(-n // step) * step
 
 
+def key_width(position: int) -> int:
+    """How many key columns a query at `position` attends over: a function of the position
+    alone, so its call shape (and its sums) never depend on the other queries."""
+    for width in SHORT_WIDTHS:
+        if position < width:
+            return width
+    return round_up(position + 1, KEY_BLOCK)
+
+
+@dataclass(frozen=True)
+class QueryGroup:
+    """Queries attended in one call: rows [rows.start, rows.stop), query columns `queries`,
+    over the first `width` aligned key columns, with `mask` (rows, 1, padded queries, width)."""
+
+    rows: slice
+    queries: slice
+    width: int
+    mask: Tensor
+
+
 @dataclass
 class KeyLayout:
-    """Where each row's keys are in the (rows, width) cache the model holds after a forward.
+    """Where each row's keys are in the (rows, width) cache the model holds after a forward,
+    and the calls its queries are attended in (the same for every layer of the forward).
 
-    `columns[b]` selects row b's real key columns in position order; `query_positions`
-    is each query token's position, (rows, queries), 0 for padding queries (their output
-    is never read, and attending to position 0 keeps it finite).
+    `columns[b]` selects row b's real key columns in position order.
     """
 
     columns: list[slice | Tensor]
     lengths: list[int]
-    query_positions: Tensor
-    _masks: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    groups: list[QueryGroup] = field(default_factory=list)
 
     @classmethod
     def from_mask(cls, mask: Tensor, queries: int) -> KeyLayout:
         """From the 0/1 (rows, width) mask over the cache's columns; the last `queries` columns
-        are this forward's inputs."""
+        are this forward's inputs. Each row's queries are attended in runs of equal key width;
+        padding queries are not attended at all (their outputs are zeros, never read)."""
         real = mask.bool()
-        positions = real.long().cumsum(-1) - 1
         lengths = real.sum(-1).tolist()
         starts = (real.cumsum(-1) == 0).sum(-1).tolist()
         width = mask.shape[-1]
@@ -69,43 +90,66 @@ class KeyLayout:
         for row, (start, length) in enumerate(zip(starts, lengths, strict=True)):
             # Contiguous real keys (the usual layout) are a slice; a row with a gap is indexed.
             columns.append(slice(start, width) if width - start == length else real[row].nonzero()[:, 0])
-        query_positions = positions[:, -queries:].masked_fill(~real[:, -queries:], 0)
-        return cls(columns, lengths, query_positions)
+        positions = (real.long().cumsum(-1) - 1)[:, -queries:].tolist()
+        is_real = real[:, -queries:].tolist()
+        groups = []
+        for row in range(mask.shape[0]):
+            first = is_real[row].index(True) if True in is_real[row] else queries
+            runs: list[tuple[int, int, int]] = []  # (first query, stop, width)
+            for column in range(first, queries):
+                w = key_width(positions[row][column])
+                if runs and runs[-1][2] == w:
+                    runs[-1] = (runs[-1][0], column + 1, w)
+                else:
+                    runs.append((column, column + 1, w))
+            for begin, stop, w in runs:
+                group_positions = torch.tensor([positions[row][begin:stop]], device=mask.device)
+                groups.append(QueryGroup(slice(row, row + 1), slice(begin, stop), w, _mask(group_positions, w)))
+        return cls(columns, lengths, groups)
 
     @classmethod
     def decoding(cls, starts: list[int], width: int, device: torch.device) -> KeyLayout:
-        """A decoding step's layout when every row's keys are contiguous from `starts[b]` to the last column."""
+        """A decoding step's layout when every row's keys are contiguous from `starts[b]` to the
+        last column; consecutive rows of equal key width share a call."""
         lengths = [width - start for start in starts]
-        positions = torch.tensor(lengths, device=device)[:, None] - 1
-        return cls([slice(start, width) for start in starts], lengths, positions)
+        groups = []
+        begin = 0
+        for row in range(1, len(lengths) + 1):
+            if row == len(lengths) or key_width(lengths[row] - 1) != key_width(lengths[begin] - 1):
+                w = key_width(lengths[begin] - 1)
+                positions = torch.tensor(lengths[begin:row], device=device)[:, None] - 1
+                groups.append(QueryGroup(slice(begin, row), slice(0, 1), w, _mask(positions, w)))
+                begin = row
+        return cls([slice(start, width) for start in starts], lengths, groups)
 
-    def sdpa_mask(self, width: int, queries: int) -> Tensor:
-        """(rows, 1, queries, width) True where a (padded) query may attend a key position."""
-        if width not in self._masks:
-            positions = self.query_positions
-            if queries > positions.shape[1]:
-                positions = torch.cat([positions, positions[:, -1:].expand(-1, queries - positions.shape[1])], 1)
-            keys = torch.arange(width, device=positions.device)
-            self._masks[width] = (keys[None, None, :] <= positions[:, :, None])[:, None]
-        return self._masks[width]
+    def aligned_width(self) -> int:
+        return max(group.width for group in self.groups)
+
+
+def _mask(positions: Tensor, width: int) -> Tensor:
+    """(rows, 1, padded queries, width): True where a query (padding copies the last) may attend."""
+    padded = round_up(positions.shape[1], QUERY_TILE)
+    if padded > positions.shape[1]:
+        positions = torch.cat([positions, positions[:, -1:].expand(-1, padded - positions.shape[1])], 1)
+    keys = torch.arange(width, device=positions.device)
+    return (keys[None, None, :] <= positions[:, :, None])[:, None]
 
 
 class AlignedKV:
     """Each layer's keys and values with position p of every row at column p (zeros after
-    the row's last key), in a width that is a multiple of KEY_BLOCK."""
+    the row's last key), as wide as the layout's widest query group."""
 
     def __init__(self) -> None:
         self._layers: dict[int, tuple[Tensor, Tensor, list[int]]] = {}
 
     def update(self, layer: int, key: Tensor, value: Tensor, layout: KeyLayout) -> tuple[Tensor, Tensor]:
         """The aligned keys and values of `layer` once the cache holds `key`, `value` (rows, heads, width, dim)."""
-        queries = layout.query_positions.shape[1]
         held = self._layers.get(layer)
-        grew_by_one = (held is not None and queries == 1
+        width = layout.aligned_width()
+        grew_by_one = (held is not None and key.shape[2] > 0
                        and all(n == old + 1 for n, old in zip(layout.lengths, held[2], strict=True)))
         if grew_by_one:
             keys, values, _ = held
-            width = round_up(max(layout.lengths), KEY_BLOCK)
             if width > keys.shape[2]:
                 keys, values = _widen(keys, width), _widen(values, width)
             rows = torch.arange(key.shape[0], device=key.device)
@@ -113,14 +157,14 @@ class AlignedKV:
             keys[rows, :, at] = key[:, :, -1]
             values[rows, :, at] = value[:, :, -1]
         else:
-            keys, values = _aligned(key, layout), _aligned(value, layout)
+            keys, values = _aligned(key, layout, width), _aligned(value, layout, width)
         self._layers[layer] = (keys, values, list(layout.lengths))
         return keys, values
 
 
-def _aligned(states: Tensor, layout: KeyLayout) -> Tensor:
+def _aligned(states: Tensor, layout: KeyLayout, width: int) -> Tensor:
     rows, heads, _, dim = states.shape
-    out = states.new_zeros(rows, heads, round_up(max(layout.lengths), KEY_BLOCK), dim)
+    out = states.new_zeros(rows, heads, width, dim)
     for row, (columns, length) in enumerate(zip(layout.columns, layout.lengths, strict=True)):
         out[row, :, :length] = states[row, :, columns]
     return out
@@ -136,25 +180,27 @@ def invariant_sdpa_attention(module, query: Tensor, key: Tensor, value: Tensor, 
                              scaling: float | None = None, key_layout: KeyLayout | None = None,
                              aligned_kv: AlignedKV | None = None, **kwargs) -> tuple[Tensor, None]:
     """transformers' attention-function signature; with the engine's `key_layout` and
-    `aligned_kv`, the call shape above, otherwise transformers' SDPA."""
+    `aligned_kv`, the call shapes above, otherwise transformers' SDPA."""
     if (key_layout is None or aligned_kv is None or kwargs.get("softcap") is not None
             or kwargs.get("position_bias") is not None or kwargs.get("sliding_window") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     keys, values = aligned_kv.update(module.layer_idx, key, value, key_layout)
-    rows, heads, queries, dim = query.shape
-    padded = round_up(queries, QUERY_TILE)
-    if padded > queries:
-        query = torch.cat([query, query[:, :, -1:].expand(rows, heads, padded - queries, dim)], 2)
-    grouped = heads != keys.shape[1]
-    if grouped and keys.device.type != "cpu":
+    heads, dim = query.shape[1], query.shape[3]
+    repeat = heads // keys.shape[1]
+    if repeat > 1 and keys.device.type != "cpu":
         # SDPA's enable_gqa takes no mask on some GPU backends: expand the key heads instead.
-        keys = keys.repeat_interleave(heads // keys.shape[1], 1)
-        values = values.repeat_interleave(heads // values.shape[1], 1)
-        grouped = False
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, keys, values, attn_mask=key_layout.sdpa_mask(keys.shape[2], padded), scale=scaling,
-        enable_gqa=grouped)
-    return out[:, :, :queries].transpose(1, 2).contiguous(), None
+        keys, values = keys.repeat_interleave(repeat, 1), values.repeat_interleave(repeat, 1)
+    grouped = heads != keys.shape[1]
+    out = query.new_zeros(query.shape)
+    for group in key_layout.groups:
+        part = query[group.rows, :, group.queries]
+        count, padded = part.shape[2], group.mask.shape[2]
+        if padded > count:
+            part = torch.cat([part, part[:, :, -1:].expand(-1, heads, padded - count, dim)], 2)
+        out[group.rows, :, group.queries] = torch.nn.functional.scaled_dot_product_attention(
+            part, keys[group.rows, :, : group.width], values[group.rows, :, : group.width],
+            attn_mask=group.mask, scale=scaling, enable_gqa=grouped)[:, :, :count]
+    return out.transpose(1, 2).contiguous(), None
 
 
 def install(model: PreTrainedModel) -> bool:

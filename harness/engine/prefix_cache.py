@@ -158,7 +158,10 @@ def _owner(model: torch.nn.Module, track: PrefixCache | None = None) -> tuple:
     With `track`, the model's entries are dropped from that cache once the model is
     garbage-collected, so a later model that reuses its memory address is never served them.
     """
-    owner = (id(model), str(model.dtype), str(model.device))
+    # The attention implementation too: keys computed batch-invariantly and keys computed
+    # in padded batches differ in their last bits, and a run never mixes the two.
+    owner = (id(model), str(model.dtype), str(model.device),
+             getattr(getattr(model, "config", None), "_attn_implementation", None))
     if track is not None:
         finalizers = model.__dict__.setdefault("_prefix_cache_finalizers", {})
         if id(track) not in finalizers:
