@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import sys
+import traceback
 from datetime import datetime
 from pathlib import Path
 
 from decoders.registry import parse_key_values
 from envs.answer import EXTRACTION_MODES
+from harness.cli_errors import DEBUG_ENV, Context, describe
 from harness.console import third_party_output
 from harness.engine.dtype_choice import DTYPE_CHOICES
 from harness.engine.models import DEFAULT_MODEL, EMBEDDED_MODELS
@@ -24,6 +27,7 @@ PREFIX_CACHE_HELP = (f"memory for decoded prompts' KV caches, so that prompts st
                      "0 turns it off)")
 # The commands that load models or do work; `redumix lm-eval` takes --verbose too (see main).
 VERBOSE_COMMANDS = ("run", "sweep", "report", "distill")
+DEBUG_HELP = (f"on an error, show the traceback above its one-line message (also {DEBUG_ENV}=1)")
 VERBOSE_HELP = ("also show what transformers and huggingface_hub print: their progress bars (loading weights, "
                 "converting a GGUF) and logged warnings, hidden by default")
 
@@ -161,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in VERBOSE_COMMANDS:
         sub.choices[name].add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    # Before or after the command; SUPPRESS: a command's default does not undo `redumix --debug CMD`.
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for command in sub.choices.values():
+        if command.add_help:
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -377,37 +386,91 @@ def _fix_hash_seed(argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     _fix_hash_seed(argv)
     raw = sys.argv[1:] if argv is None else argv
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if raw[:1] == ["lm-eval"]:
         from harness.lmeval.cli import main as lm_eval_main
 
-        # Ours, not lm-eval's (whose parser would refuse it): taken out before lm-eval parses the rest.
-        lm_eval_args = [arg for arg in raw[1:] if arg != "--verbose"]
-        with third_party_output(verbose=len(lm_eval_args) < len(raw) - 1):
-            return lm_eval_main(lm_eval_args)
+        # Ours, not lm-eval's (whose parser would refuse them): taken out before lm-eval parses the rest.
+        lm_eval_args = [arg for arg in raw[1:] if arg not in ("--verbose", "--debug")]
+        debug = debug or "--debug" in raw[1:]
+        context = Context(settings="the lm-eval arguments (--model_args, --tasks, --device)",
+                          inputs="the lm-eval arguments' files",
+                          memory_hint="lower --batch_size or --limit, or use a smaller model")
+        try:
+            with third_party_output(verbose="--verbose" in raw[1:]):
+                return lm_eval_main(lm_eval_args)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Exception as err:  # each kind: one line and its exit code (cli_errors)
+            return _failed("lm-eval", err, context, debug)
     args = build_parser().parse_args(argv)
+    debug = debug or getattr(args, "debug", False)
     try:
         # Commands without --verbose (list, harvest) load no models: nothing to keep quiet.
         with sigterm_as_interrupt(), third_party_output(verbose=getattr(args, "verbose", True)):
             return args.handler(args)
-    except ValueError as err:
-        print(f"redumix {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(interrupted_message(getattr(args, "out_dir", None)), file=sys.stderr)
         return 130
+    except Exception as err:  # each kind: one line and its exit code (cli_errors)
+        return _failed(args.command, err, _context(args), debug)
+
+
+def _failed(command: str, err: Exception, context: Context, debug: bool) -> int:
+    """Say what failed in one line (a bug or --debug: after its traceback); the exit code of its kind."""
+    failure = describe(err, context)
+    if debug or failure.is_bug:
+        traceback.print_exception(err)
+    print(f"redumix {command}: {'' if failure.is_bug else 'error: '}{failure.message}", file=sys.stderr)
+    return failure.code
+
+
+def _context(args: argparse.Namespace) -> Context:
+    """The settings and inputs of the command in `args`, as its error messages name them."""
+    kept = functools.partial(records_kept, getattr(args, "out_dir", None))
+    if args.command == "run":
+        return Context(settings=f"--model {args.model}, --device {args.device}, --dtype {args.dtype}",
+                       inputs=f"--model {args.model} or the run folder {args.out or ''}".rstrip(),
+                       memory_hint="lower --batch-size or --max-new-tokens, or use a smaller --model", kept=kept)
+    if args.command == "sweep":
+        address = f" --address {args.address}" if args.address else ""
+        ray = f", --executor ray{address}" if args.executor == "ray" else ""
+        return Context(settings=f"the models, device and dtype of CONFIG {args.config}{ray}",
+                       inputs=f"CONFIG {args.config}, its models or its folder",
+                       memory_hint="lower batch_size or max_new_tokens in the config, or use smaller models",
+                       kept=kept)
+    if args.command == "distill":
+        return Context(settings=f"--model {args.model or '(the base model of SOURCE)'}, --device {args.device}, "
+                                f"--dtype {args.dtype}", inputs=f"SOURCE {args.source} or --model",
+                       memory_hint="lower --batch-size (raise --grad-accum to keep the effective batch), or add "
+                                   "--lora")
+    if args.command in ("report", "harvest"):
+        folders = args.run_dir if isinstance(args.run_dir, list) else [args.run_dir]
+        return Context(inputs=f"RUN_DIR {' '.join(folders)}", memory_hint="report fewer or smaller folders at once")
+    return Context()
+
+
+def records_kept(out: Path | None) -> int | None:
+    """How many records the run or sweep folder `out` holds that count; None when it cannot be read."""
+    if out is None:
+        return None
+    from harness.runs.record_grid import grid_of
+    from harness.runs.store import RunDir
+
+    store = RunDir(out)
+    try:
+        return len(store.read(grid_of(store.read_spec())).records)
+    except (OSError, ValueError):
+        return None
 
 
 def interrupted_message(out: Path | None) -> str:
     """'interrupted: 12 records kept in results/quick; run the same command to resume'."""
     if out is None:
         return "interrupted"
-    from harness.runs.record_grid import grid_of
-    from harness.runs.store import RunDir
-
-    store = RunDir(out)
-    try:
-        kept = len(store.read(grid_of(store.read_spec())).records)
-    except (OSError, ValueError):
+    kept = records_kept(out)
+    if kept is None:
         return f"interrupted; run the same command to resume {out}"
     return f"interrupted: {kept} records kept in {out}; run the same command to resume"
 

@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from harness.console import note, third_party_stderr_held
+from harness.engine import gguf_file
 
 MANIFEST = "redumix-cache.json"
 # 1: sizes only. 2: size, SHA-256 and stat fingerprint per file.
@@ -137,6 +138,7 @@ def converted_gguf(gguf_path: Path) -> tuple[Path, bool]:
             file=sys.stderr,
         )
         shutil.rmtree(folder, ignore_errors=True)
+    gguf_file.check_complete(gguf_path)  # a file cut short is named now, not deep inside the converter
     staging = _staging_dir(folder)
     if first:  # said once the cache proved writable; a rebuild's line above says it already
         note(f"converting {gguf_path.name} into the model cache, first run only ({estimate})")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.methods.base import variant_key
 from harness.runs.record_grid import Grid, grid_of, record_identity, record_variant
+from harness.runs.record_json import dumps_record, loads_line
 from harness.runs.record_schema import record_problem
 from harness.runs.signals import signals_deferred
 
@@ -97,6 +98,9 @@ class RunDir:
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.spec_path} is not valid JSON (line {err.lineno}, column {err.colno}: "
                              f"{err.msg}); {fix}") from None
+        except (RecursionError, ValueError) as err:  # nested too deep; an integer too long to convert
+            why = "nested too deep" if isinstance(err, RecursionError) else str(err).split(":", 1)[0]
+            raise ValueError(f"{self.spec_path} is not a run or sweep spec ({why}); {fix}") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("sweep", spec.get("run")), dict):
             raise ValueError(f"{self.spec_path} is not a run or sweep spec (an object with a `run` or `sweep` "
                              f"entry); {fix}")
@@ -163,14 +167,27 @@ class RunDir:
                                  "choose another --out") from None
 
     def append(self, records: Iterable[dict]) -> None:
-        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+        """Append `records` whole, or none of them.
+
+        Raises:
+            OSError: naming samples.jsonl, when the batch cannot be written (a full disk: errno
+                ENOSPC); the file is cut back to the records it held before.
+        """
+        lines = "".join(dumps_record(record) + "\n" for record in records).encode("utf-8")
         self.path.mkdir(parents=True, exist_ok=True)
         with signals_deferred():  # an interrupt lands after the batch, never inside a line
             self._drop_torn_tail()
-            with self.samples_path.open("ab") as f:
-                f.write(lines)
-                f.flush()
-                os.fsync(f.fileno())
+            # Unbuffered: nothing is left in a buffer to be flushed (and fail again) on close.
+            with self.samples_path.open("ab", buffering=0) as f:
+                before = f.seek(0, os.SEEK_END)
+                try:
+                    view = memoryview(lines)
+                    while view:
+                        view = view[f.write(view):]
+                    os.fsync(f.fileno())
+                except OSError as err:
+                    _cut_back(f.fileno(), before)
+                    raise OSError(err.errno, err.strerror, str(self.samples_path)) from err
 
     def _drop_torn_tail(self) -> None:
         """Cut a last line that has no newline (an interrupted write), reading only the file's tail."""
@@ -199,18 +216,22 @@ class RunDir:
 
 def _parse(raw: bytes, sweep: bool | None) -> tuple[dict | None, str | None]:
     """(record, None) or (None, why the line is not one). `sweep` None: either kind of record."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return None, f"not UTF-8 text (byte {err.start + 1})"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        return None, f"not JSON ({err.msg}, column {err.colno})"
+    value, reason = loads_line(raw)
+    if reason is not None:
+        return None, reason
     if sweep is None:  # no spec: a line with a key is held to the sweep schema
         sweep = isinstance(value, dict) and "key" in value
     reason = record_problem(value, sweep=sweep)
     return (value, None) if reason is None else (None, reason)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Drop what a failed append left after `size` bytes (a partial batch), so the file ends
+    with the last whole record; truncating needs no free space."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass  # the next append cuts a torn tail anyway
 
 
 def _what(record: dict, identity: str) -> str:
