@@ -179,6 +179,13 @@ def _set_threads(threads: int | None) -> None:
     if threads < 1:
         raise ValueError(f"--threads (={threads}) must be 1 or more (CPU threads torch may use); leave it out for "
                          "torch's own choice")
+    from harness.runs.limits import MAX_THREADS_PER_CPU
+
+    cpus = os.cpu_count() or 1
+    if threads > MAX_THREADS_PER_CPU * cpus:
+        raise ValueError(f"--threads (={threads}) is more than {MAX_THREADS_PER_CPU} per CPU of this machine "
+                         f"({cpus} CPUs): the extra threads only wait, and the system may refuse to start them; "
+                         f"give at most {MAX_THREADS_PER_CPU * cpus}, or leave it out for torch's own choice")
     import torch
 
     torch.set_num_threads(threads)

@@ -20,6 +20,7 @@ from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
+from harness.runs.limits import MAX_PROBLEMS
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_variant, run_grid, run_record_identity
 from harness.runs.records import attempt_record
@@ -54,6 +55,8 @@ class RunSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} (={value!r}) must be a positive integer")
+        if self.n > MAX_PROBLEMS:
+            raise ValueError(f"n (={self.n}) must be at most {MAX_PROBLEMS:,} problems")
 
 
 @dataclass

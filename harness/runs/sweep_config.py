@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from harness.naming import closest
+from harness.runs.limits import MAX_PROBLEMS
 
 # Top-level keys -> (required, default). `out` is where results go, not part of the sweep's identity.
 TOP_KEYS: dict[str, tuple[bool, Any]] = {
@@ -158,7 +159,12 @@ def load_config(path: str | Path) -> SweepConfig:
     except _DuplicateKey as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (brackets or indentation hundreds of levels deep); "
+                          "a sweep config nests a few levels") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{path}: not valid YAML: {str(err).split(':', 1)[0]}") from None
     return parse_config(data, source=str(path), default_name=path.stem)
 
 
@@ -265,7 +271,7 @@ class _Checker:
             raise ConfigError(f"{path}.config: {err}") from None
         label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
         _check_label(label, f"{path}.label")
-        return EnvEntry(name=name, label=label, n=_int(entry["n"], f"{path}.n", minimum=1),
+        return EnvEntry(name=name, label=label, n=_int(entry["n"], f"{path}.n", minimum=1, maximum=MAX_PROBLEMS),
                         config=dict(overrides), resolved_config=env.config())
 
     def _decoders(self, data: Any, path: str) -> list[DecoderEntry]:
@@ -319,6 +325,10 @@ class _Checker:
             base = get_decoder(name, **config)
         except ValueError as err:
             raise ConfigError(f"{path}.config: {err}") from None
+        except TypeError as err:  # a list or mapping where the parameter takes one value
+            nested = [f"{key} (={value!r})" for key, value in config.items() if isinstance(value, list | dict)]
+            raise ConfigError(f"{path}.config: {', '.join(nested) or 'a value'} is not a value {name!r} takes "
+                              f"({err}); give a number, a string or true/false") from None
 
         lambdas = self._grid(entry["lambdas"], f"{path}.lambdas", name, grids.get("lambdas"), config, float)
         feedback = self._grid(entry["feedback"], f"{path}.feedback", name, grids.get("feedback"), config, str)
@@ -512,9 +522,11 @@ def _string(value: Any, path: str) -> str:
     return value
 
 
-def _int(value: Any, path: str, minimum: int) -> int:
+def _int(value: Any, path: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{path} (={value!r}) must be an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{path} (={value!r}) must be at most {maximum:,}")
     return value
 
 
