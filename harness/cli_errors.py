@@ -113,6 +113,8 @@ def library_of(err: BaseException) -> str | None:
     kind = _LIBRARIES.get(type(err).__module__.split(".")[0])
     if kind is not None:
         return kind
+    if isinstance(err, RuntimeError) and str(err).startswith(("CUDA error", "CUDA out of memory", "MPS backend")):
+        return "torch"  # raised by a torch operator in C++, so no frame of torch's own is on the traceback
     for frame, _ in reversed(list(traceback.walk_tb(err.__traceback__))):
         top = str(frame.f_globals.get("__name__", "")).split(".")[0]
         if top in _OURS:
