@@ -30,7 +30,7 @@ def available_envs() -> list[str]:
     return sorted(name for name in _datasets() if name not in EXCLUDED_TASKS)
 
 
-def get_env(name: str, *, extraction: str = "strict", **config: Any) -> Env:
+def get_env(name: str, /, *, extraction: str = "strict", **config: Any) -> Env:
     """The environment `name` with task config overrides.
 
     Args:

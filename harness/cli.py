@@ -206,13 +206,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--feedback (={args.feedback!r}) and --decoder-config feedback={given} disagree; "
                              "give the feedback policy once")
         decoder_config["feedback"] = args.feedback
+    env_config = parse_key_values(args.env_config, "--env-config")
+    if "extraction" in env_config:
+        raise ValueError(f"--env-config extraction={env_config['extraction']} is not a task setting; the answer "
+                         "extraction is --extraction")
     spec = RunSpec(
         env=args.env,
         decoder=args.decoder,
         n=args.n,
         seed=args.seed,
         model=args.model,
-        env_config=parse_key_values(args.env_config, "--env-config"),
+        env_config=env_config,
         decoder_config=decoder_config,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,

@@ -265,6 +265,9 @@ class _Checker:
             raise ConfigError(f"{path}.name (={name!r}) is not an environment.{hint} "
                               "See `redumix list envs` for every name")
         overrides = _mapping(entry["config"], f"{path}.config")
+        if "extraction" in overrides:
+            raise ConfigError(f"{path}.config.extraction (={overrides['extraction']!r}): the answer extraction is "
+                              "set once for the whole sweep; write `extraction: ...` at the top level")
         try:
             env = get_env(name, extraction=extraction, **overrides)
         except ValueError as err:
