@@ -256,3 +256,71 @@ def test_expected_keys_helper_still_matches(finished):  # noqa: F811
     from harness.runs.sweep_config import load_config
 
     assert len(_lines(folder)) == len(_expected_keys(load_config(Path(folder).parent / "c.yaml")))
+
+
+# --- what a user tries next: settings of the wrong type or size, records another version wrote -------------------
+
+@pytest.mark.parametrize("args, needles", [
+    (["--threads", "100000"], ["--threads (=100000) is more than 4 per CPU"]),
+    (["--n", "100000000000000000000"], ["n (=100000000000000000000) must be at most 1,000,000"]),
+    (["--env-config", "extraction=flexible"],
+     ["--env-config extraction=flexible is not a task setting", "--extraction"]),
+    (["--env-config", "name=chain_sum"], ["Unknown config key 'name'"]),
+])
+def test_run_settings_of_the_wrong_size_or_place_are_one_line(tmp_path, capsys, monkeypatch, args, needles):
+    from harness.engine import model_pool
+    from tests.test_faults import _must_not_load
+
+    monkeypatch.setattr(model_pool, "load_model", _must_not_load)
+    assert main(["run", "--env", "basic_arithmetic", "--out", str(tmp_path / "o"), *args]) == 2
+    _one_line_error(capsys.readouterr().err, *needles)
+    assert not (tmp_path / "o" / "spec.json").exists()
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("[" * 50_000 + "]" * 50_000, ["nested too deeply to read"]),
+    ("models: [m]\nseeds: [1" + "0" * 5000 + "]\n", ["not valid YAML: Exceeds the limit"]),
+    ("models: [smollm2-135m]\nenvs: [{name: basic_arithmetic, n: 100000000000000000000}]\ndecoders: [{name: greedy}]\n",
+     ["envs[0].n (=100000000000000000000) must be at most 1,000,000"]),
+    ("models: [smollm2-135m]\nenvs: [{name: basic_arithmetic, n: 1}]\n"
+     "decoders: [{name: sample, config: {temperature: {a: 1}}}]\n",
+     ["decoders[0].config: temperature (={'a': 1}) is not a value 'sample' takes"]),
+    ("models: [smollm2-135m]\nenvs: [{name: basic_arithmetic, n: 1, config: {extraction: flexible}}]\n"
+     "decoders: [{name: greedy}]\n", ["envs[0].config.extraction", "top level"]),
+    ("models: [smollm2-135m]\nenvs: [{name: basic_arithmetic, n: 1, config: {name: chain_sum}}]\n"
+     "decoders: [{name: greedy}]\n", ["envs[0].config", "Unknown config key 'name'"]),
+    ("models: [m]\nenvs: [x]\ndecoders: [{name: greedy}]\nstop: [a\n  b: c\n", ["not valid YAML"]),
+])
+def test_sweep_configs_of_the_wrong_shape_or_size_are_one_line(tmp_path, capsys, text, needles):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["sweep", str(config), "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys.readouterr().err, str(config), *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_harvest_leaves_out_records_that_cannot_make_a_pair(sw, tmp_path, capsys):  # noqa: F811
+    folder, _ = sw
+    lines = _lines(folder)
+    records = [json.loads(line) for line in lines]
+    redumix = [i for i, r in enumerate(records) if r["decoder"] == "redumix"]
+    for i in redumix[:2]:
+        records[i].pop("contexts")  # as another version might have written them
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["harvest", str(folder), "--all", "--out", str(tmp_path / "p.jsonl")]) == 0
+    captured = capsys.readouterr()
+    assert "left out 2 ReDuMix records that cannot make a pair" in captured.err and "no contexts" in captured.err
+    for i in redumix:
+        records[i].pop("contexts", None)
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["harvest", str(folder), "--all", "--out", str(tmp_path / "q.jsonl")]) == 2
+    assert "has no ReDuMix records that make pairs" in capsys.readouterr().err
+    assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_a_joined_report_into_a_file_is_one_line(sw, tmp_path, capsys):  # noqa: F811
+    folder, _ = sw
+    (tmp_path / "f").write_text("mine")
+    assert main(["report", str(folder), "--out", str(tmp_path / "f")]) == 2
+    _one_line_error(capsys.readouterr().err, "--out", "is a file")
+    assert (tmp_path / "f").read_text() == "mine"

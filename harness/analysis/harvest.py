@@ -87,11 +87,37 @@ def redumix_records(run_dir: str | Path, param: str, fix: str) -> list[dict]:
     contents = run.read(grid_of(spec))
     for line in contents.notes():
         note(line)
-    records = [r for r in contents.records if "stage1_completion" in r]
+    redumix = [r for r in contents.records if "stage1_completion" in r]
+    records = [r for r in redumix if _pair_problem(r) is None]
+    if len(records) < len(redumix):
+        first = next(r for r in redumix if _pair_problem(r) is not None)
+        note(f"{run.samples_path}: left out {len(redumix) - len(records)} ReDuMix records that cannot make a pair "
+             f"(the first, problem {first.get('problem_id')!r}: {_pair_problem(first)})")
     if not records:
-        raise ValueError(f"{param} (={str(run_dir)!r}) has no ReDuMix records ({len(contents.records)} records of "
-                         f"other decoders); {fix}")
+        raise ValueError(f"{param} (={str(run_dir)!r}) has no ReDuMix records that make pairs ({len(contents.records)} "
+                         f"records, {len(redumix)} of them ReDuMix's); {fix}")
     return records
+
+
+# What a pair is made of: the record fields `_pair` reads, and their types.
+PAIR_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "contexts": list, "completion": str, "stage1_completion": str, "answer": (str, type(None)), "correct": bool,
+    "score": (int, float), "stage1_answer": (str, type(None)), "stage1_correct": bool,
+    "lambda": (int, float, type(None)), "feedback_policy": (str, type(None)), "feedback": (str, type(None)),
+    "reflection": (str, type(None)), "env": str, "problem_id": str, "gold": (str, type(None)), "model": str,
+}
+
+
+def _pair_problem(record: dict) -> str | None:
+    """Why `record` cannot become a pair (a field missing or of another type); None when it can."""
+    for name, kind in PAIR_FIELDS.items():
+        if name not in record:
+            return f"no {name}"
+        if not isinstance(record[name], kind):
+            return f"{name} is a {type(record[name]).__name__}"
+    if len(record["contexts"]) < 2 or not all(isinstance(c, str) for c in record["contexts"][:2]):
+        return "contexts does not hold the two prompts x and x2"
+    return None
 
 
 def _pair(record: dict) -> dict:

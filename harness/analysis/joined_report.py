@@ -65,6 +65,8 @@ def _check_folders(folders: list[Path], out: Path) -> None:
     for i, folder in enumerate(resolved):
         if folder in resolved[:i]:
             raise ValueError(f"RUN_DIR (={str(folders[i])!r}) is given twice; give each run once")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out (={str(out)!r}) is a file; give a folder for the report (it is created if missing)")
     if out.resolve() in resolved:
         raise ValueError(f"--out (={str(out)!r}) is one of the runs; a joined report goes to a folder of its own, "
                          "e.g. results/compare")
