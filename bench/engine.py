@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu_load import OtherLoad  # noqa: E402
 from decoders import get_decoder  # noqa: E402
-from harness.engine.lockstep import decode  # noqa: E402
 from harness.engine.batch_invariance import batch_invariance  # noqa: E402
+from harness.engine.lockstep import decode  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
 from harness.engine.prompts import encode, render_chat  # noqa: E402
 

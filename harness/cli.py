@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import shlex
@@ -25,6 +26,10 @@ DTYPE_METAVAR = "{" + ",".join(DTYPE_CHOICES) + "}"
 PREFIX_CACHE_HELP = (f"memory for decoded prompts' KV caches, so that prompts starting the same way (ReDuMix's "
                      f"stages, a greedy answer before them) prefill only what is new (default {PREFIX_CACHE_MB}; "
                      "0 turns it off)")
+BATCH_INVARIANT_HELP = ("on (default for a new folder): every problem decodes to the same tokens whatever shares its "
+                        "batch (batch size, other rows, prefix cache, threads, executor); off: the fastest kernels, "
+                        "whose sums round differently from batch to batch. A folder being resumed keeps its mode; "
+                        "records and spec.json say which mode made them")
 # The commands that load models or do work; `redumix lm-eval` takes --verbose too (see main).
 VERBOSE_COMMANDS = ("run", "sweep", "report", "distill")
 DEBUG_HELP = (f"on an error, show the traceback above its one-line message (also {DEBUG_ENV}=1)")
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep per-step arrays in each record (token ids, log-probs; for mixtures KL, JS, entropy)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--prefix-cache-mb", type=int, default=PREFIX_CACHE_MB, metavar="MIB", help=PREFIX_CACHE_HELP)
+    run.add_argument("--batch-invariant", metavar="on|off", help=BATCH_INVARIANT_HELP)
     run.set_defaults(handler=_cmd_run)
 
     harvest = sub.add_parser("harvest", help="write reflection-revision preference pairs from a ReDuMix run")
@@ -131,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-report", action="store_true", help="skip the report (write it later: redumix report)")
     sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     sweep.add_argument("--prefix-cache-mb", type=int, default=PREFIX_CACHE_MB, metavar="MIB", help=PREFIX_CACHE_HELP)
+    sweep.add_argument("--batch-invariant", metavar="on|off",
+                       help=BATCH_INVARIANT_HELP + "; overrides the config's batch_invariant")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="where the units run: local (this process, the default) or ray (actors of a Ray "
                             "cluster, or of a local Ray instance without --address; needs pip install \".[ray]\")")
@@ -225,6 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         extraction=args.extraction,
         save_steps=args.save_steps,
+        batch_invariant=_mode_flag(args.batch_invariant),
     )
     out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
     args.out_dir = out  # for the message if the run is interrupted
@@ -285,12 +294,21 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mode_flag(value: str | None) -> bool | None:
+    """--batch-invariant on|off (None when not given: on, or a resumed folder's mode)."""
+    from harness.engine.batch_invariance import parse_mode
+
+    return None if value is None else parse_mode(value)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from harness.runs.sweep_config import load_config
 
     # Checked in full before anything is imported for decoding or written.
     config = load_config(args.config)
     out = Path(args.out or config.out or RESULTS_DIR / config.name)
+    if args.batch_invariant is not None:
+        config = dataclasses.replace(config, batch_invariant=_mode_flag(args.batch_invariant))
 
     executor = _sweep_executor(args)
 

@@ -412,8 +412,10 @@ def test_records_without_a_spec_resume_when_they_all_belong(sw, tiny_model_dir, 
     assert main(["sweep", str(config), "--out", str(folder), "--no-report"]) == 0
     assert "has no spec.json, but all 6 records in it belong to this sweep" in capsys.readouterr().err
     spec = json.loads((folder / "spec.json").read_text())
-    # dtype auto keeps the dtype the records name (the one auto chose when they were written).
-    assert spec["sweep"] == parse_config(_small(tiny_model_dir)).resolved() | {"dtype": json.loads(good[0])["dtype"]}
+    # dtype auto and an unset batch invariance keep what the records name.
+    first = json.loads(good[0])
+    assert spec["sweep"] == parse_config(_small(tiny_model_dir)).resolved() | {
+        "dtype": first["dtype"], "batch_invariant": first["batch_invariant"]}
     assert len(_lines(folder)) == len(good)
 
 

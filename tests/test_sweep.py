@@ -56,10 +56,13 @@ def _expected_keys(config) -> set[str]:
 
 
 def _as_run(config) -> dict:
-    """The config's identity as spec.json stores it: dtype auto resolved for this machine."""
+    """The config's identity as spec.json stores it: dtype auto resolved for this machine, and batch
+    invariance on (a new folder's mode when the config does not say)."""
     from harness.engine.models import resolve_dtype
 
-    return dataclasses.replace(config, dtype=resolve_dtype(config.dtype, config.device)).resolved()
+    invariant = config.batch_invariant is not False
+    return dataclasses.replace(config, dtype=resolve_dtype(config.dtype, config.device),
+                               batch_invariant=invariant).resolved()
 
 
 def _lines(out: Path) -> list[str]:

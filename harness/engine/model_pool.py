@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from harness.engine.batch_invariance import set_batch_invariant
 from harness.engine.lockstep import check_vocabularies
 from harness.engine.models import LoadedModel, load_model
 from harness.engine.prefix_cache import PrefixCache
@@ -29,14 +30,17 @@ class ModelPool:
     on_load: Callable[[str, LoadedModel, float], None] | None = None
     warm_up: Callable[[LoadedModel], None] | None = None
     prefix_cache: PrefixCache | None = field(default_factory=PrefixCache)
+    # Every model handed out computes in this mode (see harness.engine.batch_invariance),
+    # models given already loaded included.
+    batch_invariant: bool = True
 
     def get(self, name: str) -> LoadedModel:
         if name in self.loaded:
-            self._share_cache(self.loaded[name])
+            self._prepare(self.loaded[name])
         else:
             began = time.perf_counter()
-            model = load_model(name, dtype=self.dtype, device=self.device)
-            self._share_cache(model)
+            model = load_model(name, dtype=self.dtype, device=self.device, batch_invariant=self.batch_invariant)
+            self._prepare(model)
             if self.warm_up is not None:
                 self.warm_up(model)
             self.loaded[name] = model
@@ -44,9 +48,11 @@ class ModelPool:
                 self.on_load(name, model, time.perf_counter() - began)
         return self.loaded[name]
 
-    def _share_cache(self, model: LoadedModel) -> None:
+    def _prepare(self, model: LoadedModel) -> None:
         if model.prefix_cache is None:
             model.prefix_cache = self.prefix_cache
+        if model.batch_invariant != self.batch_invariant:
+            model.batch_invariant = set_batch_invariant(model.model, self.batch_invariant)
 
     def by_role(self, names: Mapping[str, str]) -> dict[str, LoadedModel]:
         """{role: model} for {role: model name}, refusing models whose vocabularies differ

@@ -165,8 +165,10 @@ def device_map(device: str) -> str | dict | None:
     return None
 
 
-def load_model(model: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
-    """Load `model` (embedded name, HF folder or .gguf path) for inference.
+def load_model(model: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "cpu",
+               batch_invariant: bool = True) -> LoadedModel:
+    """Load `model` (embedded name, HF folder or .gguf path) for inference, computing rows
+    batch-invariantly unless `batch_invariant` is False (see harness.engine.batch_invariance).
 
     `dtype` "auto" loads in what this machine runs fastest on `device` (see `resolve_dtype`);
     the returned model's `dtype` is the one it was loaded in, never "auto".
@@ -210,4 +212,5 @@ def load_model(model: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "c
         device=device,
         load_s=time.perf_counter() - start,
         from_cache=from_cache,
+        batch_invariant=batch_invariant,
     )

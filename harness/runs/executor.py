@@ -92,7 +92,8 @@ class UnitRunner:
             self.timings["load_s"] += seconds
 
         self.pool = ModelPool(config.dtype, config.device, dict(models or {}), on_load=loaded_now,
-                              warm_up=_warm_up, prefix_cache=prefix_cache)
+                              warm_up=_warm_up, prefix_cache=prefix_cache,
+                              batch_invariant=config.batch_invariant is not False)
 
     def get(self, name: str):
         model = self.pool.get(name)
@@ -118,7 +119,7 @@ class UnitRunner:
         for attempts in iter_attempt_batches(spec, env, method, by_role, list(item.problems),
                                              set(item.done), cache):
             first = pool.get(model)
-            records = [sweep_record(item.unit, attempt_record(a, first.name, spec.seed, first.dtype) | roles, a)
+            records = [sweep_record(item.unit, attempt_record(a, first, spec.seed) | roles, a)
                        for a in attempts]
             self.timings["decode_s"] += time.perf_counter() - t0
             yield records

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from harness.runs.held_questions import changed_question, changed_question_note
+from harness.runs.invariance_mode import with_mode
 from harness.runs.output_paths import FOLDER_FILES
 from harness.runs.record_grid import Grid, record_identity
 from harness.runs.store import SPEC_FILE, RunDir
@@ -30,7 +31,8 @@ def claim_folder(store: RunDir, kind: str, resolved: dict, grid: Grid, *, force_
     """
     existing = store.read_spec()
     if existing is not None:
-        if existing.get(kind) == resolved:
+        theirs = existing.get(kind)
+        if isinstance(theirs, dict) and with_mode(theirs) == resolved:
             return
         problem = _spec_differs(existing, kind, resolved)
     else:
@@ -61,9 +63,11 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
     theirs = existing[kind]
     if not isinstance(theirs, dict):
         return f"a different {kind} (see its {SPEC_FILE})"
+    theirs = with_mode(theirs)
     changed = sorted(k for k in set(resolved) | set(theirs) if resolved.get(k) != theirs.get(k))
-    # The dtype by value: records decoded in two dtypes would not be comparable.
-    shown = [f"dtype: {theirs.get(k)} there, {resolved.get(k)} now" if k == "dtype" else k for k in changed]
+    # The dtype and batch invariance by value: records decoded in two of either would not be comparable.
+    shown = [f"{k}: {theirs.get(k)} there, {resolved.get(k)} now" if k in ("dtype", "batch_invariant") else k
+             for k in changed]
     return f"a different {kind} (differs in: {', '.join(shown)})"
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from harness.methods.base import Attempt
 
 
-def attempt_record(attempt: Attempt, model: str, seed: int, dtype: str) -> dict:
-    """The record of `attempt`, decoded by `model` in `dtype` (the one it ran in, never "auto") under `seed`."""
+def attempt_record(attempt: Attempt, model, seed: int) -> dict:
+    """The record of `attempt`, decoded by `model` (a LoadedModel: its name, the dtype it ran in and
+    whether it computed batch-invariantly) under `seed`."""
     problem, row, verdict = attempt.problem, attempt.row, attempt.verdict
     record = {
         "env": problem.env,
@@ -21,8 +22,9 @@ def attempt_record(attempt: Attempt, model: str, seed: int, dtype: str) -> dict:
         "decoder": attempt.method,
         "decoder_config": attempt.method_config,
         "variant": dict(attempt.variant),
-        "model": model,
-        "dtype": dtype,
+        "model": model.name,
+        "dtype": model.dtype,
+        "batch_invariant": model.batch_invariant,
         "seed": seed,
         "prompt": attempt.prompt,
         "completion": row.text,

@@ -20,6 +20,7 @@ from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
 from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
+from harness.runs.invariance_mode import mode_to_run
 from harness.runs.limits import MAX_PROBLEMS
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_variant, run_grid, run_record_identity
@@ -49,6 +50,9 @@ class RunSpec:
     device: str = "cpu"
     extraction: str = "strict"  # answer extraction: "strict" (<answer> tags only) or "flexible"
     save_steps: bool = False  # keep per-step arrays (token ids, log-probs, mixture statistics) in each record
+    # Rows decode as they would alone (see harness.engine.batch_invariance); None: on, or the mode a
+    # folder being resumed was written in (`run` resolves it before anything is written).
+    batch_invariant: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("n", "max_new_tokens", "batch_size"):
@@ -85,7 +89,8 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
 
     Re-running the same spec on the same folder resumes: problems already recorded
     are skipped. A folder holding a different run is refused, so nothing is lost.
-    `spec.dtype` "auto" resumes a folder in the dtype it was written in (see harness.runs.run_dtype).
+    `spec.dtype` "auto" resumes a folder in the dtype it was written in (see harness.runs.run_dtype),
+    and `spec.batch_invariant` None in the mode it was written in (harness.runs.invariance_mode).
 
     Args:
         loaded: `spec.model`, already loaded.
@@ -110,8 +115,11 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
 
     run_dir = RunDir(prepare_folder(out, "out"))
     with folder_locked(run_dir.path, note=note):
+        invariant, kept_mode = mode_to_run(spec.batch_invariant, run_dir, "run")
+        spec = dataclasses.replace(spec, batch_invariant=invariant)
         dtype, adopted = dtype_to_run(spec.dtype, device, run_dir, "run", lambda d: identity(d)["run"],
                                       preloaded=[loaded, *(models or {}).values()])
+        adopted = "\n".join(line for line in (kept_mode, adopted) if line) or None
         spec = dataclasses.replace(spec, dtype=dtype)
         resolved = identity(dtype)
         grid = run_grid(resolved["run"], method.variants())
@@ -123,7 +131,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         done = {(r["problem_id"], variant_key(record_variant(r))) for r in contents.records}
         todo = pending(problems, done, method.variants())
         pool = ModelPool(spec.dtype, spec.device, dict(models or {}) | ({spec.model: loaded} if loaded else {}),
-                         prefix_cache=prefix_cache)
+                         prefix_cache=prefix_cache, batch_invariant=spec.batch_invariant)
         names = role_model_names(method, spec.model)
         by_role = pool.by_role(names)
         # The model of the method's first role names the run's records (DeRa: the reference model).
@@ -145,7 +153,7 @@ def _decode_into(spec, env, method, models, run_dir, problems, todo, done, progr
     try:
         for attempts in iter_attempt_batches(spec, env, method, models, todo, done, MethodCache()):
             first = next(iter(models.values()))
-            records = [attempt_record(a, first.name, spec.seed, first.dtype) for a in attempts]
+            records = [attempt_record(a, first, spec.seed) for a in attempts]
             run_dir.append(records)
             n += len(records)
             correct += sum(r["correct"] for r in records)

@@ -26,6 +26,7 @@ from harness.methods.base import variant_key
 from harness.runs.executor import LocalExecutor, WorkItem
 from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
+from harness.runs.invariance_mode import mode_to_run
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
 from harness.runs.run_dtype import dtype_to_run
@@ -78,9 +79,12 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
     resolve_dtype(config.dtype, device)  # checked before anything is read or written
     store = RunDir(prepare_folder(out, "out"))
     with folder_locked(store.path, note=note):
+        invariant, kept_mode = mode_to_run(config.batch_invariant, store, "sweep", flag="batch_invariant")
+        config = dataclasses.replace(config, batch_invariant=invariant)
         dtype, adopted = dtype_to_run(config.dtype, device, store, "sweep",
                                       lambda d: dataclasses.replace(config, dtype=d).resolved(),
                                       preloaded=(models or {}).values(), flag="dtype")
+        adopted = "\n".join(line for line in (kept_mode, adopted) if line) or None
         config = dataclasses.replace(config, dtype=dtype)
         units = plan(config)
         problems = [unit_problems(config, unit) for unit in units]  # once: checked against the folder, then decoded

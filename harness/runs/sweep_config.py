@@ -56,6 +56,7 @@ TOP_KEYS: dict[str, tuple[bool, Any]] = {
     "batch_size": (False, 8),
     "stop": (False, ["</answer>"]),
     "dtype": (False, "auto"),
+    "batch_invariant": (False, None),
     "device": (False, "cpu"),
     "extraction": (False, "strict"),
     "reference": (False, None),
@@ -115,6 +116,8 @@ class SweepConfig:
     device: str
     extraction: str
     reference: str | None = None  # decoder label costs are compared against (not part of the identity)
+    # Rows decode as they would alone; None (not written): on, or a resumed folder's mode (run_sweep decides)
+    batch_invariant: bool | None = None
 
     def resolved(self) -> dict:
         """The sweep's identity as JSON: two configs with equal `resolved()` make the same records."""
@@ -213,6 +216,7 @@ class _Checker:
         stop_value = top["stop"]
         stop = tuple(_string(s, f"stop[{i}]") for i, s in enumerate(_list(stop_value, "stop", allow_empty=True)))
         dtype = self._choice(top["dtype"], "dtype", _dtypes())
+        batch_invariant = None if top["batch_invariant"] is None else _mode(top["batch_invariant"])
         device = _string(top["device"], "device")
         self._check_device_and_dtype(device, dtype)
         from envs.answer import EXTRACTION_MODES
@@ -231,6 +235,7 @@ class _Checker:
             name=name, out=out, models=models, envs=envs, decoders=decoders, seeds=seeds,
             max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, dtype=dtype, device=device,
             extraction=extraction, reference=self._reference(top["reference"], decoders),
+            batch_invariant=batch_invariant,
         )
         self._check_problems(config)
         return config
@@ -467,6 +472,16 @@ class _Checker:
             hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
             raise ConfigError(f"{path} (={value!r}) is not one of {', '.join(choices)}.{hint}")
         return value
+
+
+def _mode(value: Any) -> bool:
+    """`batch_invariant`: on/off (YAML may read them as booleans already)."""
+    from harness.engine.batch_invariance import parse_mode
+
+    try:
+        return parse_mode(value, flag="batch_invariant")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _dtypes() -> list[str]:
