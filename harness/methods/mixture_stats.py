@@ -12,11 +12,30 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from decoders import divergence
 from harness.engine import lockstep
 
 STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree", "log_ratio_p1_p2")
+
+
+# Vocabularies are padded to a multiple of this many entries (zero probability) so that a
+# row's entries take the same SIMD lanes in any batch: elementwise kernels round a tail that
+# is not a full vector differently.
+LANES = 64
+
+
+def row_canonical(values: Tensor, fill: float = -math.inf) -> Tensor:
+    """(rows, V) -> at least 2 rows (the last repeated) of V padded with `fill` to a multiple of
+    LANES: the shape in which each row's statistics come out the same whatever shares the batch.
+
+    A sum over one long row is split between threads; over two or more rows it is not.
+    """
+    rows, width = values.shape
+    if width % LANES:
+        values = torch.nn.functional.pad(values, (0, LANES - width % LANES), value=fill)
+    return torch.cat([values, values[-1:]]) if rows == 1 else values
 
 
 class MixtureStats:
@@ -30,11 +49,14 @@ class MixtureStats:
     def __call__(self, view: lockstep.StepView) -> None:
         lp1, lp2 = view.logprobs[0], view.logprobs[1]
         mixed = view.step.logprobs.to(lp1.dtype)
+        rows = lp1.shape[0]
+        lp1, lp2, mixed = (row_canonical(t) for t in (lp1, lp2, mixed))
+        token_ids = row_canonical(view.step.token_ids[:, None].to(lp1.device), fill=0)[:, 0]
         values = torch.stack([
             divergence.kl(mixed, lp1), divergence.kl(mixed, lp2), divergence.kl(lp1, lp2),
             divergence.js(lp1, lp2), divergence.entropy(mixed), divergence.top1_agree(lp1, lp2),
-            divergence.log_ratio_at(lp1, lp2, view.step.token_ids),
-        ], dim=-1).double().cpu()
+            divergence.log_ratio_at(lp1, lp2, token_ids),
+        ], dim=-1)[:rows].double().cpu()
         rows = torch.tensor(view.rows)
         self.sums[rows] += values
         self.counts[rows] += 1
