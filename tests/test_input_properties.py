@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness.runs.record_grid import record_identity
@@ -44,8 +44,14 @@ def _read(folder: Path, data: bytes):
     return contents
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
 @SETTINGS
 @given(data=st.binary(max_size=400))
+@example(data=DEEP + b"\n")
+@example(data=b'{"a": ' * 500 + b"1" + b"}" * 500 + b"\n")
+@example(data=b"1" * 5000 + b"\n")
 def test_the_record_reader_takes_any_bytes(scratch, data):
     contents = _read(_folder(scratch), data)
     assert len(contents.records) + len(contents.skipped) + len(contents.duplicates) <= data.count(b"\n") + 1
@@ -79,6 +85,18 @@ def records(draw, problem_id: str) -> dict:
 
 
 @SETTINGS
+@given(data=st.data(), bad=st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_a_record_holding_a_non_finite_number_is_skipped(scratch, data, bad):
+    record = data.draw(records("p-0"))
+    path = data.draw(st.sampled_from([k for k, v in record.items() if isinstance(v, float | int)
+                                      and not isinstance(v, bool)]))
+    record[path] = bad
+    contents = _read(_folder(scratch), json.dumps(record).encode() + b"\n")  # as Python writes it: NaN, Infinity
+    assert not contents.records and [s.line for s in contents.skipped] == [1]
+    assert "not a finite number" in contents.skipped[0].reason
+
+
+@SETTINGS
 @given(data=st.data(), ids=st.lists(st.text(min_size=1, max_size=12), unique=True, max_size=6))
 def test_every_valid_record_written_loads_back(scratch, data, ids):
     written = [data.draw(records(problem_id)) for problem_id in ids]
@@ -101,6 +119,8 @@ def _load(scratch: Path, data: bytes) -> None:
 
 @SETTINGS
 @given(data=st.binary(max_size=300))
+@example(data=DEEP)
+@example(data=b"models: [m]\nseeds: [1" + b"0" * 5000 + b"]\n")
 def test_the_config_loader_takes_any_bytes(scratch, data):
     _load(scratch, data)
 
@@ -148,6 +168,8 @@ decoders = st.lists(st.fixed_dictionaries({"name": st.sampled_from(["greedy", "s
 
 
 @SETTINGS
+@example(top={"models": ["smollm2-135m"], "envs": [{"name": "basic_arithmetic", "config": {"name": None}}],
+              "decoders": [{"name": "greedy"}]})
 @given(top=st.fixed_dictionaries({"models": st.just(["smollm2-135m"]), "envs": envs, "decoders": decoders},
                                  optional={"seeds": values, "max_new_tokens": values, "batch_size": values,
                                            "stop": values, "dtype": values, "extraction": values, "reference": values}))
@@ -160,6 +182,7 @@ def test_the_config_checker_takes_any_values_in_a_valid_configs_entries(top):
 
 @SETTINGS
 @given(listed=decoders)
+@example(listed=[{"name": "sample", "config": {"temperature": {"a": 1}}}])
 def test_the_config_checker_takes_any_decoder_entries(listed):
     try:
         parse_config({"models": ["smollm2-135m"], "envs": [{"name": "basic_arithmetic", "n": 1}], "decoders": listed})

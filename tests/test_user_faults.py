@@ -10,7 +10,6 @@ import errno
 import json
 import math
 import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,7 +19,6 @@ from harness.cli import main
 from harness.cli_errors import EXIT_CODES
 from harness.runs.store import RunDir
 from tests.test_faults import _lines, _one_line_error, finished, sw  # noqa: F401 (fixtures)
-from tests.test_sweep import _expected_keys
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -249,13 +247,6 @@ def test_lm_eval_errors_go_through_the_same_handler(capsys, monkeypatch):
     assert main(["lm-eval", "run", "--tasks", "rg_x", "--debug"]) == EXIT_CODES["lm-eval"]
     assert "Traceback" in capsys.readouterr().err
 
-
-def test_expected_keys_helper_still_matches(finished):  # noqa: F811
-    # The sweep fixture these tests share is the full one: a guard against testing a partial folder.
-    folder, _ = finished
-    from harness.runs.sweep_config import load_config
-
-    assert len(_lines(folder)) == len(_expected_keys(load_config(Path(folder).parent / "c.yaml")))
 
 
 # --- what a user tries next: settings of the wrong type or size, records another version wrote -------------------
