@@ -89,6 +89,23 @@ def test_a_full_disk_in_sweep_is_one_line_and_the_same_command_resumes(sw, capsy
     assert len(keys) == len(set(keys)) == len(lines)
 
 
+def test_a_full_disk_while_a_report_is_written_replaces_nothing(sw, capsys, monkeypatch):  # noqa: F811
+    folder, _ = sw
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    real = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(["report", str(folder)]) == 4
+    _one_line_error(capsys.readouterr().err, f"disk full writing {folder / 'summary.csv'}; free space and run the "
+                                             "same command again")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # no temporary left either
+
+
 # --- record lines nested too deep, and numbers that are not finite ----------------------------------------------
 
 DEEP = b"[" * 100_000 + b"]" * 100_000

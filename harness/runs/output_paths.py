@@ -7,6 +7,7 @@ nothing about read-only filesystems and everything is allowed to root anyway.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -72,8 +73,13 @@ def write_all_atomically(files: dict[Path, str | bytes]) -> None:
 
     Every file is written to a temporary name first; only when all of them are written
     are they renamed into place. A write that fails leaves the old files untouched.
+
+    Raises:
+        OSError: the disk is full (ENOSPC, EDQUOT), naming the file being written.
+        ValueError: any other write that fails, or a folder in a file's place.
     """
     staged: dict[Path, Path] = {}
+    path = None
     try:
         for path, data in files.items():
             if path.is_dir():
@@ -87,6 +93,8 @@ def write_all_atomically(files: dict[Path, str | bytes]) -> None:
     except OSError as err:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: said as such, naming the file (not its temporary)
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise ValueError(f"cannot write {err.filename or 'the files'} ({err.strerror}); nothing was replaced") from None
     except BaseException:
         for tmp in staged.values():
