@@ -143,25 +143,35 @@ def default_dtype():
         yield loaded
 
 
-def _tokens(loaded, name: str, config: dict, n: int = 8, max_new_tokens: int = 24) -> dict:
+def _tokens(loaded, name: str, config: dict, alone: bool = False, n: int = 12, max_new_tokens: int = 32) -> dict:
+    """{(problem id, variant key): attempt} for `n` mixed problems decoded in one batch on 2 threads
+    with a prefix cache, or (`alone`) each problem by itself on 1 thread without one: the identities
+    compare one of each, so they hold only if the batch changes nothing."""
     env = get_env("basic_arithmetic", **MIXED)
     method = get_method(name, **config)
     gen = Generation(max_new_tokens=max_new_tokens, stop=(), seed=0)
-    loaded.prefix_cache = PrefixCache()
-    attempts = method.solve(env, dict.fromkeys(method.roles(), loaded), env.problems(n, 0), gen)
+    problems = env.problems(n, 0)
+    loaded.prefix_cache = None if alone else PrefixCache()
+    with threads(1 if alone else 2):
+        attempts = [a for batch in ([[p] for p in problems] if alone else [problems])
+                    for a in method.solve(env, dict.fromkeys(method.roles(), loaded), batch, gen)]
     return {(a.problem.problem_id, variant_key(a.variant)): a for a in attempts}
+
+
+def _greedy_alone(loaded) -> dict:
+    return {pid: a.row.token_ids for (pid, _), a in _tokens(loaded, "greedy", {}, alone=True).items()}
 
 
 @pytest.mark.integration
 def test_redumix_at_lambda_1_is_greedy_on_x_and_at_0_greedy_on_x2(default_dtype):
-    greedy = {pid: a.row.token_ids for (pid, _), a in _tokens(default_dtype, "greedy", {}).items()}
+    greedy = _greedy_alone(default_dtype)
     mixed = _tokens(default_dtype, "redumix", {"lam": "0,1", "feedback": "ground_truth", **SHORT})
-    x2s = {pid: a.extras["contexts"][1] for (pid, key), a in mixed.items() if a.variant["lam"] == 0}
-    on_x2 = decode(default_dtype, [[encode(default_dtype.tokenizer, x2s[pid]) for pid in greedy]],
-                   get_decoder("greedy"), max_new_tokens=24, eos_token_ids=[])
-    on_x2 = dict(zip(greedy, on_x2, strict=True))
+    x2s = {pid: a.extras["contexts"][1] for (pid, key), a in mixed.items() if a.variant["lambda"] == 0}
+    with threads(1):
+        on_x2 = {pid: decode(default_dtype, [[encode(default_dtype.tokenizer, x2s[pid])]], get_decoder("greedy"),
+                             max_new_tokens=32, eos_token_ids=[])[0] for pid in greedy}
     for (pid, _), attempt in mixed.items():
-        if attempt.variant["lam"] == 1:
+        if attempt.variant["lambda"] == 1:
             assert attempt.row.token_ids == greedy[pid], pid
         else:
             expected = on_x2[pid].token_ids[: len(attempt.row.token_ids)]
@@ -170,14 +180,14 @@ def test_redumix_at_lambda_1_is_greedy_on_x_and_at_0_greedy_on_x2(default_dtype)
 
 @pytest.mark.integration
 def test_dera_of_a_model_with_itself_is_greedy_at_any_lambda(default_dtype):
-    greedy = {pid: a.row.token_ids for (pid, _), a in _tokens(default_dtype, "greedy", {}).items()}
+    greedy = _greedy_alone(default_dtype)
     for (pid, _), attempt in _tokens(default_dtype, "dera", {"lam": "0,0.5,1.5"}).items():
         assert attempt.row.token_ids == greedy[pid], (pid, attempt.variant)
 
 
 @pytest.mark.integration
 def test_a_one_hot_soft_token_is_greedy(default_dtype):
-    greedy = {pid: a.row.token_ids for (pid, _), a in _tokens(default_dtype, "greedy", {}).items()}
+    greedy = _greedy_alone(default_dtype)
     eos = eos_ids(default_dtype)
     for (pid, _), attempt in _tokens(default_dtype, "soft", {"top_k": "1", "think_end": "ab"}).items():
         # Where greedy ends on EOS, a thinking row ends its thinking there instead.
@@ -187,6 +197,7 @@ def test_a_one_hot_soft_token_is_greedy(default_dtype):
 
 @pytest.mark.integration
 def test_self_consistency_with_one_sample_is_sample(default_dtype):
-    sampled = {pid: a.row.token_ids for (pid, _), a in _tokens(default_dtype, "sample", {"temperature": "1.0"}).items()}
+    sampled = {pid: a.row.token_ids
+               for (pid, _), a in _tokens(default_dtype, "sample", {"temperature": "1.0"}, alone=True).items()}
     for (pid, _), attempt in _tokens(default_dtype, "self_consistency", {"n": "1", "temperature": "1.0"}).items():
         assert attempt.row.token_ids == sampled[pid], pid
