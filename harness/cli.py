@@ -353,8 +353,10 @@ def _sweep_executor(args: argparse.Namespace):
 
     if importlib.util.find_spec("ray") is None:
         raise ValueError('--executor ray needs Ray, which is not installed; install it with: pip install ".[ray]"')
-    import functools
+    if args.address:
+        from harness.runs.ray_address import check_reachable
 
+        check_reachable(args.address)  # Ray itself would retry for minutes
     from harness.runs.ray_executor import RayExecutor
 
     return functools.partial(RayExecutor, address=args.address, actors=args.ray_actors,
@@ -463,9 +465,9 @@ def _context(args: argparse.Namespace) -> Context:
                        inputs=f"--model {args.model} or the run folder {args.out or ''}".rstrip(),
                        memory_hint="lower --batch-size or --max-new-tokens, or use a smaller --model", kept=kept)
     if args.command == "sweep":
-        address = f" --address {args.address}" if args.address else ""
-        ray = f", --executor ray{address}" if args.executor == "ray" else ""
-        return Context(settings=f"the models, device and dtype of CONFIG {args.config}{ray}",
+        address = f" --address {args.address}" if args.address else " (a local Ray instance)"
+        ray = f"--executor ray{address}" if args.executor == "ray" else ""
+        return Context(settings=f"the models, device and dtype of CONFIG {args.config}", ray_settings=ray,
                        inputs=f"CONFIG {args.config}, its models or its folder",
                        memory_hint="lower batch_size or max_new_tokens in the config, or use smaller models",
                        kept=kept)

@@ -56,12 +56,13 @@ class Context:
     """What the failing command was working with, for the message.
 
     settings: the settings a library error concerns, as the user wrote them (e.g. "--model M,
-        --device cpu"); inputs: the files the command reads, for errors that name none;
-        memory_hint: what lowers the command's memory; kept: the number of records the command's
-        folder holds (None: no such folder).
+        --device cpu"); ray_settings: those a Ray error concerns; inputs: the files the command
+        reads, for errors that name none; memory_hint: what lowers the command's memory; kept:
+        the number of records the command's folder holds (None: no such folder).
     """
 
     settings: str = ""
+    ray_settings: str = ""  # what a Ray error concerns, where the command uses Ray
     inputs: str = ""
     memory_hint: str = "use a smaller model or input"
     kept: Callable[[], int | None] = lambda: None
@@ -148,9 +149,10 @@ def _file_problem(err: OSError) -> str:
 
 
 def _library_problem(library: str, err: BaseException, context: Context) -> str:
-    settings = f" (with {context.settings})" if context.settings else ""
+    named = context.ray_settings if library == "ray" and context.ray_settings else context.settings
+    settings = f" (with {named})" if named else ""
     return (f"{_LIBRARY_NAMES[library]} failed{settings}: {type(err).__name__}: {_first(err)}; check "
-            f"{'those settings' if context.settings else 'the input'} (--debug shows the traceback)")
+            f"{'those settings' if named else 'the input'} (--debug shows the traceback)")
 
 
 def _first(err: BaseException) -> str:

@@ -28,11 +28,11 @@ class _UnknownType(Exception):
 
 
 def check_complete(path: Path) -> None:
-    """Nothing when `path` is a GGUF file as long as its header says.
+    """Nothing when `path` is a GGUF file as long as its header says (or no GGUF file at all).
 
     Raises:
-        ValueError: not a GGUF file, or one that ends before its header or its tensor data do
-            (naming the bytes there are and, where the header is whole, the bytes there should be).
+        ValueError: a GGUF file that ends before its header or its tensor data do (naming the
+            bytes there are and, where the header is whole, the bytes there should be).
     """
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -41,8 +41,7 @@ def check_complete(path: Path) -> None:
             raise ValueError(f"{path} is not a complete GGUF file ({size} bytes, cut off inside its header); "
                              f"{_fix(path)}")
         if head != MAGIC:
-            raise ValueError(f"{path} is not a GGUF file (it does not start with {MAGIC.decode()}); give a .gguf "
-                             "model file")
+            return  # not GGUF at all: the converter says what it makes of it
         try:
             expected = expected_size(f, size)
         except _CutShort:

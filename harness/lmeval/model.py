@@ -294,13 +294,15 @@ class RedumixLM(LM):
 
     def write_telemetry(self, path: str | Path, task: str | None = None) -> Path:
         """Write the telemetry (of one task, or all) as JSONL, one line per response."""
+        from harness.runs.output_paths import write_atomically
+        from harness.runs.record_json import finite
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [e for (name, _), entries in sorted(self.telemetry.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
                 if task is None or name == task for e in entries]
-        with path.open("w") as f:
-            for row in rows:
-                f.write(json.dumps(row, default=str) + "\n")
+        # Whole or not at all, and without NaN or infinities (JSON has neither).
+        write_atomically(path, "".join(json.dumps(finite(row), default=str, allow_nan=False) + "\n" for row in rows))
         return path
 
     # -- log-likelihood -------------------------------------------------------------

@@ -245,10 +245,12 @@ def write_task_dir(folder: str | Path) -> Path:
         "aggregate_metric_list": [{"metric": m, "aggregation": "mean", "weight_by_size": True} for m in METRICS],
         "metadata": {"version": 1.0},
     })
+    from harness.runs.output_paths import write_atomically
+
     for name, text in files.items():
         path = folder / name
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+            write_atomically(path, text)  # never a half-written task file for lm-eval to choke on
     for path in folder.glob(f"{PREFIX}*.yaml"):
         if path.name not in files:
             path.unlink()

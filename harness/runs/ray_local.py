@@ -24,7 +24,7 @@ def init_loopback_ray(**init_kwargs) -> None:
     its ports are on loopback.
 
     Raises:
-        RuntimeError: the instance came up under a network address (a Ray version that ignores the
+        ValueError: the instance came up under a network address (a Ray version that ignores the
             single-machine switch); it is shut down first.
     """
     with _single_machine_mode():
@@ -32,7 +32,7 @@ def init_loopback_ray(**init_kwargs) -> None:
     addresses = sorted({node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")})
     if not addresses or not all(is_loopback(a) for a in addresses):
         ray.shutdown()
-        raise RuntimeError(f"the local Ray instance registered under {', '.join(addresses) or 'no address'} "
+        raise ValueError(f"the local Ray instance registered under {', '.join(addresses) or 'no address'} "
                            f"instead of {LOOPBACK} (Ray {ray.__version__}), so other machines could reach it; "
                            "it was stopped. Start a cluster yourself (ray start --head "
                            f"--node-ip-address={LOOPBACK}) and pass --address auto")
