@@ -332,3 +332,29 @@ def test_a_joined_report_into_a_file_is_one_line(sw, tmp_path, capsys):  # noqa:
     assert main(["report", str(folder), "--out", str(tmp_path / "f")]) == 2
     _one_line_error(capsys.readouterr().err, "--out", "is a file")
     assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once(finished, tmp_path):  # noqa: F811
+    import socket
+    import subprocess
+    import sys
+
+    from tests.cli_process import ROOT
+
+    pytest.importorskip("ray")
+    _, config = finished
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "o"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(config), "--out", str(out), "--executor",
+                           "ray", "--address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONHASHSEED="0"), timeout=60)  # Ray alone retries for minutes
+    assert done.returncode == 2
+    _one_line_error(done.stderr, f"--address (='127.0.0.1:{port}'): nothing answers there", "ray start --head")
+    assert not out.exists()
+    from harness.runs.ray_address import split_address
+
+    assert split_address("auto") is None and split_address("ray://[::1]:10001") == ("::1", 10001)
+    with pytest.raises(ValueError, match="the port must be a number"):
+        split_address("head:http")
