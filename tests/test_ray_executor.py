@@ -255,3 +255,30 @@ def test_the_quick_sweep_gives_identical_records_locally_and_on_two_actors(ray_i
     local, on_ray = _records(tmp_path / "local"), _records(tmp_path / "ray")
     assert {r["batch_invariant"] for r in local} == {True} and len(local) == 6 * 4
     assert _without_timings(on_ray) == _without_timings(local)
+
+
+def test_sigterm_to_a_ray_sweep_is_an_interrupt_that_keeps_the_records(ray_instance, tiny_model_dir, tmp_path):
+    """ray.init installs a SIGTERM handler that exits at once; the command's own comes back after it."""
+    import signal
+
+    import yaml
+
+    from tests.cli_process import signal_after
+
+    data = _data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
+    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "s"
+    code, err = signal_after(["sweep", str(config_file), "--out", str(out), "--no-report", "--executor", "ray",
+                              "--ray-actors", "1", "--ray-cpus-per-actor", "1"], out / "samples.jsonl", 3,
+                             signal.SIGTERM)
+    kept = (out / "samples.jsonl").read_bytes().count(b"\n")
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == f"interrupted: {kept} records kept in {out}; run the same command to resume"
+    assert "Traceback" not in err
+    config = parse_config(data)
+    result = run_sweep(config, out, progress=False, write_report=False, executor=_ray())
+    keys = [r["key"] for r in _records(out)]
+    assert result.new == len(_expected_keys(config)) - kept and set(keys) == _expected_keys(config)
+    assert len(keys) == len(set(keys))

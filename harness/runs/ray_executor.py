@@ -35,6 +35,7 @@ from harness.console import is_quiet
 from harness.engine.prefix_cache import PrefixCache
 from harness.runs.executor import UnitRunner, WorkItem
 from harness.runs.ray_local import init_loopback_ray
+from harness.runs.signals import sigterm_handler_kept
 from harness.runs.sweep_config import SweepConfig
 from harness.runs.work_units import Unit
 
@@ -76,16 +77,18 @@ def ray_connection(address: str | None = None, num_cpus: int | None = None) -> I
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes a token to ~/.ray
     temp = None
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}}, logging_level="warning")
-    else:
-        temp = tempfile.mkdtemp(prefix="redumix-ray-")
-        try:  # on loopback only: an unauthenticated instance must not be reachable from the network
-            init_loopback_ray(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
-                              runtime_env={"env_vars": worker_env_vars()}, logging_level="warning")
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
+    # SIGTERM stays an interrupt (one line, records kept), not ray.init's immediate exit.
+    with sigterm_handler_kept():
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}}, logging_level="warning")
+        else:
+            temp = tempfile.mkdtemp(prefix="redumix-ray-")
+            try:  # on loopback only: an unauthenticated instance must not be reachable from the network
+                init_loopback_ray(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
+                                  runtime_env={"env_vars": worker_env_vars()}, logging_level="warning")
+            except BaseException:
+                shutil.rmtree(temp, ignore_errors=True)
+                raise
     try:
         yield
     finally:

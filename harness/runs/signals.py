@@ -49,3 +49,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def sigterm_handler_kept() -> Iterator[None]:
+    """Run the block, then put SIGTERM's handler back as it was: a library that installs its own
+    (ray.init makes SIGTERM exit at once, with no message) must not undo `sigterm_as_interrupt`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
