@@ -93,9 +93,12 @@ def redumix_records(run_dir: str | Path, param: str, fix: str) -> list[dict]:
         first = next(r for r in redumix if _pair_problem(r) is not None)
         note(f"{run.samples_path}: left out {len(redumix) - len(records)} ReDuMix records that cannot make a pair "
              f"(the first, problem {first.get('problem_id')!r}: {_pair_problem(first)})")
+    if not redumix:
+        raise ValueError(f"{param} (={str(run_dir)!r}) has no ReDuMix records ({len(contents.records)} records of "
+                         f"other decoders); {fix}")
     if not records:
-        raise ValueError(f"{param} (={str(run_dir)!r}) has no ReDuMix records that make pairs ({len(contents.records)} "
-                         f"records, {len(redumix)} of them ReDuMix's); {fix}")
+        raise ValueError(f"{param} (={str(run_dir)!r}) has no ReDuMix records that make pairs ({len(redumix)} "
+                         "ReDuMix records, none with every field a pair needs; see the note above)")
     return records
 
 
