@@ -48,7 +48,7 @@ def time_engine(loaded, rows, new_tokens) -> float:
 
 def time_generate(loaded, rows, new_tokens) -> float:
     tok = loaded.tokenizer
-    enc = tok.pad({"input_ids": rows}, return_tensors="pt", padding=True)
+    enc = tok.pad({"input_ids": rows}, return_tensors="pt", padding=True).to(loaded.model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = loaded.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
@@ -64,10 +64,11 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    loaded = load_model(args.model, dtype=args.dtype)
-    print(f"model {args.model} {args.dtype}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens; "
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    print(f"model {args.model} {args.dtype} on {args.device}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens; "
           "the engine batch-invariant (on, the default) and not (off); generate on the plain model")
     print(f"{'batch':>5} {'on tok/s':>9} {'off tok/s':>10} {'generate tok/s':>15} {'on/gen':>7} {'off/gen':>8} "
           f"{'on cost':>8} {'other load':>11}")

@@ -84,8 +84,8 @@ def timed(loaded, contexts, decoder, new_tokens, **kwargs) -> tuple[float, float
 def timed_hf_cfg(loaded, xs, x2s, new_tokens) -> tuple[float, float]:
     """(total seconds, prefill seconds) of transformers' classifier-free guidance decode."""
     tok = loaded.tokenizer
-    enc = tok.pad({"input_ids": xs}, return_tensors="pt", padding=True)
-    neg = tok.pad({"input_ids": x2s}, return_tensors="pt", padding=True)
+    enc = tok.pad({"input_ids": xs}, return_tensors="pt", padding=True).to(loaded.model.device)
+    neg = tok.pad({"input_ids": x2s}, return_tensors="pt", padding=True).to(loaded.model.device)
     kwargs = dict(guidance_scale=LAMBDA, negative_prompt_ids=neg["input_ids"],
                   negative_prompt_attention_mask=neg["attention_mask"], do_sample=False,
                   pad_token_id=tok.pad_token_id)

@@ -7,6 +7,7 @@ tokens, per-step statistics and every stage's text must be identical. The seeds'
 with one sample) hold token for token. The integration tests run the same on the embedded model
 in bfloat16 (the default dtype here) and float32.
 
+`REDUMIX_TEST_DEVICE=cuda` runs the embedded model's tests on a GPU (bench/gpu_check.sh);
 `REDUMIX_TEST_BATCH_INVARIANT=off` runs these tests with invariance switched off, where they
 are expected to fail: that is how one sees they can.
 """
@@ -32,6 +33,8 @@ from harness.methods.base import variant_key
 from tests.tiny import tiny_model
 
 INVARIANT = os.environ.get("REDUMIX_TEST_BATCH_INVARIANT", "on") != "off"
+# The embedded model's device (bench/gpu_check.sh runs these tests on "cuda").
+DEVICE = os.environ.get("REDUMIX_TEST_DEVICE", "cpu")
 # One to four terms of one to three digits: prompts of different lengths share each batch.
 MIXED = {"min_terms": 1, "max_terms": 4, "min_digits": 1, "max_digits": 3}
 SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo the task.", "reflection_max_new_tokens": "8"}
@@ -125,7 +128,7 @@ def test_float32_rows_of_any_batch_size_compute_as_alone():
 
 @pytest.fixture(scope="module", params=["bfloat16", "float32"])
 def embedded(request):
-    loaded = load_model("smollm2-135m", dtype=request.param)
+    loaded = load_model("smollm2-135m", dtype=request.param, device=DEVICE)
     with batch_invariance(loaded, INVARIANT):
         yield loaded
 
@@ -138,7 +141,7 @@ def test_on_the_embedded_model_a_problem_decodes_the_same_whatever_shares_its_ba
 
 @pytest.fixture(scope="module")
 def default_dtype():
-    loaded = load_model("smollm2-135m")  # --dtype auto: bfloat16 on CPUs with native bf16
+    loaded = load_model("smollm2-135m", device=DEVICE)  # --dtype auto: bfloat16 where it runs natively
     with batch_invariance(loaded, INVARIANT):
         yield loaded
 
