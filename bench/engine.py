@@ -68,8 +68,9 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    print(f"model {args.model} {args.dtype} on {args.device}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens; "
-          "the engine batch-invariant (on, the default) and not (off); generate on the plain model")
+    print(f"model {args.model} {args.dtype} on {args.device}, {torch.get_num_threads()} threads, "
+          f"{args.new_tokens} new tokens; the engine batch-invariant (on, the default) and not (off); "
+          "generate on the plain model")
     print(f"{'batch':>5} {'on tok/s':>9} {'off tok/s':>10} {'generate tok/s':>15} {'on/gen':>7} {'off/gen':>8} "
           f"{'on cost':>8} {'other load':>11}")
     for batch in [int(b) for b in args.batches.split(",")]:
