@@ -127,6 +127,22 @@ def test_a_line_nested_too_deep_is_skipped_by_report_and_resume(sw, capsys):  # 
     assert len(keys) == len(set(keys)) == n
 
 
+def test_a_run_folder_with_a_line_nested_too_deep_resumes(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--env", "basic_arithmetic", "--model", str(tiny_model_dir), "--n", "3", "--max-new-tokens", "4",
+            "--out", str(out)]
+    assert main(args) == 0
+    lines = _lines(out)
+    (out / "samples.jsonl").write_bytes(b"\n".join([lines[0], DEEP, lines[2]]) + b"\n")
+    capsys.readouterr()
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "line 2: not a record (nested deeper than 64 levels)" in captured.err
+    assert "(new problems only; 2 already recorded)" in captured.out
+    ids = [json.loads(line)["problem_id"] for line in _lines(out) if line != DEEP]
+    assert sorted(ids) == sorted(json.loads(line)["problem_id"] for line in lines)
+
+
 def test_non_finite_numbers_are_never_written_and_read_like_a_malformed_line(sw, tmp_path, capsys):  # noqa: F811
     store = RunDir(tmp_path / "run")
     store.append([{"a": math.nan, "b": [1.0, -math.inf], "c": {"d": math.inf}, "e": 2.5}])
