@@ -76,6 +76,12 @@ class KeyLayout:
     columns: list[slice | Tensor]
     lengths: list[int]
     groups: list[QueryGroup] = field(default_factory=list)
+    _newest: Tensor | None = field(default=None, repr=False)  # each row's newest position, made once
+
+    def newest(self, device: torch.device) -> Tensor:
+        if self._newest is None:
+            self._newest = torch.tensor(self.lengths, device=device) - 1
+        return self._newest
 
     @classmethod
     def from_mask(cls, mask: Tensor, queries: int) -> KeyLayout:
@@ -152,10 +158,10 @@ class AlignedKV:
             keys, values, _ = held
             if width > keys.shape[2]:
                 keys, values = _widen(keys, width), _widen(values, width)
-            rows = torch.arange(key.shape[0], device=key.device)
-            at = torch.tensor(layout.lengths, device=key.device) - 1
-            keys[rows, :, at] = key[:, :, -1]
-            values[rows, :, at] = value[:, :, -1]
+            # Row b's new key goes to column newest[b]: one scatter along the key axis per tensor.
+            at = layout.newest(key.device).view(-1, 1, 1, 1).expand(-1, keys.shape[1], 1, keys.shape[3])
+            keys.scatter_(2, at, key[:, :, -1:])
+            values.scatter_(2, at, value[:, :, -1:])
         else:
             keys, values = _aligned(key, layout, width), _aligned(value, layout, width)
         self._layers[layer] = (keys, values, list(layout.lengths))
@@ -185,22 +191,33 @@ def invariant_sdpa_attention(module, query: Tensor, key: Tensor, value: Tensor, 
             or kwargs.get("position_bias") is not None or kwargs.get("sliding_window") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     keys, values = aligned_kv.update(module.layer_idx, key, value, key_layout)
-    heads, dim = query.shape[1], query.shape[3]
+    heads, queries = query.shape[1], query.shape[2]
     repeat = heads // keys.shape[1]
     if repeat > 1 and keys.device.type != "cpu":
         # SDPA's enable_gqa takes no mask on some GPU backends: expand the key heads instead.
         keys, values = keys.repeat_interleave(repeat, 1), values.repeat_interleave(repeat, 1)
     grouped = heads != keys.shape[1]
-    out = query.new_zeros(query.shape)
-    for group in key_layout.groups:
-        part = query[group.rows, :, group.queries]
-        count, padded = part.shape[2], group.mask.shape[2]
-        if padded > count:
-            part = torch.cat([part, part[:, :, -1:].expand(-1, heads, padded - count, dim)], 2)
-        out[group.rows, :, group.queries] = torch.nn.functional.scaled_dot_product_attention(
-            part, keys[group.rows, :, : group.width], values[group.rows, :, : group.width],
-            attn_mask=group.mask, scale=scaling, enable_gqa=grouped)[:, :, :count]
+    groups = key_layout.groups
+    if len(groups) == 1 and groups[0].rows == slice(0, query.shape[0]) and groups[0].queries == slice(0, queries):
+        # One call for every row and query (a decoding step of rows of one key width): no scatter.
+        out = _attend(query, keys, values, groups[0], scaling, grouped)
+    else:
+        out = query.new_zeros(query.shape)
+        for group in groups:
+            out[group.rows, :, group.queries] = _attend(query[group.rows, :, group.queries], keys[group.rows],
+                                                        values[group.rows], group, scaling, grouped)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _attend(query: Tensor, keys: Tensor, values: Tensor, group: QueryGroup, scaling: float | None,
+            grouped: bool) -> Tensor:
+    """SDPA of `query` (rows, heads, count, dim) over the group's key columns, queries padded to the mask's."""
+    count, padded = query.shape[2], group.mask.shape[2]
+    if padded > count:
+        query = torch.cat([query, query[:, :, -1:].expand(-1, -1, padded - count, -1)], 2)
+    return torch.nn.functional.scaled_dot_product_attention(
+        query, keys[:, :, : group.width], values[:, :, : group.width], attn_mask=group.mask, scale=scaling,
+        enable_gqa=grouped)[:, :, :count]
 
 
 def install(model: PreTrainedModel) -> bool:
