@@ -290,6 +290,8 @@ def test_lm_eval_errors_go_through_the_same_handler(capsys, monkeypatch):
     (["--env-config", "extraction=flexible"],
      ["--env-config extraction=flexible is not a task setting", "--extraction"]),
     (["--env-config", "name=chain_sum"], ["Unknown config key 'name'"]),
+    (["--decoder", "sample", "--decoder-config", "temperature=inf"],
+     ["decoder_config.temperature = inf is not a finite number"]),
 ])
 def test_run_settings_of_the_wrong_size_or_place_are_one_line(tmp_path, capsys, monkeypatch, args, needles):
     from harness.engine import model_pool
@@ -314,6 +316,9 @@ def test_run_settings_of_the_wrong_size_or_place_are_one_line(tmp_path, capsys, 
     ("models: [smollm2-135m]\nenvs: [{name: basic_arithmetic, n: 1, config: {name: chain_sum}}]\n"
      "decoders: [{name: greedy}]\n", ["envs[0].config", "Unknown config key 'name'"]),
     ("models: [m]\nenvs: [x]\ndecoders: [{name: greedy}]\nstop: [a\n  b: c\n", ["not valid YAML"]),
+    ("models: [smollm2-135m]\nenvs: [{name: basic_arithmetic, n: 1}]\n"
+     "decoders: [{name: sample, config: {temperature: .inf}}]\n",
+     ["decoders[0].config.temperature = inf is not a finite number"]),
 ])
 def test_sweep_configs_of_the_wrong_shape_or_size_are_one_line(tmp_path, capsys, text, needles):
     config = tmp_path / "c.yaml"

@@ -24,6 +24,7 @@ from harness.runs.invariance_mode import mode_to_run
 from harness.runs.limits import MAX_PROBLEMS
 from harness.runs.output_paths import prepare_folder
 from harness.runs.record_grid import record_variant, run_grid, run_record_identity
+from harness.runs.record_json import shape_problem
 from harness.runs.records import attempt_record
 from harness.runs.run_dtype import dtype_to_run
 from harness.runs.store import RunDir
@@ -106,6 +107,10 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
     method = get_method(spec.decoder, **spec.decoder_config)
     method.check_env(env)
     method.check_settings(spec.max_new_tokens)
+    # NaN and infinities cannot be written to spec.json as JSON (nor compared with it on a resume).
+    problem = shape_problem({"decoder_config": method.config(), "env_config": env.config()})
+    if problem is not None:
+        raise ValueError(f"{problem}; give a finite value (--decoder-config, --env-config)")
 
     def identity(dtype: str) -> dict:
         resolved = {"run": dataclasses.asdict(spec) | {"dtype": dtype, "decoder_config": method.config(),

@@ -43,6 +43,7 @@ import yaml
 
 from harness.naming import closest
 from harness.runs.limits import MAX_PROBLEMS
+from harness.runs.record_json import shape_problem
 
 # Top-level keys -> (required, default). `out` is where results go, not part of the sweep's identity.
 TOP_KEYS: dict[str, tuple[bool, Any]] = {
@@ -196,6 +197,10 @@ def parse_config(data: Any, source: str = "config", default_name: str = "sweep")
     Raises:
         ConfigError: the first problem found, prefixed with `source` and the key path.
     """
+    # NaN and infinities cannot be written to spec.json as JSON (nor compared with it on a resume).
+    problem = shape_problem(data)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}; give a finite value")
     try:
         return _Checker().sweep(data, default_name)
     except ConfigError as err:
