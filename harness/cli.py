@@ -306,7 +306,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     # Checked in full before anything is imported for decoding or written.
     config = load_config(args.config)
-    out = Path(args.out or config.out or RESULTS_DIR / config.name)
+    out = Path(args.out or config.out or RESULTS_DIR / config.name).expanduser()  # `out: ~/results/x` in YAML
     if args.batch_invariant is not None:
         config = dataclasses.replace(config, batch_invariant=_mode_flag(args.batch_invariant))
 

@@ -190,6 +190,9 @@ def test_a_gguf_file_cut_short_is_named_with_its_size(tmp_path, capsys, monkeypa
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (1000 bytes, cut off inside its "
                                              "header)")
+    cut.write_bytes(b"")
+    assert main(args) == 2
+    _one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (0 bytes, cut off inside its header)")
     assert not (tmp_path / "o" / "spec.json").exists()
     assert not any((tmp_path / "cache").rglob("*.safetensors"))
 
@@ -379,3 +382,17 @@ def test_an_address_where_nothing_answers_is_one_line_at_once(finished, tmp_path
     assert split_address("auto") is None and split_address("ray://[::1]:10001") == ("::1", 10001)
     with pytest.raises(ValueError, match="the port must be a number"):
         split_address("head:http")
+
+
+def test_a_configs_out_under_the_home_folder_is_expanded(finished, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import yaml
+
+    _, config = finished
+    data = yaml.safe_load(config.read_text()) | {"out": "~/results/x"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x").write_text("a file where the folder would go")
+    assert main(["sweep", str(tmp_path / "c.yaml")]) == 2
+    _one_line_error(capsys.readouterr().err, f"(={str(tmp_path / 'results' / 'x')!r}) is a file")
+    assert not (tmp_path / "~").exists() and not os.path.exists("~")
