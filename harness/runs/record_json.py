@@ -17,9 +17,17 @@ from typing import Any
 
 # Records nest a few levels (a record, its steps, a list of per-step values); this is far beyond.
 MAX_DEPTH = 64
-# Only a line with these can hold a non-finite number: NaN, Infinity, or a float literal
-# beyond the float range (1e999). Lines without them skip the walk.
-_MAYBE_NOT_FINITE = re.compile(rb"NaN|Infinity|[eE][+]?0*[1-9]\d{2}")
+# Besides NaN and Infinity (refused by the parser itself), only a float literal with an exponent
+# of three digits can be beyond the float range (1e999): lines without one skip the walk.
+_LARGE_EXPONENT = re.compile(rb"[eE]\+?\d\d\d")
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotFinite(name)
 
 
 def dumps_record(record: dict) -> str:
@@ -45,15 +53,17 @@ def loads_line(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError as err:
         return None, f"not UTF-8 text (byte {err.start + 1})"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as err:
         return None, f"not JSON ({err.msg}, column {err.colno})"
+    except _NotFinite as err:  # parsed again to name the field (a rare line; the common one parses once)
+        return None, f"not a record ({shape_problem(json.loads(text)) or f'{err} is not a finite number'})"
     except RecursionError:
         return None, f"not a record (nested deeper than {MAX_DEPTH} levels)"
     except ValueError as err:  # e.g. an integer of more digits than Python converts
         return None, f"not JSON ({str(err).split(':', 1)[0]})"
     brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets > MAX_DEPTH or _MAYBE_NOT_FINITE.search(raw):
+    if brackets > MAX_DEPTH or _LARGE_EXPONENT.search(raw):
         problem = shape_problem(value)
         if problem is not None:
             return None, f"not a record ({problem})"
