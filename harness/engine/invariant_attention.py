@@ -76,12 +76,16 @@ class KeyLayout:
     columns: list[slice | Tensor]
     lengths: list[int]
     groups: list[QueryGroup] = field(default_factory=list)
-    _newest: Tensor | None = field(default=None, repr=False)  # each row's newest position, made once
+    _slots: dict[tuple[int, int], Tensor] = field(default_factory=dict, repr=False)
 
-    def newest(self, device: torch.device) -> Tensor:
-        if self._newest is None:
-            self._newest = torch.tensor(self.lengths, device=device) - 1
-        return self._newest
+    def newest_slots(self, heads: int, width: int, device: torch.device) -> Tensor:
+        """Where each (row, head)'s newest key goes in a (rows * heads * width, dim) view of an
+        aligned buffer: made once per step, shared by every layer."""
+        if (heads, width) not in self._slots:
+            rows = torch.arange(len(self.lengths), device=device)[:, None] * heads + torch.arange(heads, device=device)
+            newest = torch.tensor(self.lengths, device=device)[:, None] - 1
+            self._slots[heads, width] = (rows * width + newest).reshape(-1)
+        return self._slots[heads, width]
 
     @classmethod
     def from_mask(cls, mask: Tensor, queries: int) -> KeyLayout:
@@ -158,10 +162,15 @@ class AlignedKV:
             keys, values, _ = held
             if width > keys.shape[2]:
                 keys, values = _widen(keys, width), _widen(values, width)
-            # Row b's new key goes to column newest[b]: one scatter along the key axis per tensor.
-            at = layout.newest(key.device).view(-1, 1, 1, 1).expand(-1, keys.shape[1], 1, keys.shape[3])
-            keys.scatter_(2, at, key[:, :, -1:])
-            values.scatter_(2, at, value[:, :, -1:])
+            if len(layout.lengths) == 1:
+                keys[:, :, layout.lengths[0] - 1] = key[:, :, -1]
+                values[:, :, layout.lengths[0] - 1] = value[:, :, -1]
+            else:
+                # Row b's new key goes to column lengths[b] - 1: one row copy per (row, head).
+                slots = layout.newest_slots(keys.shape[1], keys.shape[2], key.device)
+                dim = keys.shape[3]
+                keys.view(-1, dim).index_copy_(0, slots, key[:, :, -1].reshape(-1, dim))
+                values.view(-1, dim).index_copy_(0, slots, value[:, :, -1].reshape(-1, dim))
         else:
             keys, values = _aligned(key, layout, width), _aligned(value, layout, width)
         self._layers[layer] = (keys, values, list(layout.lengths))
@@ -214,10 +223,12 @@ def _attend(query: Tensor, keys: Tensor, values: Tensor, group: QueryGroup, scal
     """SDPA of `query` (rows, heads, count, dim) over the group's key columns, queries padded to the mask's."""
     count, padded = query.shape[2], group.mask.shape[2]
     if padded > count:
+        # Materialised: a stride-0 view of one query takes another kernel path in SDPA.
         query = torch.cat([query, query[:, :, -1:].expand(-1, -1, padded - count, -1)], 2)
+    if keys.shape[2] != group.width:
+        keys, values = keys[:, :, : group.width], values[:, :, : group.width]
     return torch.nn.functional.scaled_dot_product_attention(
-        query, keys[:, :, : group.width], values[:, :, : group.width], attn_mask=group.mask, scale=scaling,
-        enable_gqa=grouped)[:, :, :count]
+        query, keys, values, attn_mask=group.mask, scale=scaling, enable_gqa=grouped)[:, :, :count]
 
 
 def install(model: PreTrainedModel) -> bool:
