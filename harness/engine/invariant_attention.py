@@ -14,8 +14,9 @@ Here a query's call shape depends only on the query's position:
   `key_width(p)` columns: 64, 128 or 256 for early positions (one key block each), else
   a multiple of 512 (blocks [0, 512), [512, 1024), ...). The masked tail of a block and
   whole masked blocks add exact zeros;
-- queries are padded to a multiple of 4 (copies of the last one), so the kernel's query
-  blocks never end in a 1-3 row edge tile.
+- the query heads that share a key head are packed as that head's query rows, padded to a
+  multiple of 4 rows (copies of the last one), so the kernel's query blocks never end in a
+  1-3 row edge tile (a decoding step of SmolLM2's 3 heads per key head computes 4 rows).
 Measured on torch 2.13 (float32 and bfloat16, 1 and 2 threads): a query's output is then
 bit-identical whether it runs as a decoding step, in a whole prompt, in a prompt's rest
 after a cached prefix, or beside other rows. Queries of one key width share a call (rows
@@ -54,15 +55,28 @@ def key_width(position: int) -> int:
     return round_up(position + 1, KEY_BLOCK)
 
 
-@dataclass(frozen=True)
+@dataclass
 class QueryGroup:
-    """Queries attended in one call: rows [rows.start, rows.stop), query columns `queries`,
-    over the first `width` aligned key columns, with `mask` (rows, 1, padded queries, width)."""
+    """Queries attended in one call: rows [rows.start, rows.stop), query columns `queries` at
+    `positions` (rows, queries), over the first `width` aligned key columns."""
 
     rows: slice
     queries: slice
     width: int
-    mask: Tensor
+    positions: Tensor
+    _masks: dict[int, Tensor] = field(default_factory=dict, repr=False)
+
+    def mask(self, heads_per_key: int) -> Tensor:
+        """(rows, 1, padded query rows, width): True where a query row may attend a key position, for
+        the query heads of one key head packed as rows (head-major), padded to QUERY_TILE rows."""
+        if heads_per_key not in self._masks:
+            positions = self.positions.repeat(1, heads_per_key)
+            padded = round_up(positions.shape[1], QUERY_TILE)
+            if padded > positions.shape[1]:
+                positions = torch.cat([positions, positions[:, -1:].expand(-1, padded - positions.shape[1])], 1)
+            keys = torch.arange(self.width, device=positions.device)
+            self._masks[heads_per_key] = (keys[None, None, :] <= positions[:, :, None])[:, None]
+        return self._masks[heads_per_key]
 
 
 @dataclass
@@ -114,7 +128,7 @@ class KeyLayout:
                     runs.append((column, column + 1, w))
             for begin, stop, w in runs:
                 group_positions = torch.tensor([positions[row][begin:stop]], device=mask.device)
-                groups.append(QueryGroup(slice(row, row + 1), slice(begin, stop), w, _mask(group_positions, w)))
+                groups.append(QueryGroup(slice(row, row + 1), slice(begin, stop), w, group_positions))
         return cls(columns, lengths, groups)
 
     @classmethod
@@ -128,21 +142,12 @@ class KeyLayout:
             if row == len(lengths) or key_width(lengths[row] - 1) != key_width(lengths[begin] - 1):
                 w = key_width(lengths[begin] - 1)
                 positions = torch.tensor(lengths[begin:row], device=device)[:, None] - 1
-                groups.append(QueryGroup(slice(begin, row), slice(0, 1), w, _mask(positions, w)))
+                groups.append(QueryGroup(slice(begin, row), slice(0, 1), w, positions))
                 begin = row
         return cls([slice(start, width) for start in starts], lengths, groups)
 
     def aligned_width(self) -> int:
         return max(group.width for group in self.groups)
-
-
-def _mask(positions: Tensor, width: int) -> Tensor:
-    """(rows, 1, padded queries, width): True where a query (padding copies the last) may attend."""
-    padded = round_up(positions.shape[1], QUERY_TILE)
-    if padded > positions.shape[1]:
-        positions = torch.cat([positions, positions[:, -1:].expand(-1, padded - positions.shape[1])], 1)
-    keys = torch.arange(width, device=positions.device)
-    return (keys[None, None, :] <= positions[:, :, None])[:, None]
 
 
 class AlignedKV:
@@ -200,35 +205,38 @@ def invariant_sdpa_attention(module, query: Tensor, key: Tensor, value: Tensor, 
             or kwargs.get("position_bias") is not None or kwargs.get("sliding_window") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     keys, values = aligned_kv.update(module.layer_idx, key, value, key_layout)
-    heads, queries = query.shape[1], query.shape[2]
-    repeat = heads // keys.shape[1]
-    if repeat > 1 and keys.device.type != "cpu":
-        # SDPA's enable_gqa takes no mask on some GPU backends: expand the key heads instead.
-        keys, values = keys.repeat_interleave(repeat, 1), values.repeat_interleave(repeat, 1)
-    grouped = heads != keys.shape[1]
+    queries = query.shape[2]
     groups = key_layout.groups
     if len(groups) == 1 and groups[0].rows == slice(0, query.shape[0]) and groups[0].queries == slice(0, queries):
         # One call for every row and query (a decoding step of rows of one key width): no scatter.
-        out = _attend(query, keys, values, groups[0], scaling, grouped)
+        out = _attend(query, keys, values, groups[0], scaling)
     else:
         out = query.new_zeros(query.shape)
         for group in groups:
             out[group.rows, :, group.queries] = _attend(query[group.rows, :, group.queries], keys[group.rows],
-                                                        values[group.rows], group, scaling, grouped)
+                                                        values[group.rows], group, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
-def _attend(query: Tensor, keys: Tensor, values: Tensor, group: QueryGroup, scaling: float | None,
-            grouped: bool) -> Tensor:
-    """SDPA of `query` (rows, heads, count, dim) over the group's key columns, queries padded to the mask's."""
-    count, padded = query.shape[2], group.mask.shape[2]
-    if padded > count:
+def _attend(query: Tensor, keys: Tensor, values: Tensor, group: QueryGroup, scaling: float | None) -> Tensor:
+    """SDPA of `query` (rows, heads, count, dim) over the group's key columns.
+
+    The query heads that share a key head are packed as that head's query rows (grouped-query
+    attention without copying keys: a decoding step of 3 heads per key head pads 3 rows to 4,
+    not 1 to 4), then padded to the mask's row count with copies of the last row.
+    """
+    rows, heads, count, dim = query.shape
+    kv_heads = keys.shape[1]
+    mask = group.mask(heads // kv_heads)
+    packed = query.reshape(rows, kv_heads, heads // kv_heads * count, dim)
+    real = packed.shape[2]
+    if mask.shape[2] > real:
         # Materialised: a stride-0 view of one query takes another kernel path in SDPA.
-        query = torch.cat([query, query[:, :, -1:].expand(-1, -1, padded - count, -1)], 2)
+        packed = torch.cat([packed, packed[:, :, -1:].expand(-1, -1, mask.shape[2] - real, -1)], 2)
     if keys.shape[2] != group.width:
         keys, values = keys[:, :, : group.width], values[:, :, : group.width]
-    return torch.nn.functional.scaled_dot_product_attention(
-        query, keys, values, attn_mask=group.mask, scale=scaling, enable_gqa=grouped)[:, :, :count]
+    out = torch.nn.functional.scaled_dot_product_attention(packed, keys, values, attn_mask=mask, scale=scaling)
+    return out[:, :, :real].reshape(rows, heads, count, dim)
 
 
 def install(model: PreTrainedModel) -> bool:
