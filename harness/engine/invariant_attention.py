@@ -11,9 +11,9 @@ differently.
 Here a query's call shape depends only on the query's position:
 - keys and values are laid out by position (position p of every row at column p, zeros
   after the row's last key), and a query at position p attends over the first
-  `key_width(p)` columns: 64, 128 or 256 for early positions (one key block each), else
-  a multiple of 512 (blocks [0, 512), [512, 1024), ...). The masked tail of a block and
-  whole masked blocks add exact zeros;
+  `key_width(p)` columns: 64, 128 or 256 for early positions, else a multiple of 128. The
+  kernel's key blocks are then a function of p alone ([0, 512), [512, 1024), ... up to
+  that width), and the masked tail of a block adds exact zeros;
 - the query heads that share a key head are packed as that head's query rows, padded to a
   multiple of 4 rows (copies of the last one), so the kernel's query blocks never end in a
   1-3 row edge tile (a decoding step of SmolLM2's 3 heads per key head computes 4 rows).
@@ -37,8 +37,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "invariant_sdpa"
-KEY_BLOCK = 512  # the CPU kernel's largest key block: wider key spans are multiples of it
-SHORT_WIDTHS = (64, 128, 256)  # narrower spans for early positions, each one block wide
+SHORT_WIDTHS = (64, 128, 256)  # key spans of early positions
+WIDTH_STEP = 128  # later spans are multiples of this: less masked work per query, a few more calls
 QUERY_TILE = 4  # query counts are padded to multiples of this
 
 
@@ -52,7 +52,7 @@ def key_width(position: int) -> int:
     for width in SHORT_WIDTHS:
         if position < width:
             return width
-    return round_up(position + 1, KEY_BLOCK)
+    return round_up(position + 1, WIDTH_STEP)
 
 
 @dataclass
