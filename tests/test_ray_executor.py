@@ -118,9 +118,9 @@ def test_an_actor_that_dies_mid_unit_is_restarted_and_its_unit_redone(ray_instan
     assert _without_timings(records) == _without_timings(local)
 
 
-def test_a_driver_killed_mid_sweep_is_resumed_to_the_full_duplicate_free_set(ray_instance, tiny_model_dir, tmp_path):
-    import signal
-
+def _signalled_ray_sweep(tiny_model_dir, tmp_path, signum):
+    """(config data, folder, exit code, stderr) of `redumix sweep --executor ray` (the driver, the single
+    writer, with its own local Ray instance) sent `signum` once a unit's records are in."""
     import yaml
 
     from tests.cli_process import signal_after
@@ -130,10 +130,15 @@ def test_a_driver_killed_mid_sweep_is_resumed_to_the_full_duplicate_free_set(ray
     config_file = tmp_path / "c.yaml"
     config_file.write_text(yaml.safe_dump(data))
     out = tmp_path / "s"
-    # The driver (the single writer, with its own local Ray instance) killed once a unit's records are in.
-    code, _ = signal_after(["sweep", str(config_file), "--out", str(out), "--no-report", "--executor", "ray",
-                            "--ray-actors", "1", "--ray-cpus-per-actor", "1"], out / "samples.jsonl", 3,
-                           signal.SIGKILL)
+    code, err = signal_after(["sweep", str(config_file), "--out", str(out), "--no-report", "--executor", "ray",
+                              "--ray-actors", "1", "--ray-cpus-per-actor", "1"], out / "samples.jsonl", 3, signum)
+    return data, out, code, err
+
+
+def test_a_driver_killed_mid_sweep_is_resumed_to_the_full_duplicate_free_set(ray_instance, tiny_model_dir, tmp_path):
+    import signal
+
+    data, out, code, _ = _signalled_ray_sweep(tiny_model_dir, tmp_path, signal.SIGKILL)
     assert code == -signal.SIGKILL
     config = parse_config(data)
     kept = (out / "samples.jsonl").read_bytes().count(b"\n")
@@ -261,18 +266,7 @@ def test_sigterm_to_a_ray_sweep_is_an_interrupt_that_keeps_the_records(ray_insta
     """ray.init installs a SIGTERM handler that exits at once; the command's own comes back after it."""
     import signal
 
-    import yaml
-
-    from tests.cli_process import signal_after
-
-    data = _data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
-    data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
-    config_file = tmp_path / "c.yaml"
-    config_file.write_text(yaml.safe_dump(data))
-    out = tmp_path / "s"
-    code, err = signal_after(["sweep", str(config_file), "--out", str(out), "--no-report", "--executor", "ray",
-                              "--ray-actors", "1", "--ray-cpus-per-actor", "1"], out / "samples.jsonl", 3,
-                             signal.SIGTERM)
+    data, out, code, err = _signalled_ray_sweep(tiny_model_dir, tmp_path, signal.SIGTERM)
     kept = (out / "samples.jsonl").read_bytes().count(b"\n")
     assert code == 130, err
     assert err.strip().splitlines()[-1] == f"interrupted: {kept} records kept in {out}; run the same command to resume"
