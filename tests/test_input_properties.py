@@ -20,7 +20,9 @@ from harness.runs.record_schema import record_problem
 from harness.runs.store import RunDir
 from harness.runs.sweep_config import ConfigError, load_config, parse_config
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: every run (and CI) tries the same inputs, so a pass here is a pass there.
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
