@@ -26,46 +26,10 @@ from harness.runs.folder_lock import LOCK_FILE, folder_locked
 from harness.runs.record_grid import sweep_grid
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import parse_config
-from tests.cli_process import ROOT, signal_after
-from tests.test_sweep import _data, _expected_keys
+from tests.helpers.cli import ROOT, must_not_load, one_line_error, signal_after
+from tests.helpers.sweeps import expected_keys, sample_lines, small_sweep_data, sweep_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _small(model_dir, **kw):
-    return _data(model_dir, **({"n": 2, "seeds": (0,), "lambdas": (0, 1), "policies": ("binary",)} | kw))
-
-
-@pytest.fixture(scope="module")
-def finished(tiny_model_dir, tmp_path_factory):
-    """A finished sweep (greedy, sample, redumix at lambda 0 and 1) and its config file."""
-    base = tmp_path_factory.mktemp("faults")
-    config = base / "c.yaml"
-    config.write_text(yaml.safe_dump(_small(tiny_model_dir)))
-    run_sweep(parse_config(_small(tiny_model_dir)), base / "sw", progress=False)
-    return base / "sw", config
-
-
-@pytest.fixture
-def sw(finished, tmp_path):
-    """A private copy of the finished sweep folder, and its config."""
-    folder, config = finished
-    shutil.copytree(folder, tmp_path / "sw")
-    return tmp_path / "sw", config
-
-
-def _lines(folder: Path) -> list[bytes]:
-    return (folder / "samples.jsonl").read_bytes().splitlines()
-
-
-def _one_line_error(err: str, *needles: str) -> str:
-    """The stderr of a refused command: one line, no traceback, naming every needle."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _summary_matches(folder: Path, records: list[dict]) -> None:
@@ -86,7 +50,7 @@ def test_harvest_never_writes_over_the_run_folder_files(sw, capsys):
     for name in ("samples.jsonl", "spec.json", "summary.csv"):
         for extra in ([], ["--force"]):
             assert main(["harvest", str(folder), "--all", "--out", str(folder / name), *extra]) == 2
-            _one_line_error(capsys.readouterr().err, "run folder's own files")
+            one_line_error(capsys.readouterr().err, "run folder's own files")
     assert (folder / "samples.jsonl").read_bytes() == before
 
 
@@ -95,10 +59,10 @@ def test_harvest_refuses_an_existing_file_or_folder_and_leaves_no_temporary(sw, 
     existing = tmp_path / "pairs.jsonl"
     existing.write_text("mine\n")
     assert main(["harvest", str(folder), "--all", "--out", str(existing)]) == 2
-    _one_line_error(capsys.readouterr().err, "already exists", "--force")
+    one_line_error(capsys.readouterr().err, "already exists", "--force")
     assert existing.read_text() == "mine\n"
     assert main(["harvest", str(folder), "--all", "--out", str(tmp_path)]) == 2
-    _one_line_error(capsys.readouterr().err, "is a folder")
+    one_line_error(capsys.readouterr().err, "is a folder")
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
     assert main(["harvest", str(folder), "--all", "--out", str(existing), "--force"]) == 0
     assert all("chosen" in json.loads(line) for line in existing.read_text().splitlines())
@@ -128,9 +92,9 @@ def test_a_second_writer_is_refused_naming_the_first(sw, capsys):
     holder = _holder(folder)
     try:
         assert main(["sweep", str(config), "--out", str(folder)]) == 2
-        _one_line_error(capsys.readouterr().err, "is being written by", f"pid {holder.pid}")
+        one_line_error(capsys.readouterr().err, "is being written by", f"pid {holder.pid}")
         assert main(["run", "--env", "basic_arithmetic", "--model", "x", "--out", str(folder)]) == 2
-        _one_line_error(capsys.readouterr().err, f"pid {holder.pid}")
+        one_line_error(capsys.readouterr().err, f"pid {holder.pid}")
     finally:
         holder.kill()
         holder.wait()
@@ -153,14 +117,14 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_saying_so(sw, capsys):
 def test_the_lock_holds_within_one_process_too(sw, tiny_model_dir):
     folder, _ = sw
     with folder_locked(folder), pytest.raises(ValueError, match="is being written by pid"):
-        run_sweep(parse_config(_small(tiny_model_dir)), folder, progress=False)
+        run_sweep(parse_config(small_sweep_data(tiny_model_dir)), folder, progress=False)
 
 
 # --- 3, 6, 10, 11. strict reading ---------------------------------------------------------------------------------
 
 def test_report_counts_each_valid_record_once_and_names_every_skipped_line(sw, capsys):
     folder, _ = sw
-    good = _lines(folder)
+    good = sample_lines(folder)
     records = [json.loads(line) for line in good]
     outside = records[-1] | {"lambda": 0.5, "key": records[-1]["key"].replace("|1.0|", "|0.5|")}
     bad = [
@@ -193,7 +157,7 @@ def test_report_counts_each_valid_record_once_and_names_every_skipped_line(sw, c
 
 def test_report_says_when_a_sweep_is_incomplete(sw, capsys):
     folder, _ = sw
-    good = _lines(folder)
+    good = sample_lines(folder)
     (folder / "samples.jsonl").write_bytes(b"\n".join(good[:5]) + b"\n")
     assert main(["report", str(folder)]) == 0
     out = capsys.readouterr().out
@@ -204,17 +168,17 @@ def test_report_says_when_a_sweep_is_incomplete(sw, capsys):
 
 def test_resume_skips_bad_lines_and_fills_only_what_is_missing(sw, tiny_model_dir, capsys):
     folder, config = sw
-    good = _lines(folder)
+    good = sample_lines(folder)
     (folder / "samples.jsonl").write_bytes(b"\n".join(good[:4] + [good[0], b'{"foo": 1}', b"\xff"]) + b"\n")
     assert main(["sweep", str(config), "--out", str(folder), "--no-report"]) == 0
     err = capsys.readouterr().err
     assert "skipped 2 lines" in err and "ignored 1 duplicate record" in err
-    keys = [json.loads(line)["key"] for line in _lines(folder)[7:]]
+    keys = [json.loads(line)["key"] for line in sample_lines(folder)[7:]]
     assert len(keys) == len(good) - 4  # exactly the missing ones, each once
     from harness.runs.store import RunDir
 
-    contents = RunDir(folder).read(sweep_grid(parse_config(_small(tiny_model_dir)).resolved()))
-    assert contents.identities == _expected_keys(parse_config(_small(tiny_model_dir)))
+    contents = RunDir(folder).read(sweep_grid(parse_config(small_sweep_data(tiny_model_dir)).resolved()))
+    assert contents.identities == expected_keys(parse_config(small_sweep_data(tiny_model_dir)))
 
 
 @pytest.mark.parametrize("spec, needle", [
@@ -228,25 +192,25 @@ def test_a_corrupt_spec_is_one_clear_line(sw, capsys, spec, needle):
     for args in (["report", str(folder)], ["sweep", str(config), "--out", str(folder)],
                  ["harvest", str(folder), "--out", str(folder.parent / "p.jsonl")]):
         assert main(args) == 2
-        _one_line_error(capsys.readouterr().err, "spec.json", needle)
+        one_line_error(capsys.readouterr().err, "spec.json", needle)
 
 
 def test_report_on_another_tools_jsonl_is_one_clear_line(tmp_path, capsys):
     (tmp_path / "samples.jsonl").write_text('{"text": "hello"}\n{"text": "world"}\n')
     assert main(["report", str(tmp_path)]) == 2
-    _one_line_error(capsys.readouterr().err, "holds no records", "line 1: not a record (missing env")
+    one_line_error(capsys.readouterr().err, "holds no records", "line 1: not a record (missing env")
     assert main(["report", str(tmp_path / "nowhere")]) == 2
-    _one_line_error(capsys.readouterr().err, "is not a folder")
+    one_line_error(capsys.readouterr().err, "is not a folder")
 
 
 # --- 5. settings never overridden silently -----------------------------------------------------------------------
 
 def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path, tiny_model_dir, capsys):
-    text = yaml.safe_dump(_small(tiny_model_dir), sort_keys=False) + "seeds: [1]\n"
+    text = yaml.safe_dump(small_sweep_data(tiny_model_dir), sort_keys=False) + "seeds: [1]\n"
     config = tmp_path / "dup.yaml"
     config.write_text(text)
     assert main(["sweep", str(config), "--out", str(tmp_path / "o")]) == 2
-    _one_line_error(capsys.readouterr().err, "key 'seeds' is given twice (lines", "keep one")
+    one_line_error(capsys.readouterr().err, "key 'seeds' is given twice (lines", "keep one")
     assert not (tmp_path / "o").exists()
 
 
@@ -258,31 +222,31 @@ def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path, tiny_model
     (["--threads", "-1"], ["--threads (=-1) must be 1 or more"]),
 ])
 def test_a_setting_given_twice_or_out_of_range_is_refused(tmp_path, capsys, monkeypatch, args, needles):
-    monkeypatch.setattr(model_pool, "load_model", _must_not_load)
+    monkeypatch.setattr(model_pool, "load_model", must_not_load)
     base = ["run", "--env", "basic_arithmetic", "--decoder", "redumix", "--out", str(tmp_path / "o")]
     assert main(base + args) == 2
-    _one_line_error(capsys.readouterr().err, *needles)
+    one_line_error(capsys.readouterr().err, *needles)
     assert not (tmp_path / "o" / "spec.json").exists()
 
 
 def test_sweep_threads_zero_is_refused(finished, tmp_path, capsys):
     _, config = finished
     assert main(["sweep", str(config), "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
-    _one_line_error(capsys.readouterr().err, "--threads (=0)")
+    one_line_error(capsys.readouterr().err, "--threads (=0)")
 
 
 def test_a_config_that_is_not_utf8_is_one_clear_line(tmp_path, capsys):
     config = tmp_path / "latin1.yaml"
     config.write_bytes("name: caf\xe9\n".encode("latin-1"))
     assert main(["sweep", str(config)]) == 2
-    _one_line_error(capsys.readouterr().err, "not UTF-8 text")
+    one_line_error(capsys.readouterr().err, "not UTF-8 text")
 
 
 def test_run_into_a_sweep_folder_is_refused_and_keeps_it(sw, tiny_model_dir, capsys, no_loading):
     folder, _ = sw
     before = (folder / "samples.jsonl").read_bytes()
     assert main(["run", "--env", "basic_arithmetic", "--model", str(tiny_model_dir), "--out", str(folder)]) == 2
-    _one_line_error(capsys.readouterr().err, "already holds a `redumix sweep` folder")
+    one_line_error(capsys.readouterr().err, "already holds a `redumix sweep` folder")
     assert (folder / "samples.jsonl").read_bytes() == before
 
 
@@ -300,21 +264,21 @@ def _interrupted_cleanly(code: int, err: str, out: Path) -> list[dict]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_sweep_ends_with_one_line_and_resumes_exactly(tiny_model_dir, tmp_path, sig):
-    data = _data(tiny_model_dir, n=6, seeds=(0, 1), batch_size=1, max_new_tokens=16)
+    data = sweep_data(tiny_model_dir, n=6, seeds=(0, 1), batch_size=1, max_new_tokens=16)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     code, err = signal_after(["sweep", str(config), "--out", str(out), "--threads", "1"],
                                  out / "samples.jsonl", 3, sig)
     kept = _interrupted_cleanly(code, err, out)
-    expected = _expected_keys(parse_config(data))
+    expected = expected_keys(parse_config(data))
     assert 3 <= len(kept) < len(expected)
 
     result = run_sweep(parse_config(data), out, progress=False)
-    keys = [json.loads(line)["key"] for line in _lines(out)]
+    keys = [json.loads(line)["key"] for line in sample_lines(out)]
     assert len(keys) == len(set(keys)) == len(expected) and set(keys) == expected
     assert result.new == len(expected) - len(kept)
-    _summary_matches(out, [json.loads(line) for line in _lines(out)])
+    _summary_matches(out, [json.loads(line) for line in sample_lines(out)])
 
 
 def test_an_interrupted_run_ends_with_one_line_and_resumes_exactly(tiny_model_dir, tmp_path, capsys):
@@ -326,20 +290,16 @@ def test_an_interrupted_run_ends_with_one_line_and_resumes_exactly(tiny_model_di
     assert 2 <= len(kept) < 40
     assert main(args) == 0
     assert f"{len(kept)} already recorded" in capsys.readouterr().out
-    ids = [json.loads(line)["problem_id"] for line in _lines(out)]
+    ids = [json.loads(line)["problem_id"] for line in sample_lines(out)]
     assert len(ids) == len(set(ids)) == 40
 
 
 # --- 8, 9. targets checked before the work -------------------------------------------------------------------------
 
-def _must_not_load(*_args, **_kwargs):
-    raise AssertionError("a model was loaded although the output could not be written")
-
-
 @pytest.fixture
 def no_loading(monkeypatch):
     # Every run and sweep loads its models through the pool.
-    monkeypatch.setattr(model_pool, "load_model", _must_not_load)
+    monkeypatch.setattr(model_pool, "load_model", must_not_load)
 
 
 def test_out_that_cannot_be_a_folder_is_refused_before_loading(tmp_path, finished, capsys, no_loading):
@@ -350,7 +310,7 @@ def test_out_that_cannot_be_a_folder_is_refused_before_loading(tmp_path, finishe
         for args in (["run", "--env", "basic_arithmetic", "--out", str(out)],
                      ["sweep", str(config), "--out", str(out)]):
             assert main(args) == 2
-            _one_line_error(capsys.readouterr().err, f"out (={str(out)!r})", needle)
+            one_line_error(capsys.readouterr().err, f"out (={str(out)!r})", needle)
     assert a_file.read_text() == "x"
 
 
@@ -361,7 +321,7 @@ def test_unwritable_samples_file_fails_before_any_decoding(tmp_path, finished, c
         out = Path(args[args.index("--out") + 1])
         (out / "samples.jsonl").mkdir(parents=True)  # a folder where the records go
         assert main(args) == 2
-        _one_line_error(capsys.readouterr().err, "samples.jsonl is not a file")
+        one_line_error(capsys.readouterr().err, "samples.jsonl is not a file")
         assert not (out / "spec.json").exists()
 
 
@@ -371,17 +331,17 @@ def test_a_read_only_out_folder_is_refused(tmp_path, capsys, no_loading):
     ro.mkdir()
     ro.chmod(0o500)
     assert main(["run", "--env", "basic_arithmetic", "--out", str(ro / "run")]) == 2
-    _one_line_error(capsys.readouterr().err, "cannot be")
+    one_line_error(capsys.readouterr().err, "cannot be")
 
 
 def test_report_that_cannot_be_written_replaces_nothing(sw, capsys):
     folder, _ = sw
     before = {name: (folder / name).read_bytes() for name in ("summary.csv", "samples.csv")}
-    (folder / "samples.jsonl").write_bytes(b"\n".join(_lines(folder)[:3]) + b"\n")  # the numbers would change
+    (folder / "samples.jsonl").write_bytes(b"\n".join(sample_lines(folder)[:3]) + b"\n")  # the numbers would change
     (folder / "report.html").unlink()
     (folder / "report.html").mkdir()
     assert main(["report", str(folder)]) == 2
-    _one_line_error(capsys.readouterr().err, "report.html is a folder", "move it aside")
+    one_line_error(capsys.readouterr().err, "report.html is a folder", "move it aside")
     assert {name: (folder / name).read_bytes() for name in before} == before
     assert not list(folder.glob(".*.tmp"))
 
@@ -392,21 +352,21 @@ def test_a_model_that_fails_to_load_leaves_no_spec(tmp_path, tiny_model_dir, cap
     bad_model = tmp_path / "broken-model"
     shutil.copytree(tiny_model_dir, bad_model)
     (bad_model / "model.safetensors").write_bytes(b"not weights")
-    data = _small(bad_model)
+    data = small_sweep_data(bad_model)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "o"
     with pytest.raises(Exception):  # noqa: B017 (whatever transformers raises for broken weights)
         run_sweep(parse_config(data), out, progress=False)
     assert not (out / "spec.json").exists() and not (out / LOCK_FILE).exists()
-    fixed = _small(tiny_model_dir)
+    fixed = small_sweep_data(tiny_model_dir)
     assert run_sweep(parse_config(fixed), out, progress=False, write_report=False).new == len(
-        _expected_keys(parse_config(fixed)))
+        expected_keys(parse_config(fixed)))
 
 
 def test_records_without_a_spec_resume_when_they_all_belong(sw, tiny_model_dir, capsys):
     folder, config = sw
-    good = _lines(folder)
+    good = sample_lines(folder)
     (folder / "spec.json").unlink()
     (folder / "samples.jsonl").write_bytes(b"\n".join(good[:6]) + b"\n")
     assert main(["sweep", str(config), "--out", str(folder), "--no-report"]) == 0
@@ -414,21 +374,21 @@ def test_records_without_a_spec_resume_when_they_all_belong(sw, tiny_model_dir, 
     spec = json.loads((folder / "spec.json").read_text())
     # dtype auto and an unset batch invariance keep what the records name.
     first = json.loads(good[0])
-    assert spec["sweep"] == parse_config(_small(tiny_model_dir)).resolved() | {
+    assert spec["sweep"] == parse_config(small_sweep_data(tiny_model_dir)).resolved() | {
         "dtype": first["dtype"], "batch_invariant": first["batch_invariant"]}
-    assert len(_lines(folder)) == len(good)
+    assert len(sample_lines(folder)) == len(good)
 
 
 def test_records_without_a_spec_that_do_not_belong_are_refused_naming_the_first(sw, tiny_model_dir, capsys):
     folder, config = sw
-    good = _lines(folder)
+    good = sample_lines(folder)
     (folder / "spec.json").unlink()
-    other = dict(_small(tiny_model_dir), seeds=[5])
+    other = dict(small_sweep_data(tiny_model_dir), seeds=[5])
     (folder / "other.yaml").write_text(yaml.safe_dump(other))
     assert main(["sweep", str(folder / "other.yaml"), "--out", str(folder)]) == 2
     first_key = json.loads(good[0])["key"]
-    _one_line_error(capsys.readouterr().err, "not all of them belong to this sweep", repr(first_key), "--force-new")
-    assert _lines(folder) == good and not (folder / "spec.json").exists()
+    one_line_error(capsys.readouterr().err, "not all of them belong to this sweep", repr(first_key), "--force-new")
+    assert sample_lines(folder) == good and not (folder / "spec.json").exists()
 
 
 # --- 13. derived files are replaced whole ------------------------------------------------------------------------
@@ -447,7 +407,7 @@ def test_a_report_killed_while_writing_leaves_the_old_files_whole(sw, monkeypatc
         replaced.append(dst)
         os.replace(src, dst)
 
-    (folder / "samples.jsonl").write_bytes(b"\n".join(_lines(folder)[:3]) + b"\n")
+    (folder / "samples.jsonl").write_bytes(b"\n".join(sample_lines(folder)[:3]) + b"\n")
     monkeypatch.setattr(output_paths.os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         report.write_report(folder)

@@ -12,7 +12,7 @@ from harness.runs.held_questions import changed_question
 from harness.runs.runner import RunSpec, run
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import parse_config
-from tests.test_sweep import _data, _expected_keys, _records
+from tests.helpers.sweeps import expected_keys, read_records, sweep_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +33,7 @@ def _other_question(record: dict) -> dict:
 
 
 def test_a_sweep_whose_questions_changed_is_refused_then_started_over_with_force_new(tiny_model_dir, tmp_path):
-    data = _data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0,), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0,), policies=("binary",))
     out = tmp_path / "s"
     run_sweep(parse_config(data), out, progress=False, write_report=False)
     _rewrite_questions(out / "samples.jsonl", _other_question)
@@ -42,8 +42,8 @@ def test_a_sweep_whose_questions_changed_is_refused_then_started_over_with_force
         run_sweep(parse_config(data), out, progress=False, write_report=False)
     assert (out / "samples.jsonl").read_bytes() == before  # nothing written, nothing lost
     result = run_sweep(parse_config(data), out, progress=False, write_report=False, force_new=True)
-    assert result.new == len(_expected_keys(parse_config(data)))
-    assert all("older version" not in r["question"] for r in _records(out))
+    assert result.new == len(expected_keys(parse_config(data)))
+    assert all("older version" not in r["question"] for r in read_records(out))
     (aside,) = out.glob("replaced-*")
     assert (aside / "samples.jsonl").read_bytes() == before
 

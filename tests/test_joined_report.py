@@ -11,7 +11,7 @@ import pytest
 from harness.analysis.joined_report import run_labels, write_joined_report
 from harness.analysis.report import write_report
 from harness.cli import main
-from tests.test_report import synthetic_records, write_sweep_folder
+from tests.helpers.report_folders import synthetic_records, write_sweep_folder
 
 
 def _flipped(records: list[dict], problems: set[str], decoder: str = "greedy") -> list[dict]:

@@ -15,14 +15,14 @@ import pytest
 
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import parse_config
-from tests.test_sweep import _data, _expected_keys, _records, _without_timings
+from tests.helpers.sweeps import expected_keys, read_records, sweep_data, without_timings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(model_dir):
     # greedy + ReDuMix with 2 lambdas on 3 problems (the sampling decoder left out)
-    data = _data(model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
     return parse_config(data)
 
@@ -43,7 +43,7 @@ def test_executor_ray_without_ray_is_refused_before_anything_is_written(tiny_mod
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(_data(tiny_model_dir, n=1, seeds=(0,))))
+    config.write_text(yaml.safe_dump(sweep_data(tiny_model_dir, n=1, seeds=(0,))))
     assert main(["sweep", str(config), "--out", str(tmp_path / "out"), "--executor", "ray"]) == 2
     err = capsys.readouterr().err
     assert "--executor ray" in err and 'pip install ".[ray]"' in err
@@ -78,7 +78,7 @@ def local_done(tiny_model_dir, tmp_path_factory):
     config = _config(tiny_model_dir)
     out = tmp_path_factory.mktemp("local") / "s"
     run_sweep(config, out, progress=False, write_report=False)
-    return config, _records(out)
+    return config, read_records(out)
 
 
 def _ray(**options):
@@ -90,11 +90,11 @@ def _ray(**options):
 def test_two_actors_give_the_local_executors_records(ray_instance, local_done, tmp_path):
     config, local = local_done
     result = run_sweep(config, tmp_path / "s", progress=False, write_report=True, executor=_ray())
-    records = _records(tmp_path / "s")
+    records = read_records(tmp_path / "s")
     keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys)) == result.total == result.new == len(local) == 3 * (1 + 2)
     # Batch-invariant decoding: the same numbers on actors of 1 CPU thread as locally on 2.
-    assert _without_timings(records) == _without_timings(local)
+    assert without_timings(records) == without_timings(local)
     assert result.failed_units == []
     # greedy's answers were the ReDuMix units' first attempts: the group ran on one actor
     assert all(r["stage1_reused"] for r in records if r["decoder"] == "redumix")
@@ -111,11 +111,11 @@ def test_an_actor_that_dies_mid_unit_is_restarted_and_its_unit_redone(ray_instan
     result = run_sweep(config, tmp_path / "s", progress=False, write_report=False,
                        executor=_ray(env_vars={EXIT_ONCE_ENV: str(marker)}))
     assert marker.exists()  # an actor did end its process
-    records = _records(tmp_path / "s")
+    records = read_records(tmp_path / "s")
     keys = [r["key"] for r in records]
     assert result.failed_units == []
-    assert len(keys) == len(set(keys)) == len(local) == result.new and set(keys) == _expected_keys(config)
-    assert _without_timings(records) == _without_timings(local)
+    assert len(keys) == len(set(keys)) == len(local) == result.new and set(keys) == expected_keys(config)
+    assert without_timings(records) == without_timings(local)
 
 
 def _signalled_ray_sweep(tiny_model_dir, tmp_path, signum):
@@ -123,9 +123,9 @@ def _signalled_ray_sweep(tiny_model_dir, tmp_path, signum):
     writer, with its own local Ray instance) sent `signum` once a unit's records are in."""
     import yaml
 
-    from tests.cli_process import signal_after
+    from tests.helpers.cli import signal_after
 
-    data = _data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
     config_file = tmp_path / "c.yaml"
     config_file.write_text(yaml.safe_dump(data))
@@ -142,18 +142,18 @@ def test_a_driver_killed_mid_sweep_is_resumed_to_the_full_duplicate_free_set(ray
     assert code == -signal.SIGKILL
     config = parse_config(data)
     kept = (out / "samples.jsonl").read_bytes().count(b"\n")
-    assert 3 <= kept < len(_expected_keys(config))
+    assert 3 <= kept < len(expected_keys(config))
     result = run_sweep(config, out, progress=False, write_report=False, executor=_ray())
-    keys = [r["key"] for r in _records(out)]
-    assert result.failed_units == [] and result.new == len(_expected_keys(config)) - kept
-    assert len(keys) == len(set(keys)) and set(keys) == _expected_keys(config)
+    keys = [r["key"] for r in read_records(out)]
+    assert result.failed_units == [] and result.new == len(expected_keys(config)) - kept
+    assert len(keys) == len(set(keys)) and set(keys) == expected_keys(config)
 
 
 def test_a_unit_that_always_fails_is_reported_and_the_others_written(ray_instance, local_done, tiny_model_dir,
                                                                        tmp_path):
     from harness.runs.ray_executor import FAIL_UNIT_ENV
 
-    data = _data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=3, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
     config = parse_config(data)
     failing = "basic_arithmetic greedy s1"
@@ -161,11 +161,11 @@ def test_a_unit_that_always_fails_is_reported_and_the_others_written(ray_instanc
                        executor=_ray(env_vars={FAIL_UNIT_ENV: failing}))
     (failed,) = result.failed_units
     assert failed["label"] == failing and "failed on purpose" in failed["error"] and failed["missing"] == 3
-    keys = {r["key"] for r in _records(tmp_path / "s")}
-    missing = _expected_keys(config) - keys
+    keys = {r["key"] for r in read_records(tmp_path / "s")}
+    missing = expected_keys(config) - keys
     assert len(missing) == 3
     assert {(k.split("|")[3], k.split("|")[5]) for k in missing} == {("greedy", "1")}
-    assert result.total == result.new == len(_expected_keys(config)) - 3
+    assert result.total == result.new == len(expected_keys(config)) - 3
     assert any("incomplete" in note for note in result.report.notes)
 
 
@@ -178,7 +178,7 @@ def test_cli_names_the_failed_units_and_exits_1(ray_instance, tiny_model_dir, tm
     env_vars = ray_executor.worker_env_vars
     failing = "basic_arithmetic redumix binary s0"
     monkeypatch.setattr(ray_executor, "worker_env_vars", lambda: env_vars() | {ray_executor.FAIL_UNIT_ENV: failing})
-    data = _data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))
@@ -206,15 +206,15 @@ def test_the_driver_drops_records_it_already_holds(tiny_model_dir, tmp_path):
 
     config = _config(tiny_model_dir)
     result = run_sweep(config, tmp_path / "s", progress=False, write_report=False, executor=Twice)
-    keys = [r["key"] for r in _records(tmp_path / "s")]
-    assert len(keys) == len(set(keys)) == result.new == result.total and set(keys) == _expected_keys(config)
+    keys = [r["key"] for r in read_records(tmp_path / "s")]
+    assert len(keys) == len(set(keys)) == result.new == result.total and set(keys) == expected_keys(config)
 
 
 def test_a_unit_that_kills_its_actor_every_time_is_given_up_and_the_actor_replaced(ray_instance, tiny_model_dir,
                                                                                      tmp_path):
     from harness.runs.ray_executor import FAIL_UNIT_ENV
 
-    data = _data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
     config = parse_config(data)
     # One actor: the units after the fatal one can only run on the actor that replaced it.
@@ -223,8 +223,8 @@ def test_a_unit_that_kills_its_actor_every_time_is_given_up_and_the_actor_replac
                                                   actors=1, max_restarts=1, max_attempts=2))
     (failed,) = result.failed_units
     assert failed["label"] == "basic_arithmetic greedy s0" and "died 2 times" in failed["error"]
-    keys = {r["key"] for r in _records(tmp_path / "s")}
-    assert keys == {k for k in _expected_keys(config) if "|redumix|" in k} and result.new == 4
+    keys = {r["key"] for r in read_records(tmp_path / "s")}
+    assert keys == {k for k in expected_keys(config) if "|redumix|" in k} and result.new == 4
 
 
 def test_actors_load_models_quietly_unless_verbose(monkeypatch):
@@ -257,9 +257,9 @@ def test_the_quick_sweep_gives_identical_records_locally_and_on_two_actors(ray_i
     result = run_sweep(config, tmp_path / "ray", progress=False, write_report=False, executor=_ray(),
                        prefix_cache_mb=0)
     assert result.failed_units == []
-    local, on_ray = _records(tmp_path / "local"), _records(tmp_path / "ray")
+    local, on_ray = read_records(tmp_path / "local"), read_records(tmp_path / "ray")
     assert {r["batch_invariant"] for r in local} == {True} and len(local) == 6 * 4
-    assert _without_timings(on_ray) == _without_timings(local)
+    assert without_timings(on_ray) == without_timings(local)
 
 
 def test_sigterm_to_a_ray_sweep_is_an_interrupt_that_keeps_the_records(ray_instance, tiny_model_dir, tmp_path):
@@ -273,6 +273,6 @@ def test_sigterm_to_a_ray_sweep_is_an_interrupt_that_keeps_the_records(ray_insta
     assert "Traceback" not in err
     config = parse_config(data)
     result = run_sweep(config, out, progress=False, write_report=False, executor=_ray())
-    keys = [r["key"] for r in _records(out)]
-    assert result.new == len(_expected_keys(config)) - kept and set(keys) == _expected_keys(config)
+    keys = [r["key"] for r in read_records(out)]
+    assert result.new == len(expected_keys(config)) - kept and set(keys) == expected_keys(config)
     assert len(keys) == len(set(keys))

@@ -14,8 +14,8 @@ import time
 import pytest
 import yaml
 
-from tests.cli_process import ROOT
-from tests.test_sweep import _data
+from tests.helpers.cli import ROOT
+from tests.helpers.sweeps import sweep_data
 
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray")
@@ -49,7 +49,7 @@ def _bound_sockets(root: psutil.Process) -> set[tuple[str, str, int]]:
 
 
 def test_a_local_ray_sweep_listens_on_loopback_only(tiny_model_dir, tmp_path):
-    data = _data(tiny_model_dir, n=2, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=2, seeds=(0, 1), lambdas=(0, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] != "sample"]
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))

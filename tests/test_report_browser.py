@@ -15,7 +15,7 @@ import pytest
 
 from harness.analysis.report import TEXT_LIMIT, write_report
 from harness.analysis.token_view import NO_TOKEN_TEXTS
-from tests.test_report import synthetic_records, write_sweep_folder
+from tests.helpers.report_folders import synthetic_records, write_sweep_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -17,42 +17,10 @@ from harness.cli import main
 from harness.methods.redumix import stages as redumix_pipeline
 from harness.runs.sweep import plan, run_sweep
 from harness.runs.sweep_config import parse_config
-from tests.cli_process import signal_after
-
-EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}
-# Short stage prompts keep x2 inside the tiny model's 512-position window (its tokens are characters).
-SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 8}
-TIMING = ("_s", "stage1_reused")  # times, and where the first attempt's time came from
-
+from tests.helpers.cli import signal_after
+from tests.helpers.sweeps import EASY, expected_keys, read_records, sweep_data, without_timings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _data(model_dir, n=3, seeds=(0, 1), batch_size=2, max_new_tokens=10, lambdas=(0, 0.5, 1),
-          policies=("binary", "ground_truth")):
-    return {
-        "name": "t",
-        "models": [str(model_dir)],
-        "seeds": list(seeds),
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "envs": [{"name": "basic_arithmetic", "n": n, "config": dict(EASY)}],
-        "decoders": [
-            {"name": "greedy"},
-            {"name": "sample", "config": {"temperature": 1.5}},
-            {"name": "redumix", "lambdas": list(lambdas), "feedback": list(policies), "config": dict(SHORT)},
-        ],
-    }
-
-
-def _expected_keys(config) -> set[str]:
-    from envs import get_env
-
-    keys = set()
-    for unit in plan(config):
-        env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
-        keys |= {k for p in env.problems(unit.env.n, unit.seed) for k in unit.keys(p.problem_id)}
-    return keys
 
 
 def _as_run(config) -> dict:
@@ -69,14 +37,6 @@ def _lines(out: Path) -> list[str]:
     return (out / "samples.jsonl").read_text().splitlines()
 
 
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in _lines(out)]
-
-
-def _without_timings(records):
-    return sorted(({k: v for k, v in r.items() if not k.endswith(TIMING)} for r in records), key=lambda r: r["key"])
-
-
 def _close(a, b) -> bool:
     """Equal, but floats (recursively) only to within 1e-5 relative or 1e-6 absolute."""
     if isinstance(a, float) and isinstance(b, float):
@@ -90,7 +50,7 @@ def _close(a, b) -> bool:
 
 @pytest.fixture(scope="module")
 def done(tiny_model_dir, tmp_path_factory):
-    config = parse_config(_data(tiny_model_dir))
+    config = parse_config(sweep_data(tiny_model_dir))
     out = tmp_path_factory.mktemp("sweep") / "s"
     result = run_sweep(config, out, progress=False)
     return config, out, result
@@ -98,11 +58,11 @@ def done(tiny_model_dir, tmp_path_factory):
 
 def test_one_record_per_key_and_every_file_written(done):
     config, out, result = done
-    records = _records(out)
+    records = read_records(out)
     keys = [r["key"] for r in records]
     # 2 seeds x 3 problems x (greedy + sample + 3 lambdas x 2 policies)
     assert len(keys) == len(set(keys)) == 2 * 3 * (1 + 1 + 6) == result.total == result.new
-    assert set(keys) == _expected_keys(config)
+    assert set(keys) == expected_keys(config)
     for r in records:
         assert r["key"].split("|")[2] == r["problem_id"] and r["key"].split("|")[5] == str(r["seed"])
         assert r["cost_s"] > 0
@@ -121,13 +81,13 @@ def test_one_record_per_key_and_every_file_written(done):
 
 
 def test_a_list_of_sample_counts_is_one_unit_keyed_by_count_and_summarised_apart(tiny_model_dir, tmp_path):
-    data = _data(tiny_model_dir, n=2, seeds=(0,)) | {"decoders": [
+    data = sweep_data(tiny_model_dir, n=2, seeds=(0,)) | {"decoders": [
         {"name": "greedy"}, {"name": "self_consistency", "label": "sc", "config": {"n": [1, 3], "temperature": 1.5}}]}
     config = parse_config(data)
     assert [u.decoder.label for u in plan(config)] == ["greedy", "sc"]  # both counts in one unit
     result = run_sweep(config, tmp_path / "s", progress=False)
-    records = _records(tmp_path / "s")
-    assert {r["key"] for r in records} == _expected_keys(config)
+    records = read_records(tmp_path / "s")
+    assert {r["key"] for r in records} == expected_keys(config)
     assert sorted(r["key"].split("|")[4] for r in records if r["decoder_label"] == "sc") == ["n=1"] * 2 + ["n=3"] * 2
     by_key = {(r["problem_id"], r["variant"].get("n")): r for r in records}
     for pid in {r["problem_id"] for r in records}:
@@ -142,15 +102,15 @@ def test_a_list_of_sample_counts_is_one_unit_keyed_by_count_and_summarised_apart
 def test_rerun_of_a_finished_sweep_adds_nothing(done, tiny_model_dir):
     config, out, _ = done
     before = (out / "samples.jsonl").read_bytes()
-    again = run_sweep(parse_config(_data(tiny_model_dir)), out, progress=False, write_report=False)
+    again = run_sweep(parse_config(sweep_data(tiny_model_dir)), out, progress=False, write_report=False)
     assert again.new == 0 and again.total == len(before.splitlines())
     assert (out / "samples.jsonl").read_bytes() == before
 
 
 def test_same_config_gives_identical_records_bar_timings(done, tiny_model_dir, tmp_path):
     config, out, _ = done
-    run_sweep(parse_config(_data(tiny_model_dir)), tmp_path / "b", progress=False, write_report=False)
-    assert _without_timings(_records(tmp_path / "b")) == _without_timings(_records(out))
+    run_sweep(parse_config(sweep_data(tiny_model_dir)), tmp_path / "b", progress=False, write_report=False)
+    assert without_timings(read_records(tmp_path / "b")) == without_timings(read_records(out))
 
 
 def test_missing_records_and_torn_line_are_redone_exactly(done, tiny_model_dir, tmp_path):
@@ -163,10 +123,10 @@ def test_missing_records_and_torn_line_are_redone_exactly(done, tiny_model_dir, 
     (target / "samples.jsonl").write_text("\n".join(lines[:19]) + "\n" + lines[19][:50])
     result = run_sweep(config, target, progress=False, write_report=False)
     assert result.new == len(lines) - 19
-    keys = [r["key"] for r in _records(target)]
-    assert len(keys) == len(set(keys)) and set(keys) == _expected_keys(config)
+    keys = [r["key"] for r in read_records(target)]
+    assert len(keys) == len(set(keys)) and set(keys) == expected_keys(config)
     # The resumed sweep starts with a cold prefix cache: the same tokens, statistics equal to float rounding.
-    assert _close(_without_timings(_records(target)), _without_timings(_records(out)))
+    assert _close(without_timings(read_records(target)), without_timings(read_records(out)))
 
 
 def test_a_folder_from_before_seeds_had_problems_of_their_own_is_not_resumed(done, tmp_path):
@@ -179,7 +139,7 @@ def test_a_folder_from_before_seeds_had_problems_of_their_own_is_not_resumed(don
     target = tmp_path / "s"
     target.mkdir()
     (target / "spec.json").write_bytes((out / "spec.json").read_bytes())
-    records = [r | {"question": old.get(r["problem_id"], r["question"])} for r in _records(out)]
+    records = [r | {"question": old.get(r["problem_id"], r["question"])} for r in read_records(out)]
     (target / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(ValueError, match=r"basic_arithmetic-s1-0\|.* whose question is .*before each seed drew problems"
                                          r".*--force-new"):
@@ -193,7 +153,7 @@ def test_different_sweep_is_refused_and_force_new_keeps_the_old_files(done, tiny
     for name in ("spec.json", "samples.jsonl"):
         (target / name).write_bytes((out / name).read_bytes())
     before = (target / "samples.jsonl").read_bytes()
-    other = parse_config(_data(tiny_model_dir, seeds=(0,), n=2))
+    other = parse_config(sweep_data(tiny_model_dir, seeds=(0,), n=2))
     with pytest.raises(ValueError, match=r"already holds a different sweep \(differs in: envs, seeds\).*--force-new"):
         run_sweep(other, target, progress=False)
     assert (target / "samples.jsonl").read_bytes() == before
@@ -210,7 +170,7 @@ def test_a_run_folder_is_not_mixed_with_a_sweep(tiny_model_dir, tmp_path, capsys
     assert main(["run", "--env", "basic_arithmetic", "--model", str(tiny_model_dir), "--n", "2",
                  "--max-new-tokens", "5", "--out", str(out), "--env-config", "min_terms=2,max_terms=2"]) == 0
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(_data(tiny_model_dir)))
+    config.write_text(yaml.safe_dump(sweep_data(tiny_model_dir)))
     assert main(["sweep", str(config), "--out", str(out)]) == 2
     assert "already holds a `redumix run` folder" in capsys.readouterr().err
 
@@ -230,7 +190,7 @@ def caches(monkeypatch):
 
 
 def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model_dir, tmp_path, caches):
-    data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 0.25, 0.5, 0.75, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 0.25, 0.5, 0.75, 1), policies=("binary",))
     data["decoders"] = [d for d in data["decoders"] if d["name"] == "redumix"]
     result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
     assert result.new == 3 * 5
@@ -239,7 +199,7 @@ def test_stages_1_to_3_run_once_per_problem_for_the_whole_lambda_grid(tiny_model
 
 
 def test_redumix_takes_its_first_attempts_from_the_greedy_unit(tiny_model_dir, tmp_path, caches):
-    data = _data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
+    data = sweep_data(tiny_model_dir, n=3, seeds=(0,), lambdas=(0, 1), policies=("binary",))
     result = run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
     assert result.new == 3 * (1 + 1 + 2)
     (cache,) = caches
@@ -261,7 +221,7 @@ def test_redumix_takes_its_first_attempts_from_the_greedy_unit(tiny_model_dir, t
 
 def test_cli_sweep_prints_summary_and_where_results_are(tiny_model_dir, tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(_data(tiny_model_dir, n=2, seeds=(0,))))
+    config.write_text(yaml.safe_dump(sweep_data(tiny_model_dir, n=2, seeds=(0,))))
     out = tmp_path / "out"
     assert main(["sweep", str(config), "--out", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
@@ -275,11 +235,11 @@ def test_cli_sweep_prints_summary_and_where_results_are(tiny_model_dir, tmp_path
 
 @pytest.mark.parametrize("kill_after", [3, 30])
 def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny_model_dir, tmp_path, kill_after):
-    data = _data(tiny_model_dir, n=6, seeds=(0, 1), batch_size=1, max_new_tokens=16)
+    data = sweep_data(tiny_model_dir, n=6, seeds=(0, 1), batch_size=1, max_new_tokens=16)
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
-    expected = _expected_keys(parse_config(data))
+    expected = expected_keys(parse_config(data))
     samples = out / "samples.jsonl"
     code, _ = signal_after(["sweep", str(config_path), "--out", str(out), "--threads", "1"], samples, kill_after,
                            signal.SIGKILL)
@@ -293,7 +253,7 @@ def test_kill_9_mid_sweep_then_rerun_ends_with_exactly_the_expected_records(tiny
     assert kill_after <= len(partial) < len(expected)
 
     result = run_sweep(parse_config(data), out, progress=False, write_report=False)
-    keys = [r["key"] for r in _records(out)]
+    keys = [r["key"] for r in read_records(out)]
     assert len(keys) == len(set(keys)) == len(expected)
     assert set(keys) == expected
     assert result.new == len(expected) - len(partial & expected)
@@ -305,7 +265,7 @@ def test_work_units_are_plain_data_and_an_executor_only_yields_records(tiny_mode
     from envs import get_env
     from harness.runs.executor import LocalExecutor, WorkItem
 
-    config = parse_config(_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",)))
+    config = parse_config(sweep_data(tiny_model_dir, n=2, seeds=(0,), lambdas=(0, 1), policies=("binary",)))
     units = plan(config)
     assert pickle.loads(pickle.dumps(units)) == units  # a unit can be sent to another process
     items = [WorkItem(u, tuple(get_env(u.env.name, **u.env.config).problems(u.env.n, u.seed)), frozenset())
@@ -314,5 +274,5 @@ def test_work_units_are_plain_data_and_an_executor_only_yields_records(tiny_mode
     executor = LocalExecutor(config, on_model_loaded=lambda name, loaded: seen_models.append(name))
     batches = list(executor.map_units(items))
     keys = [r["key"] for _, records in batches for r in records]
-    assert sorted(keys) == sorted(_expected_keys(config)) and seen_models == [str(tiny_model_dir)]
+    assert sorted(keys) == sorted(expected_keys(config)) and seen_models == [str(tiny_model_dir)]
     assert all(unit in units for unit, _ in batches)

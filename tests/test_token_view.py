@@ -150,7 +150,7 @@ def test_token_view_values_keep_four_significant_digits():
 
 def test_the_report_page_carries_each_records_token_view_as_escaped_data(tmp_path):
     from harness.analysis.report import write_report
-    from tests.test_report import synthetic_records, write_sweep_folder
+    from tests.helpers.report_folders import synthetic_records, write_sweep_folder
 
     records = synthetic_records(problems=2)
     texts = ["<b>x</b>", " &amp; ", "</script><script>window.__pwned = 1</script>"]

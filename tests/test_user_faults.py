@@ -18,7 +18,8 @@ from harness import cli
 from harness.cli import main
 from harness.cli_errors import EXIT_CODES
 from harness.runs.store import RunDir
-from tests.test_faults import _lines, _one_line_error, finished, sw  # noqa: F401 (fixtures)
+from tests.helpers.cli import must_not_load, one_line_error
+from tests.helpers.sweeps import sample_lines
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +29,7 @@ def _error_after_progress(err: str, *needles: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert all("%|" in line for line in lines[:-1]), err
-    return _one_line_error(lines[-1], *needles)
+    return one_line_error(lines[-1], *needles)
 
 
 # --- a full disk while records are appended ---------------------------------------------------------------------
@@ -67,29 +68,29 @@ def test_a_full_disk_in_run_is_one_line_and_the_same_command_resumes(tiny_model_
     assert (out / "samples.jsonl").read_bytes().count(b"\n") == 2 and (out / "samples.jsonl").read_bytes()[-1:] == b"\n"
     monkeypatch.undo()
     assert main(args) == 0
-    ids = [json.loads(line)["problem_id"] for line in _lines(out)]
+    ids = [json.loads(line)["problem_id"] for line in sample_lines(out)]
     assert len(ids) == len(set(ids)) == 4
 
 
-def test_a_full_disk_in_sweep_is_one_line_and_the_same_command_resumes(sw, capsys, monkeypatch,  # noqa: F811
+def test_a_full_disk_in_sweep_is_one_line_and_the_same_command_resumes(sw, capsys, monkeypatch,
                                                                        disk_full_after):
     folder, config = sw
-    lines = _lines(folder)
+    lines = sample_lines(folder)
     (folder / "samples.jsonl").write_bytes(b"\n".join(lines[:3]) + b"\n")
     disk_full_after(1)
     assert main(["sweep", str(config), "--out", str(folder), "--no-report"]) == 4
-    kept = len(_lines(folder))
+    kept = len(sample_lines(folder))
     assert kept > 3
     _error_after_progress(capsys.readouterr().err,
                           f"disk full writing {folder / 'samples.jsonl'}: {kept} records kept",
                     "run the same command to resume")
     monkeypatch.undo()
     assert main(["sweep", str(config), "--out", str(folder), "--no-report"]) == 0
-    keys = [json.loads(line)["key"] for line in _lines(folder)]
+    keys = [json.loads(line)["key"] for line in sample_lines(folder)]
     assert len(keys) == len(set(keys)) == len(lines)
 
 
-def test_a_full_disk_while_a_report_is_written_replaces_nothing(sw, capsys, monkeypatch):  # noqa: F811
+def test_a_full_disk_while_a_report_is_written_replaces_nothing(sw, capsys, monkeypatch):
     folder, _ = sw
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     real = os.fsync
@@ -101,8 +102,8 @@ def test_a_full_disk_while_a_report_is_written_replaces_nothing(sw, capsys, monk
 
     monkeypatch.setattr(os, "fsync", fsync)
     assert main(["report", str(folder)]) == 4
-    _one_line_error(capsys.readouterr().err, f"disk full writing {folder / 'summary.csv'}; free space and run the "
-                                             "same command again")
+    one_line_error(capsys.readouterr().err, f"disk full writing {folder / 'summary.csv'}; free space and run the "
+                                            "same command again")
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # no temporary left either
 
 
@@ -111,9 +112,9 @@ def test_a_full_disk_while_a_report_is_written_replaces_nothing(sw, capsys, monk
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
-def test_a_line_nested_too_deep_is_skipped_by_report_and_resume(sw, capsys):  # noqa: F811
+def test_a_line_nested_too_deep_is_skipped_by_report_and_resume(sw, capsys):
     folder, config = sw
-    lines = _lines(folder)
+    lines = sample_lines(folder)
     (folder / "samples.jsonl").write_bytes(b"\n".join([*lines[:-1], DEEP, b'{"a": ' * 200 + b"1" + b"}" * 200])
                                            + b"\n")
     assert main(["report", str(folder)]) == 0
@@ -123,7 +124,7 @@ def test_a_line_nested_too_deep_is_skipped_by_report_and_resume(sw, capsys):  # 
     assert f"incomplete: {n - 1} of {n} records" in out
     assert main(["sweep", str(config), "--out", str(folder), "--no-report"]) == 0
     assert "records: " in capsys.readouterr().out
-    keys = [json.loads(line)["key"] for line in _lines(folder) if not line.startswith((b"[", b'{"a"'))]
+    keys = [json.loads(line)["key"] for line in sample_lines(folder) if not line.startswith((b"[", b'{"a"'))]
     assert len(keys) == len(set(keys)) == n
 
 
@@ -132,18 +133,18 @@ def test_a_run_folder_with_a_line_nested_too_deep_resumes(tiny_model_dir, tmp_pa
     args = ["run", "--env", "basic_arithmetic", "--model", str(tiny_model_dir), "--n", "3", "--max-new-tokens", "4",
             "--out", str(out)]
     assert main(args) == 0
-    lines = _lines(out)
+    lines = sample_lines(out)
     (out / "samples.jsonl").write_bytes(b"\n".join([lines[0], DEEP, lines[2]]) + b"\n")
     capsys.readouterr()
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "line 2: not a record (nested deeper than 64 levels)" in captured.err
     assert "(new problems only; 2 already recorded)" in captured.out
-    ids = [json.loads(line)["problem_id"] for line in _lines(out) if line != DEEP]
+    ids = [json.loads(line)["problem_id"] for line in sample_lines(out) if line != DEEP]
     assert sorted(ids) == sorted(json.loads(line)["problem_id"] for line in lines)
 
 
-def test_non_finite_numbers_are_never_written_and_read_like_a_malformed_line(sw, tmp_path, capsys):  # noqa: F811
+def test_non_finite_numbers_are_never_written_and_read_like_a_malformed_line(sw, tmp_path, capsys):
     store = RunDir(tmp_path / "run")
     store.append([{"a": math.nan, "b": [1.0, -math.inf], "c": {"d": math.inf}, "e": 2.5}])
     text = (tmp_path / "run" / "samples.jsonl").read_text()
@@ -151,7 +152,7 @@ def test_non_finite_numbers_are_never_written_and_read_like_a_malformed_line(sw,
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2.5}
 
     folder, _ = sw
-    lines = _lines(folder)
+    lines = sample_lines(folder)
     record = json.loads(lines[0])
     lines[0] = json.dumps(record | {"latency_s": math.inf}).encode()
     lines[1] = lines[1].replace(b'"score": 0.0', b'"score": NaN').replace(b'"score": 1.0', b'"score": NaN')
@@ -184,15 +185,15 @@ def test_a_gguf_file_cut_short_is_named_with_its_size(tmp_path, capsys, monkeypa
     total = whole.stat().st_size
     args = ["run", "--env", "basic_arithmetic", "--model", str(cut), "--n", "1", "--out", str(tmp_path / "o")]
     assert main(args) == 2
-    _one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (3000000 of {total} bytes)",
-                    "delete it")
+    one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (3000000 of {total} bytes)",
+                   "delete it")
     cut.write_bytes(whole.read_bytes()[:1000])  # cut inside its header
     assert main(args) == 2
-    _one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (1000 bytes, cut off inside its "
-                                             "header)")
+    one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (1000 bytes, cut off inside its "
+                                            "header)")
     cut.write_bytes(b"")
     assert main(args) == 2
-    _one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (0 bytes, cut off inside its header)")
+    one_line_error(capsys.readouterr().err, f"{cut} is not a complete GGUF file (0 bytes, cut off inside its header)")
     assert not (tmp_path / "o" / "spec.json").exists()
     assert not any((tmp_path / "cache").rglob("*.safetensors"))
 
@@ -239,7 +240,7 @@ def test_each_kind_of_error_is_one_line_with_its_exit_code(kind, fail, needles, 
     monkeypatch.delenv("REDUMIX_DEBUG", raising=False)
     monkeypatch.setattr(cli, "_cmd_report", fail)
     assert main(["report", str(tmp_path)]) == EXIT_CODES[kind]
-    line = _one_line_error(capsys.readouterr().err, *needles)
+    line = one_line_error(capsys.readouterr().err, *needles)
     assert line.startswith("redumix report: error: ")
     assert main(["report", str(tmp_path), "--debug"]) == EXIT_CODES[kind]
     err = capsys.readouterr().err
@@ -279,7 +280,7 @@ def test_lm_eval_errors_go_through_the_same_handler(capsys, monkeypatch):
     monkeypatch.delenv("REDUMIX_DEBUG", raising=False)
     monkeypatch.setattr(lm_eval_cli, "main", _raise_in("lm_eval.evaluator", KeyError("rg_x")))
     assert main(["lm-eval", "run", "--tasks", "rg_x"]) == EXIT_CODES["lm-eval"]
-    _one_line_error(capsys.readouterr().err, "redumix lm-eval: error: lm-eval failed", "KeyError")
+    one_line_error(capsys.readouterr().err, "redumix lm-eval: error: lm-eval failed", "KeyError")
     assert main(["lm-eval", "run", "--tasks", "rg_x", "--debug"]) == EXIT_CODES["lm-eval"]
     assert "Traceback" in capsys.readouterr().err
 
@@ -298,11 +299,10 @@ def test_lm_eval_errors_go_through_the_same_handler(capsys, monkeypatch):
 ])
 def test_run_settings_of_the_wrong_size_or_place_are_one_line(tmp_path, capsys, monkeypatch, args, needles):
     from harness.engine import model_pool
-    from tests.test_faults import _must_not_load
 
-    monkeypatch.setattr(model_pool, "load_model", _must_not_load)
+    monkeypatch.setattr(model_pool, "load_model", must_not_load)
     assert main(["run", "--env", "basic_arithmetic", "--out", str(tmp_path / "o"), *args]) == 2
-    _one_line_error(capsys.readouterr().err, *needles)
+    one_line_error(capsys.readouterr().err, *needles)
     assert not (tmp_path / "o" / "spec.json").exists()
 
 
@@ -327,13 +327,13 @@ def test_sweep_configs_of_the_wrong_shape_or_size_are_one_line(tmp_path, capsys,
     config = tmp_path / "c.yaml"
     config.write_text(text)
     assert main(["sweep", str(config), "--out", str(tmp_path / "o")]) == 2
-    _one_line_error(capsys.readouterr().err, str(config), *needles)
+    one_line_error(capsys.readouterr().err, str(config), *needles)
     assert not (tmp_path / "o").exists()
 
 
-def test_harvest_leaves_out_records_that_cannot_make_a_pair(sw, tmp_path, capsys):  # noqa: F811
+def test_harvest_leaves_out_records_that_cannot_make_a_pair(sw, tmp_path, capsys):
     folder, _ = sw
-    lines = _lines(folder)
+    lines = sample_lines(folder)
     records = [json.loads(line) for line in lines]
     redumix = [i for i, r in enumerate(records) if r["decoder"] == "redumix"]
     for i in redumix[:2]:
@@ -350,20 +350,20 @@ def test_harvest_leaves_out_records_that_cannot_make_a_pair(sw, tmp_path, capsys
     assert not (tmp_path / "q.jsonl").exists()
 
 
-def test_a_joined_report_into_a_file_is_one_line(sw, tmp_path, capsys):  # noqa: F811
+def test_a_joined_report_into_a_file_is_one_line(sw, tmp_path, capsys):
     folder, _ = sw
     (tmp_path / "f").write_text("mine")
     assert main(["report", str(folder), "--out", str(tmp_path / "f")]) == 2
-    _one_line_error(capsys.readouterr().err, "--out", "is a file")
+    one_line_error(capsys.readouterr().err, "--out", "is a file")
     assert (tmp_path / "f").read_text() == "mine"
 
 
-def test_an_address_where_nothing_answers_is_one_line_at_once(finished, tmp_path):  # noqa: F811
+def test_an_address_where_nothing_answers_is_one_line_at_once(finished, tmp_path):
     import socket
     import subprocess
     import sys
 
-    from tests.cli_process import ROOT
+    from tests.helpers.cli import ROOT
 
     pytest.importorskip("ray")
     _, config = finished
@@ -375,7 +375,7 @@ def test_an_address_where_nothing_answers_is_one_line_at_once(finished, tmp_path
                            "ray", "--address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONHASHSEED="0"), timeout=60)  # Ray alone retries for minutes
     assert done.returncode == 2
-    _one_line_error(done.stderr, f"--address (='127.0.0.1:{port}'): nothing answers there", "ray start --head")
+    one_line_error(done.stderr, f"--address (='127.0.0.1:{port}'): nothing answers there", "ray start --head")
     assert not out.exists()
     from harness.runs.ray_address import split_address
 
@@ -384,7 +384,7 @@ def test_an_address_where_nothing_answers_is_one_line_at_once(finished, tmp_path
         split_address("head:http")
 
 
-def test_a_configs_out_under_the_home_folder_is_expanded(finished, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_a_configs_out_under_the_home_folder_is_expanded(finished, tmp_path, monkeypatch, capsys):
     import yaml
 
     _, config = finished
@@ -394,5 +394,5 @@ def test_a_configs_out_under_the_home_folder_is_expanded(finished, tmp_path, mon
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "x").write_text("a file where the folder would go")
     assert main(["sweep", str(tmp_path / "c.yaml")]) == 2
-    _one_line_error(capsys.readouterr().err, f"(={str(tmp_path / 'results' / 'x')!r}) is a file")
+    one_line_error(capsys.readouterr().err, f"(={str(tmp_path / 'results' / 'x')!r}) is a file")
     assert not (tmp_path / "~").exists() and not os.path.exists("~")

@@ -1,4 +1,4 @@
-"""`redumix` in a child process, signalled once it has written some records."""
+"""`redumix` in a child process, signalled once it has written some records; how a refused command ends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def signal_after(args: list[str], samples: Path, lines: int, sig: int) -> tuple[int, str]:
@@ -33,3 +33,18 @@ def signal_after(args: list[str], samples: Path, lines: int, sig: int) -> tuple[
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, err
+
+
+def one_line_error(err: str, *needles: str) -> str:
+    """The stderr of a refused command: one line, no traceback, naming every needle."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def must_not_load(*_args, **_kwargs):
+    """A stand-in for model loading that fails the test if called."""
+    raise AssertionError("a model was loaded although the output could not be written")
