@@ -5,6 +5,9 @@
 >>> problem = env.problems(1, seed=0)[0]
 >>> verdict = env.verify(problem, "... <answer>7</answer>")
 >>> text = env.feedback(problem, verdict, "binary")
+
+Environments come from families (reasoning-gym built in, others through the `redumix.envs`
+entry points); see `envs.registry` and docs/extending.md.
 """
 
 from .answer import (
@@ -26,7 +29,16 @@ from .feedback import (
     resolve_templates,
 )
 from .reasoning_gym_env import ReasoningGymEnv
-from .registry import available_envs, get_env
+from .registry import (
+    EnvFamily,
+    EnvPluginError,
+    available_envs,
+    env_families,
+    get_env,
+    register_env_family,
+    registered_env_family,
+    unregister_env_family,
+)
 
 __all__ = [
     "ANSWER_INSTRUCTION",
@@ -36,16 +48,22 @@ __all__ = [
     "MISSING_PHRASE",
     "TEMPLATE_FIELDS",
     "Env",
+    "EnvFamily",
+    "EnvPluginError",
     "Problem",
     "ReasoningGymEnv",
     "Verdict",
     "available_envs",
     "check_feedback_policy",
     "close_stopped_answer",
+    "env_families",
     "extract_answer",
     "extract_answer_flexible",
     "get_env",
+    "register_env_family",
+    "registered_env_family",
     "render_feedback",
     "resolve_templates",
+    "unregister_env_family",
     "wrap_answer",
 ]

@@ -1,8 +1,9 @@
 """The environment contract: problems in, verdicts and feedback out.
 
-Every environment (today: reasoning-gym tasks, see `envs.reasoning_gym_env`) hands out
-`Problem`s, turns one into a plain-text user prompt, grades a completion into a `Verdict`
-and renders feedback under a named policy (see `envs.feedback`).
+Every environment (a reasoning-gym task, see `envs.reasoning_gym_env`, or one of another
+family, see `envs.registry`) hands out `Problem`s, turns one into a plain-text user prompt,
+grades a completion into a `Verdict` and renders feedback under a named policy (see
+`envs.feedback`).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.naming import closest, unknown_name_message
+from harness.naming import did_you_mean, unknown_name_message
 
 from .base import Problem, Verdict
 
@@ -211,8 +211,7 @@ def _check_placeholders(key: str, template: str) -> None:
         # "{answer.upper}" or "{answer[0]}" name the field "answer".
         base = field_name.split(".", 1)[0].split("[", 1)[0]
         if base not in allowed:
-            guesses = closest(base, allowed)
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            hint = did_you_mean(base, allowed)
             shown = "{" + field_name + "}" if field_name else "{} (positional)"
             raise ValueError(
                 f"Feedback template {key!r} uses unknown placeholder {shown}.{hint} "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import json
 import math
@@ -38,7 +39,14 @@ from .base import Problem, Verdict, problem_id
 from .feedback import render_feedback
 from .hints import verifier_hints
 from .jsonable import to_jsonable
+from .registry import register_env_family
 from .task_config import build_config, config_to_dict
+
+# `composite` mixes other tasks through DatasetSpec objects; its sources can be used
+# directly, so it is left out rather than half-supported.
+EXCLUDED_TASKS = {
+    "composite": "it mixes tasks through DatasetSpec objects; use the source tasks directly"
+}
 
 # Tasks whose items depend on the dataset size (checked in tests/test_envs.py).
 SIZE_DEPENDENT_TASKS = frozenset({"acre", "list_functions"})
@@ -298,3 +306,31 @@ def _check_known_hangs(name: str, config: Any) -> None:
             f"({config.min_base}) makes the generator loop forever looking for a target base "
             f"different from the source base. Fix: set max_base > min_base."
         )
+
+
+def _datasets() -> dict[str, tuple[type, type]]:
+    """Task name -> (dataset class, config class); imports reasoning-gym on first use."""
+    # Importing reasoning_gym registers every task; the factory holds the registry.
+    importlib.import_module("reasoning_gym")
+    from reasoning_gym.factory import DATASETS
+
+    return DATASETS
+
+
+class ReasoningGymFamily:
+    """The environment family of reasoning-gym: one environment per task, named as the task."""
+
+    description = "reasoning-gym's procedurally generated tasks, each graded by its own scorer (all but composite)"
+
+    def names(self) -> list[str]:
+        return sorted(name for name in _datasets() if name not in EXCLUDED_TASKS)
+
+    def unsupported(self) -> dict[str, str]:
+        return dict(EXCLUDED_TASKS)
+
+    def make(self, name: str, /, *, extraction: str = "strict", **config: Any) -> ReasoningGymEnv:
+        dataset_cls, config_cls = _datasets()[name]
+        return ReasoningGymEnv(name, dataset_cls, config_cls, config, extraction=extraction)
+
+
+REASONING_GYM = register_env_family("reasoning-gym", ReasoningGymFamily())

@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any
 
-from harness.naming import closest
+from harness.naming import did_you_mean
 
 from .jsonable import to_jsonable
 
@@ -103,10 +103,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def unknown_key_message(task: str, key: str, fields: typing.Iterable[str]) -> str:
     """The unknown-key error text, with the closest valid keys and the full list."""
     valid = sorted(fields)
-    guesses = closest(key, valid)
-    hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
     return (
-        f"Unknown config key {key!r} for environment {task!r}.{hint} Valid keys: {', '.join(valid)}"
+        f"Unknown config key {key!r} for environment {task!r}.{did_you_mean(key, valid)} "
+        f"Valid keys: {', '.join(valid)}"
     )
 
 

@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
+    lister.add_argument("--format", choices=["grouped", "names"], default=None,
+                        help="envs: `grouped` shows each environment family (what it is, where it comes from) "
+                             "with its environments; `names` prints only the names, one a line. Default: grouped "
+                             "on a terminal, names when piped (for scripts)")
     lister.set_defaults(handler=_cmd_list)
 
     for name in VERBOSE_COMMANDS:
@@ -392,9 +396,14 @@ def _print_report(report) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "envs":
-        from envs import available_envs
+        from envs import env_families
 
-        names = available_envs()
+        families = env_families()
+        grouped = args.format == "grouped" or (args.format is None and sys.stdout.isatty())
+        if grouped:
+            print("\n".join(_env_family_lines(families)))
+            return 0
+        names = sorted(env for family in families for env in family.envs)
     elif args.what == "decoders":
         from decoders import available_decoders
 
@@ -403,6 +412,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
         names = list(EMBEDDED_MODELS)
     print("\n".join(names))
     return 0
+
+
+def _env_family_lines(families) -> list[str]:
+    """`redumix list envs --format grouped`: a heading line per family, then its environments indented."""
+    lines = []
+    for family in families:
+        count = f"{len(family.envs)} environment{'' if len(family.envs) == 1 else 's'}"
+        about = f": {family.description}" if family.description else ""
+        lines.append(f"{family.name} ({family.origin}, {count}){about}")
+        lines.extend(f"  {env}" for env in family.envs)
+    return lines
 
 
 def _fix_hash_seed(argv: list[str] | None) -> None:

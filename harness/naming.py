@@ -11,9 +11,14 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`" Did you mean: greedy?"` (the closest `choices`), or "" when none is close; for messages
+    that go on differently from `unknown_name_message`."""
+    guesses = closest(name, choices)
+    return f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+
+
 def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     """`Unknown decoder 'gredy'. Did you mean: greedy? Available: greedy, sample`."""
     choices = sorted(choices)
-    guesses = closest(name, choices)
-    hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
-    return f"Unknown {kind} {name!r}.{hint} Available: {', '.join(choices)}"
+    return f"Unknown {kind} {name!r}.{did_you_mean(name, choices)} Available: {', '.join(choices)}"
