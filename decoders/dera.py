@@ -25,14 +25,12 @@ from torch import Tensor
 
 from decoders.base import Step
 from decoders.mix_step import MixtureStep
-from decoders.registry import register_decoder
 from decoders.sampling import check_truncation
 
 # Streams of a DeRa row, in order: the reference model's, then the aligned model's.
 ROLES = ("ref", "aligned")
 
 
-@register_decoder("dera")
 @dataclass(frozen=True)
 class DeRa:
     """Config of a DeRa run.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -21,15 +22,19 @@ from torch import Tensor
 from decoders.registry import register_decoder
 from decoders.soft_weights import gumbel_noise, gumbel_softmax
 from decoders.thinking import ThinkingDecoder
+from decoders.thinking_report import THINKING
+from harness.methods.axes import Axis
 
 
-@register_decoder("gumbel")
+@register_decoder("gumbel", contributes=THINKING)
 @dataclass(frozen=True)
 class Gumbel(ThinkingDecoder):
     """Attributes (beyond ThinkingDecoder's): `tau`, the Gumbel-softmax temperature (> 0),
     or a list of values to decode as variants."""
 
     tau: float | tuple[float, ...] = 0.5
+    # A list of taus is decoded value by value as variants of one unit (they share no work).
+    variant_axes: ClassVar[tuple[Axis, ...]] = (Axis("tau", "tau", kind=float, example="[0.1, 0.5, 1]"),)
 
     def __post_init__(self) -> None:
         super().__post_init__()

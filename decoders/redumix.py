@@ -21,7 +21,7 @@ from torch import Tensor
 
 from decoders.base import Step
 from decoders.mix_step import MixtureStep
-from decoders.registry import get_decoder, register_decoder
+from decoders.registry import get_decoder
 from decoders.sampling import check_truncation
 from envs.feedback import check_policy_name
 
@@ -41,7 +41,6 @@ DEFAULT_SUMMARY_PROMPT = (
 )
 
 
-@register_decoder("redumix")
 @dataclass(frozen=True)
 class ReDuMix:
     """Config of a ReDuMix run.

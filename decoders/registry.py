@@ -1,31 +1,97 @@
-"""Name -> decoder class registry, with typed config parsing and did-you-mean errors."""
+"""The one registry of ways of answering: name -> config class (and method), with typed config
+parsing and did-you-mean errors.
+
+A per-step decoder registers its dataclass (`register_decoder`); a method of several stages
+registers its method class with its config (`register_method`). Every module of the
+`decoders` package is imported on first lookup, so a new decoder or method folder registers
+itself by existing; third-party packages register through `redumix.methods` entry points.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.metadata
+import pkgutil
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.naming import closest, unknown_name_message
+from harness.naming import did_you_mean, unknown_name_message
 
-_DECODERS: dict[str, type] = {}
+_DECODERS: dict[str, type] = {}  # name -> config dataclass
+_METHODS: dict[str, type] = {}  # name -> method class, for methods of their own (several stages, models)
+_CONTRIBUTES: dict[str, Any] = {}  # name -> what it adds to records and reports (harness.methods.contributions)
+ENTRY_POINT_GROUP = "redumix.methods"  # third-party packages register decoders and methods here
+_loaded = False
+_version = 0  # bumped on every change, so what is computed from the registry can be cached
 
 
-def register_decoder(name: str) -> Callable[[type], type]:
-    """Class decorator: make a dataclass decoder available as `name`."""
+def version() -> int:
+    """A number that changes whenever a name is registered or removed."""
+    _load_builtin_decoders()
+    return _version
+
+
+def register_decoder(name: str, *, contributes: Any = None) -> Callable[[type], type]:
+    """Class decorator: make a per-step decoder dataclass available as `name`.
+
+    The class is the decoder and its fields are its config; it runs as a single pass (one
+    engine call per batch). A way of answering that needs several engine calls or models
+    registers its method class with `register_method` instead.
+
+    `contributes`: a `harness.methods.contributions.Contributions` (record fields, summary
+    columns, report figures), or None.
+    """
 
     def add(cls: type) -> type:
-        if name in _DECODERS:
-            raise ValueError(f"decoder {name!r} is already registered by {_DECODERS[name]!r}")
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"decoder {name!r} must be a dataclass (its fields are its config)")
+        _check_new(name, cls)
+        if not callable(getattr(cls, "step", None)):
+            raise TypeError(f"decoder {name!r} ({cls.__qualname__}) has no step(): a per-step decoder chooses each "
+                            "token; register a method of several stages with @register_method(name, config=...)")
         cls.name = name
         _DECODERS[name] = cls
+        if contributes is not None:
+            _CONTRIBUTES[name] = contributes
         return cls
 
     return add
+
+
+def register_method(name: str, *, config: type, contributes: Any = None) -> Callable[[type], type]:
+    """Class decorator: make a method class (`harness.methods.base.Method`) available as `name`,
+    configured by the dataclass `config` (its fields are what `--decoder-config` and sweep
+    configs set). Config and method are registered together, so a name is never found
+    without the code that runs it."""
+
+    def add(method: type) -> type:
+        _check_new(name, config)
+        config.name = name
+        _DECODERS[name] = config
+        _METHODS[name] = method
+        if contributes is not None:
+            _CONTRIBUTES[name] = contributes
+        return method
+
+    return add
+
+
+def unregister(name: str) -> None:
+    """Remove `name` (a decoder or method registered at run time, e.g. by a test)."""
+    global _version
+    _version += 1
+    for table in (_DECODERS, _METHODS, _CONTRIBUTES):
+        table.pop(name, None)
+
+
+def _check_new(name: str, cls: type) -> None:
+    global _version
+    _version += 1
+    if name in _DECODERS:
+        raise ValueError(f"decoder {name!r} is already registered by {_DECODERS[name]!r}; pick another name")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"decoder {name!r} must be a dataclass (its fields are its config)")
 
 
 def available_decoders() -> list[str]:
@@ -40,6 +106,22 @@ def decoder_class(name: str) -> type:
     return _DECODERS[name]
 
 
+def method_class(name: str) -> type:
+    """The class that runs `name`: its registered method, or `SinglePass` for a per-step decoder."""
+    decoder_class(name)
+    if name in _METHODS:
+        return _METHODS[name]
+    from harness.methods.single_pass import SinglePass
+
+    return SinglePass
+
+
+def contributions(name: str) -> Any:
+    """What `name` adds to records and reports (None: nothing beyond every method's fields)."""
+    decoder_class(name)
+    return _CONTRIBUTES.get(name)
+
+
 def get_decoder(name: str, **config: Any):
     """Build decoder `name` from keyword config; string values are parsed to the field type.
 
@@ -52,12 +134,8 @@ def get_decoder(name: str, **config: Any):
     kwargs = {}
     for key, value in config.items():
         if key not in fields:
-            guesses = closest(key, fields)
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
-            raise ValueError(
-                f"Unknown parameter {key!r} for decoder {name!r}.{hint} "
-                f"Parameters: {', '.join(sorted(fields)) or '(none)'}"
-            )
+            raise ValueError(f"Unknown parameter {key!r} for decoder {name!r}.{did_you_mean(key, fields)} "
+                             f"Parameters: {', '.join(sorted(fields)) or '(none)'}")
         kwargs[key] = parse_value(key, value, _resolved_type(cls, key))
     return cls(**kwargs)
 
@@ -149,5 +227,21 @@ def as_mapping(decoder) -> Mapping[str, Any]:
 
 
 def _load_builtin_decoders() -> None:
-    # Importing the modules runs their @register_decoder decorators.
-    from decoders import dera, greedy, gumbel, redumix, sample, self_consistency, soft  # noqa: F401
+    """Import every module of this package (their decorators register them), then every
+    third-party package's `redumix.methods` entry point; once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import decoders
+
+    for module in pkgutil.iter_modules(decoders.__path__):
+        importlib.import_module(f"decoders.{module.name}")
+    for module in ("harness.methods.redumix.method", "harness.methods.dera", "harness.methods.self_consistency"):
+        importlib.import_module(module)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as err:  # a plugin's own bug: say which one, not a traceback
+            raise ValueError(f"the {ENTRY_POINT_GROUP} entry point {entry.name!r} ({entry.value}) failed to load: "
+                             f"{type(err).__name__}: {err}; fix or uninstall the package that provides it") from None

@@ -10,11 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from decoders.registry import register_decoder
 from decoders.sample import Sample
 
 
-@register_decoder("self_consistency")
 @dataclass(frozen=True)
 class SelfConsistency(Sample):
     """N samples per problem (temperature / top-k / top-p / min-p as for `sample`), majority vote.

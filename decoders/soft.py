@@ -20,12 +20,13 @@ from torch import Tensor
 from decoders.registry import register_decoder
 from decoders.soft_weights import different_tokens, dirichlet, draw_position, gumbel_noise
 from decoders.thinking import ThinkingDecoder
+from decoders.thinking_report import THINKING
 from harness.naming import unknown_name_message
 
 MODES = ("probs", "dirichlet", "different_tokens")
 
 
-@register_decoder("soft")
+@register_decoder("soft", contributes=THINKING)
 @dataclass(frozen=True)
 class Soft(ThinkingDecoder):
     """Attributes (beyond ThinkingDecoder's): `mode` (see the module docstring), `alpha`

@@ -245,13 +245,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     total = summary.n + summary.skipped
     print(f"accuracy: {summary.correct}/{summary.n} = {summary.accuracy:.3f}"
           + (f" (new problems only; {summary.skipped} already recorded)" if summary.skipped else ""))
-    if summary.first_attempts:
-        right, seen = summary.first_attempts
-        print(f"  first attempts (stage 1): {right}/{seen} = {right / seen:.3f}")
-    for lam, (right, seen) in (summary.by_lambda or {}).items():
-        print(f"  lambda={lam:g}: {right}/{seen} = {right / seen:.3f}")
+    for line in summary.notes:
+        print(f"  {line}")
+    for variant, (right, seen) in (summary.by_variant or {}).items():
+        print(f"  {variant}: {right}/{seen} = {right / seen:.3f}")
     print(f"throughput: {summary.new_tokens} tokens in {summary.decode_s:.1f} s = {summary.tokens_per_s:.1f} tokens/s")
-    unit = "records" if summary.by_lambda is not None else "problems"
+    unit = "records" if summary.by_variant is not None else "problems"
     print(f"results: {summary.out / 'samples.jsonl'} ({total} {unit})")
     return 0
 

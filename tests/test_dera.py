@@ -39,7 +39,7 @@ def problems():
 
 
 def _tokens(attempts, lam=None):
-    return {a.problem.problem_id: a.row.token_ids for a in attempts if lam is None or a.lam == lam}
+    return {a.problem.problem_id: a.row.token_ids for a in attempts if lam is None or a.variant.get("lambda") == lam}
 
 
 def test_lambda_0_decodes_the_reference_and_1_the_aligned_model_token_for_token(ref, aligned, problems):
@@ -76,7 +76,7 @@ def test_records_carry_both_models_and_the_divergences_between_them(ref, aligned
     spec = RunSpec(env="basic_arithmetic", decoder="dera", n=3, env_config=dict(EASY), max_new_tokens=8,
                    model="tiny-ref", decoder_config={"lam": "0,1", "aligned": "tiny-aligned"}, save_steps=True)
     summary = run(spec, tmp_path / "run", progress=False, models={"tiny-ref": ref, "tiny-aligned": aligned})
-    assert summary.by_lambda is not None and set(summary.by_lambda) == {0.0, 1.0}
+    assert summary.by_variant is not None and set(summary.by_variant) == {"lambda=0", "lambda=1"}
     records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 6
     for record in records:

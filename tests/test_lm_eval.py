@@ -21,6 +21,8 @@ from harness.lmeval import model as lm_eval_model  # noqa: E402
 from harness.lmeval import tasks as lm_eval_tasks  # noqa: E402
 from harness.lmeval.model import NO_VERIFIER, RedumixLM, cut_at_stop  # noqa: E402
 from harness.runs.runner import RunSpec, run  # noqa: E402
+from tests.helpers.lm_eval import evaluate as _evaluate  # noqa: E402
+from tests.helpers.lm_eval import local_sums_task  # noqa: E402
 
 MAX_NEW = 12
 
@@ -33,27 +35,7 @@ def task_manager(tmp_path_factory):
 
 @pytest.fixture
 def jsonl_task(tmp_path):
-    """A built-in-style generate task over a local JSONL file (lm-eval's `json` loader, no hub)."""
-    rows = [{"question": f"Q: {a} + {b} =", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (5, 1), (2, 2), (7, 1)]]
-    path = tmp_path / "sums.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {
-        "task": "local_sums",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(path)}},
-        "test_split": "test",
-        "doc_to_text": "{{question}}",
-        "doc_to_target": "{{answer}}",
-        "output_type": "generate_until",
-        "generation_kwargs": {"until": ["\n", "Q:"], "max_gen_toks": 8, "do_sample": False},
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-    }
-
-
-def _evaluate(model_args, tasks, task_manager=None, **kwargs):
-    kwargs = {"batch_size": 2, "bootstrap_iters": 0, "log_samples": True, **kwargs}
-    return lm_eval.simple_evaluate(model="redumix", model_args=model_args, tasks=tasks,
-                                   task_manager=task_manager, **kwargs)
+    return local_sums_task(tmp_path)
 
 
 def _runner_records(tiny_model_dir, tmp_path, env, decoder="greedy", decoder_config=None, n=4, dtype="auto"):

@@ -35,20 +35,22 @@ def test_valid_config_resolves_defaults_and_expands_to_units():
     config = parse_config(_config())
     assert config.batch_size == 8 and config.stop == ("</answer>",) and config.extraction == "strict"
     redumix = config.decoders[1]
-    assert redumix.lambdas == (0.0, 0.5, 1.0) and redumix.feedback == ("binary", "ground_truth")
+    assert redumix.listed == {"lambdas": (0.0, 0.5, 1.0), "feedback": ("binary", "ground_truth")}
     assert redumix.resolved_config["reflection_max_new_tokens"] == 128  # the decoder's default, filled in
-    assert config.decoders[0].lambdas is None and config.decoders[0].feedback is None
+    assert config.decoders[0].listed == {}  # greedy lists no grid
     units = plan(config)
     # 2 seeds x (greedy + redumix under 2 policies); each redumix unit holds the whole lambda grid.
     assert len(units) == 6
-    assert sorted({u.feedback for u in units if u.decoder.name == "redumix"}) == ["binary", "ground_truth"]
-    assert all(u.lambdas == (0.0, 0.5, 1.0) for u in units if u.decoder.name == "redumix")
+    assert sorted({u.fields["feedback_policy"] for u in units if u.decoder.name == "redumix"}) == ["binary",
+                                                                                                  "ground_truth"]
+    assert all(u.variants == ({"lambda": 0.0}, {"lambda": 0.5}, {"lambda": 1.0})
+               for u in units if u.decoder.name == "redumix")
 
 
 def test_non_redumix_mixing_grid_and_defaults():
     # Without `lambdas`, redumix runs its default lam under its default policy.
     config = parse_config(_config(decoders=[{"name": "redumix"}]))
-    assert config.decoders[0].lambdas == (0.5,) and config.decoders[0].feedback == ("ground_truth",)
+    assert config.decoders[0].listed == {"lambdas": (0.5,), "feedback": ("ground_truth",)}
 
 
 def test_resolved_config_ignores_key_order_name_and_out_but_not_settings():
@@ -96,7 +98,7 @@ def _set(path, value):
          ["envs[0].name (='basic_arithmetc') is not an environment", "Did you mean: basic_arithmetic"]),
         (_set(["envs", 0, "config", "max_term"], 2), ["envs[0].config", "max_term", "max_terms"]),
         (_set(["decoders", 1, "name"], "redumx"), ["decoders[1].name (='redumx')", "Did you mean: redumix"]),
-        (_set(["decoders", 0, "lambdas"], [0.5]), ["decoders[0].lambdas", "'greedy' does not mix"]),
+        (_set(["decoders", 0, "lambdas"], [0.5]), ["decoders[0].lambdas", "'greedy' takes no `lambdas`"]),
         (_set(["decoders", 1, "feedback"], ["ground_truht"]),
          ["decoders[1].feedback[0] (='ground_truht')", "Did you mean: ground_truth?"]),
         (_set(["decoders", 1, "config"], {"lam": 0.5}), ["decoders[1].config.lam (=0.5)", "lambdas: [...]"]),
@@ -171,7 +173,7 @@ def test_shipped_configs_are_valid():
     one_model = {name for name in available_decoders() if get_method(name).roles() == ("policy",)}
     assert {d.name for d in full.decoders} == one_model, "configs/full.yaml lists every one-model decoder"
     redumix = next(d for d in full.decoders if d.name == "redumix")
-    assert redumix.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0) and len(full.seeds) == 3 and len(full.envs) >= 3
+    assert redumix.listed["lambdas"] == (0.0, 0.25, 0.5, 0.75, 1.0) and len(full.seeds) == 3 and len(full.envs) >= 3
     assert copy.deepcopy(quick.resolved()) == load_config("configs/quick.yaml").resolved()
     soft = load_config("configs/soft.yaml")
     assert {d.name for d in soft.decoders} == {"greedy", "sample", "soft", "gumbel"} and len(soft.envs) == 3
@@ -186,7 +188,7 @@ def test_the_loop_configs_are_valid_once_the_distilled_model_exists(tiny_model_d
     evaluation = parse_config(yaml.safe_load(text.replace("results/loop/distilled", str(tiny_model_dir))))
     assert set(harvest.seeds).isdisjoint(evaluation.seeds)  # evaluated on held-out problems
     dera = next(d for d in evaluation.decoders if d.name == "dera")
-    assert dera.lambdas == (0.0, 0.5, 1.0, 1.5, 2.0) and dera.config["aligned"] == str(tiny_model_dir)
+    assert dera.listed["lambdas"] == (0.0, 0.5, 1.0, 1.5, 2.0) and dera.config["aligned"] == str(tiny_model_dir)
     assert evaluation.reference == "greedy"
 
 

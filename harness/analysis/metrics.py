@@ -1,10 +1,12 @@
-"""Per-group metrics of a results table: accuracy with confidence intervals, the
-feedback loop's fixes and breaks, latency and cost against greedy, tokens, format
-failures, and the mixture's divergence statistics.
+"""Per-group metrics of a results table: accuracy with confidence intervals, latency and
+cost against the reference, tokens, format failures, paired comparisons, and the columns
+each method contributes for its own groups (ReDuMix's fixes and breaks, the mixtures'
+divergences, soft thinking's statistics: `harness.methods.contributions`).
 
-A group is one (model, env, decoder, lambda, feedback policy, variant); seeds and
-problems are pooled. `variant` names a variant on an axis other than lambda (e.g.
-self-consistency's "n=4"); lambda keeps its own column. Everything here is a pure function of the records.
+A group is one (model, env, decoder, its axis values, variant); seeds and problems are
+pooled. The axes with columns of their own (ReDuMix's lambda and feedback policy) come from
+the registered methods' declarations; any other variant is named in `variant` (e.g.
+self-consistency's "n=4"). Everything here is a pure function of the records.
 """
 
 from __future__ import annotations
@@ -14,31 +16,37 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.analysis.paired import SIDE_COLUMNS, compare_to_reference
+from harness.analysis.paired import axis_columns, compare_to_reference, side_columns
 from harness.methods.base import variant_key
+from harness.methods.contributions import Contributions, SummaryColumns
+from harness.methods.registry import column_axes, contributions_of
 
-GROUP_COLUMNS = SIDE_COLUMNS  # a group is one side of a paired comparison
-STAT_COLUMNS = ["kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree"]
-# Soft decoders' per-record means (decoders.thinking.summarize_thinking), averaged per group.
-SOFT_COLUMNS = ["think_steps", "entropy_mean", "weights_entropy_mean", "effective_tokens_mean", "top1_weight_mean"]
-# Why thinking ended, as the share of a group's records: (summary column, record value).
-THINK_ENDS = [("marker_end_rate", "marker"), ("budget_end_rate", "budget"), ("cold_stop_rate", "cold_stop"),
-              ("eos_end_rate", "eos")]
-STAGE_FIELDS = ["stage1_s", "feedback_s", "reflection_s", "compress_s"]
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 # From the paired comparison with the reference (harness.analysis.paired), per group.
 PAIRED_COLUMNS = ["accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses", "mcnemar_p"]
-
-# Column order of `summarize`'s table (and of summary.csv).
-SUMMARY_COLUMNS = [
-    *GROUP_COLUMNS, "decoder", "n", "correct", "accuracy", "accuracy_lo", "accuracy_hi",
-    "mean_score", "score_lo", "score_hi",
-    "stage1_accuracy", "fix_rate", "break_rate", "net_gain",
+# Every group's own metrics, in summary.csv's order.
+METRIC_COLUMNS = [
+    "decoder", "n", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "mean_score", "score_lo", "score_hi",
     "latency_p50_s", "latency_p95_s", "s_per_token", "cost_s", "overhead_vs_greedy",
     "new_tokens_mean", "new_tokens_total", "format_failure_rate",
-    *STAT_COLUMNS, *SOFT_COLUMNS, *(column for column, _ in THINK_ENDS),
-    *PAIRED_COLUMNS,
 ]
+
+
+def contributed() -> Contributions:
+    """Everything the registered decoders and methods contribute, in name order."""
+    from decoders.registry import available_decoders
+
+    total = Contributions()
+    for name in available_decoders():
+        total = total + contributions_of(name)
+    return total
+
+
+def summary_columns() -> list[str]:
+    """Column order of `summarize`'s table (and of summary.csv): the group, every group's metrics,
+    the methods' own columns, the paired comparison."""
+    own = [c for block in contributed().columns for c in block.columns]
+    return [*side_columns(), *METRIC_COLUMNS, *dict.fromkeys(own), *PAIRED_COLUMNS]
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -71,18 +79,21 @@ def bootstrap_mean_interval(values, seed: int = 0, resamples: int = 2000, level:
 
 
 def normalize(records: pd.DataFrame) -> pd.DataFrame:
-    """Fill the sweep columns for records from a plain `redumix run` folder, so one report reads both."""
+    """Fill the sweep columns for records from a plain `redumix run` folder, and every group column
+    and contributed field a record lacks, so one report reads every folder."""
     df = records.copy()
     if "env_label" not in df:
         df["env_label"] = df["env"]
     if "decoder_label" not in df:
         df["decoder_label"] = df["decoder"]
-    for name in ("lambda", "feedback_policy", "stage1_correct", "cost_s", "think_end", *STAT_COLUMNS, *SOFT_COLUMNS):
+    extra = contributed()
+    reads = [field for block in extra.columns for field in block.reads]
+    for name in ("cost_s", *column_axes(), *reads):
         if name not in df:
             df[name] = None
     df["variant"] = [_variant_label(v) for v in (df["variant"] if "variant" in df else [None] * len(df))]
     if "stage_s" not in df:
-        present = [c for c in STAGE_FIELDS if c in df]
+        present = [c for c in extra.stage_fields if c in df]
         df["stage_s"] = df[present].fillna(0.0).sum(axis=1) if present else 0.0
     if "format_ok" not in df:
         df["format_ok"] = True
@@ -91,35 +102,38 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None,
               comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per group with every metric (see SUMMARY_COLUMNS); `seed` drives the bootstrap.
+    """One row per group with every metric (see `summary_columns`); `seed` drives the bootstrap.
 
     `reference`: the decoder label that "cost against" divides by (overhead_vs_greedy keeps its
     name; the reference is greedy unless the sweep says otherwise); None leaves it empty.
     `comparisons`: `paired.compare_to_reference` of these records, when the caller has it already.
     """
     df = normalize(records)
+    groups = side_columns()
     rows = []
-    for key, group in df.groupby(GROUP_COLUMNS, dropna=False, sort=True):
-        rows.append(dict(zip(GROUP_COLUMNS, key, strict=True)) | group_metrics(group, seed=seed))
-    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for key, group in df.groupby(groups, dropna=False, sort=True):
+        rows.append(dict(zip(groups, key, strict=True)) | group_metrics(group, seed=seed))
+    table = pd.DataFrame(rows, columns=summary_columns())
     table["overhead_vs_greedy"] = overhead_vs_reference(table, reference)
     if comparisons is None:
         comparisons = compare_to_reference(df, reference, seed=seed)
-    paired = {_side(row): row for _, row in comparisons.iterrows()}
+    paired = {_side(row, groups): row for _, row in comparisons.iterrows()}
     for column in PAIRED_COLUMNS:
-        table[column] = [paired[_side(row)][column] if _side(row) in paired else math.nan
+        table[column] = [paired[_side(row, groups)][column] if _side(row, groups) in paired else math.nan
                          for _, row in table.iterrows()]
-    for column in ("lambda", "feedback_policy", "variant"):
+    for column in axis_columns():
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
 
 
 def group_metrics(group: pd.DataFrame, seed: int = 0) -> dict:
-    """Every metric of one group's records (already `normalize`d)."""
+    """Every metric of one group's records (already `normalize`d): its own, then the columns its
+    decoder contributes."""
     n = len(group)
     correct = int(group["correct"].astype(bool).sum())
     lo, hi = wilson_interval(correct, n)
     score_lo, score_hi = bootstrap_mean_interval(group["score"].astype(float), seed=seed)
+    latency = total_latency(group)
     out = {
         "decoder": group["decoder"].iloc[0],
         "n": n,
@@ -130,45 +144,26 @@ def group_metrics(group: pd.DataFrame, seed: int = 0) -> dict:
         "mean_score": float(group["score"].astype(float).mean()),
         "score_lo": score_lo,
         "score_hi": score_hi,
-    }
-    out |= feedback_effect(group)
-    latency = total_latency(group)
-    out |= {
         "latency_p50_s": float(latency.quantile(0.5)),
         "latency_p95_s": float(latency.quantile(0.95)),
         "s_per_token": seconds_per_token(group),
-        "cost_s": _mean(group["cost_s"]),
+        "cost_s": mean_of(group["cost_s"]),
         "overhead_vs_greedy": math.nan,  # filled across groups by overhead_vs_reference
         "new_tokens_mean": float(group["new_tokens"].mean()),
         "new_tokens_total": int(group["new_tokens"].sum()),
         "format_failure_rate": 1.0 - float(group["format_ok"].astype(bool).mean()),
     }
-    out |= {name: _mean(group[name]) for name in (*STAT_COLUMNS, *SOFT_COLUMNS)}
-    out |= think_end_rates(group)
+    for block in contributions_of(str(group["decoder"].iloc[0])).columns:
+        out |= _contributed_columns(block, group)
     return out
 
 
-def think_end_rates(group: pd.DataFrame) -> dict:
-    """Shares of a soft decoder's records whose thinking ended by the marker, the budget or
-    Cold Stop (the rest never stopped thinking); NaN for decoders that do not think."""
-    if group["think_steps"].isna().all():
-        return {column: math.nan for column, _ in THINK_ENDS}
-    return {column: float((group["think_end"] == value).mean()) for column, value in THINK_ENDS}
-
-
-def feedback_effect(group: pd.DataFrame) -> dict:
-    """Stage-1 accuracy and, as fractions of all records, wrong->right fixes and right->wrong breaks.
-
-    net_gain = fix_rate - break_rate = accuracy - stage1_accuracy. NaN for decoders without a first attempt.
-    """
-    first = group["stage1_correct"]
-    if first.isna().all():
-        return {"stage1_accuracy": math.nan, "fix_rate": math.nan, "break_rate": math.nan, "net_gain": math.nan}
-    known = group[first.notna()]
-    before = known["stage1_correct"].astype(bool)
-    after = known["correct"].astype(bool)
-    fix, brk = float((~before & after).mean()), float((before & ~after).mean())
-    return {"stage1_accuracy": float(before.mean()), "fix_rate": fix, "break_rate": brk, "net_gain": fix - brk}
+def _contributed_columns(block: SummaryColumns, group: pd.DataFrame) -> dict:
+    values = block.compute(group)
+    unknown = set(values) - set(block.columns)
+    if unknown:
+        raise ValueError(f"summary columns {sorted(unknown)} are not among the declared {list(block.columns)}")
+    return {column: values.get(column, math.nan) for column in block.columns}
 
 
 def total_latency(group: pd.DataFrame) -> pd.Series:
@@ -199,18 +194,19 @@ def overhead_vs_reference(table: pd.DataFrame, reference: str | None) -> pd.Seri
     return pd.Series(ratios, index=table.index, dtype=float)
 
 
-def _side(row) -> tuple:
+def _side(row, columns: list[str]) -> tuple:
     """A group's identity with missing values made comparable (NaN != NaN)."""
-    return tuple(None if pd.isna(row[c]) else row[c] for c in GROUP_COLUMNS)
+    return tuple(None if pd.isna(row[c]) else row[c] for c in columns)
 
 
 def _variant_label(variant) -> str | None:
-    """A record's variant on an axis other than lambda ("n=4"); None for none or a lambda."""
-    if not isinstance(variant, dict) or not variant or "lambda" in variant:
+    """A record's variant on an axis without a column of its own ("n=4"); None for none."""
+    if not isinstance(variant, dict) or not variant or set(variant) & set(column_axes()):
         return None
     return variant_key(variant)
 
 
-def _mean(series: pd.Series) -> float:
+def mean_of(series: pd.Series) -> float:
+    """The mean of a column's numbers (NaN where it has none); for contributed columns too."""
     values = pd.to_numeric(series, errors="coerce")
     return float(values.mean()) if values.notna().any() else math.nan

@@ -20,16 +20,36 @@ from scipy.stats import binomtest, wilcoxon
 
 # What identifies one answer's problem, across decoders of a sweep.
 PAIR_COLUMNS = ["model", "env_label", "problem_id", "seed"]
-# What one decoder variant is within an env, whichever model or run answered.
-VARIANT_COLUMNS = ["env_label", "decoder_label", "lambda", "feedback_policy", "variant"]
-# A variant of a decoder: one side of a comparison (and one group of the summary).
-SIDE_COLUMNS = ["model", *VARIANT_COLUMNS]
 STATISTIC_COLUMNS = ["pairs", "accuracy_diff", "accuracy_diff_lo", "accuracy_diff_hi", "wins", "losses",
                      "mcnemar_p", "score_diff", "score_diff_lo", "score_diff_hi", "wilcoxon_p"]
-COMPARISON_COLUMNS = [*SIDE_COLUMNS, "reference", *STATISTIC_COLUMNS]
 # Across runs: one problem is the same env item, seed and question text.
 CROSS_PAIR_COLUMNS = ["env_label", "problem_id", "seed", "question"]
-CROSS_RUN_COLUMNS = ["run", "model", *VARIANT_COLUMNS, "base_run", "base_model", *STATISTIC_COLUMNS]
+
+
+def axis_columns() -> list[str]:
+    """The grid axes with summary columns of their own (ReDuMix's lambda and feedback policy, as the
+    registered methods declare them), then `variant` for every other variant ("n=4")."""
+    from harness.methods.registry import column_axes
+
+    return [*column_axes(), "variant"]
+
+
+def variant_columns() -> list[str]:
+    """What one decoder variant is within an env, whichever model or run answered."""
+    return ["env_label", "decoder_label", *axis_columns()]
+
+
+def side_columns() -> list[str]:
+    """A variant of a decoder on a model: one side of a comparison (and one group of the summary)."""
+    return ["model", *variant_columns()]
+
+
+def comparison_columns() -> list[str]:
+    return [*side_columns(), "reference", *STATISTIC_COLUMNS]
+
+
+def cross_run_columns() -> list[str]:
+    return ["run", "model", *variant_columns(), "base_run", "base_model", *STATISTIC_COLUMNS]
 
 
 def paired_difference(a, b, seed: int = 0, resamples: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
@@ -69,19 +89,21 @@ def compare_to_reference(records: pd.DataFrame, reference: str | None, seed: int
     `records` must carry the summary's group columns (`metrics.normalize` fills them).
     """
     if reference is None or not set(PAIR_COLUMNS) <= set(records.columns):
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    is_reference = ((records["decoder_label"] == reference) & records["lambda"].isna()
-                    & records["variant"].isna() & records["feedback_policy"].isna())
+        return pd.DataFrame(columns=comparison_columns())
+    is_reference = records["decoder_label"] == reference
+    for column in axis_columns():  # the reference's plain answers, not one of its variants
+        is_reference &= records[column].isna()
     base = records[is_reference]
-    rows = [dict(zip(SIDE_COLUMNS, key, strict=True)) | {"reference": reference}
+    sides = side_columns()
+    rows = [dict(zip(sides, key, strict=True)) | {"reference": reference}
             | paired_statistics(group, base, PAIR_COLUMNS, seed)
-            for key, group in records[~is_reference].groupby(SIDE_COLUMNS, dropna=False, sort=True)]
-    return _with_none(pd.DataFrame(rows, columns=COMPARISON_COLUMNS))
+            for key, group in records[~is_reference].groupby(sides, dropna=False, sort=True)]
+    return _with_none(pd.DataFrame(rows, columns=comparison_columns()))
 
 
 def compare_across_runs(records: pd.DataFrame, base_run: str, seed: int = 0) -> pd.DataFrame:
     """Each variant of every other run against the same variant of `base_run`, on the problems
-    both answered (one row per pair of sides; see CROSS_RUN_COLUMNS).
+    both answered (one row per pair of sides; see `cross_run_columns`).
 
     `records` are several runs' normalised records with a `run` column. Problems pair on
     CROSS_PAIR_COLUMNS, the question text included: two runs whose envs are configured
@@ -92,18 +114,19 @@ def compare_across_runs(records: pd.DataFrame, base_run: str, seed: int = 0) -> 
     """
     pair_on = [c for c in CROSS_PAIR_COLUMNS if c in records]
     base = records[records["run"] == base_run]
+    variant_of = variant_columns()
     rows = []
-    for key, group in records[records["run"] != base_run].groupby(["run", "model", *VARIANT_COLUMNS],
+    for key, group in records[records["run"] != base_run].groupby(["run", "model", *variant_of],
                                                                    dropna=False, sort=False):
         run, model, variant = key[0], key[1], key[2:]
-        same_variant = base[_matches(base, VARIANT_COLUMNS, variant)]
+        same_variant = base[_matches(base, variant_of, variant)]
         base_models = sorted(same_variant["model"].unique(), key=str)
         for base_model in [model] if model in base_models else base_models:
             theirs = same_variant[same_variant["model"] == base_model]
-            rows.append({"run": run, "model": model} | dict(zip(VARIANT_COLUMNS, variant, strict=True))
+            rows.append({"run": run, "model": model} | dict(zip(variant_of, variant, strict=True))
                         | {"base_run": base_run, "base_model": base_model}
                         | paired_statistics(group, theirs, pair_on, seed))
-    return _with_none(pd.DataFrame(rows, columns=CROSS_RUN_COLUMNS))
+    return _with_none(pd.DataFrame(rows, columns=cross_run_columns()))
 
 
 def paired_statistics(ours: pd.DataFrame, theirs: pd.DataFrame, pair_on: list[str], seed: int) -> dict:
@@ -131,7 +154,7 @@ def _matches(frame: pd.DataFrame, columns: list[str], values) -> pd.Series:
 
 def _with_none(table: pd.DataFrame) -> pd.DataFrame:
     """Missing variant values as None (not NaN), as the summary holds them."""
-    for column in ("lambda", "feedback_policy", "variant"):
+    for column in axis_columns():
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
 

@@ -10,7 +10,6 @@ and `&` can neither break the page nor inject markup.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -20,13 +19,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
 from harness.analysis import metrics  # noqa: E402
-from harness.analysis.paired import compare_to_reference, pareto_front  # noqa: E402
+from harness.analysis.paired import axis_columns, compare_to_reference, pareto_front  # noqa: E402
+from harness.analysis.plots import group_label, png, series  # noqa: E402
+from harness.analysis.plots import panels as panel_grid  # noqa: E402
 from harness.analysis.token_view import token_view  # noqa: E402
 from harness.runs.output_paths import write_all_atomically  # noqa: E402
 from harness.runs.record_grid import grid_of  # noqa: E402
@@ -44,7 +44,6 @@ BROWSER_FIELDS = ["key", "run", "model", "env_label", "decoder_label", "lambda",
 TEXT_LIMIT = 4000
 # Beside those, each sample's `tokens`: its answer token by token with per-step statistics,
 # for records saved with --save-steps (`harness.analysis.token_view`), cut at TEXT_LIMIT too.
-FIGURES = 8  # figures a sweep with every kind of decoder gets
 
 
 @dataclass(frozen=True)
@@ -148,11 +147,14 @@ def write_files(folder: Path, summary: pd.DataFrame, records: pd.DataFrame, comp
 def reference_label(spec: dict) -> str | None:
     """The decoder label costs are compared against: the sweep's `reference` (its first
     single-pass decoder unless the config names one); for specs written before sweeps
-    recorded it, the first decoder without a lambda grid or feedback. None for a run."""
+    recorded it, the first decoder that lists no grid beside its config. None for a run."""
+    from harness.methods.registry import axes_of
+
     if "reference" in spec:
         return spec["reference"]
     entries = (spec.get("sweep") or {}).get("decoders") or []
-    return next((d["label"] for d in entries if not d.get("lambdas") and not d.get("feedback")), None)
+    return next((d["label"] for d in entries
+                 if not any(d.get(key) for key in axes_of(d["name"]).listed_beside_config())), None)
 
 
 def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title: str, notes=(),
@@ -161,34 +163,27 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
     """The report page as one string (see the module docstring). `cross_runs`: for a report
     over several runs, `paired.compare_across_runs` of their records."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    figures = [fig for fig in (
-        ("Accuracy vs lambda", accuracy_figure(summary, reference),
-         "Strict accuracy with 95% Wilson intervals; decoders without lambda are horizontal lines "
-         f"(the reference, {reference or 'none'}, dashed)."),
+    shown = {"reference": reference or "none"}
+    own = [(f.title.format(**shown), f.draw(summary, records, reference), f.caption.format(**shown))
+           for f in metrics.contributed().figures]
+    general = [
         (f"Paired differences against {reference}", forest_figure(comparisons),
          f"Accuracy minus {reference}'s on the same problems (seeds pooled as separate problems), with a paired "
          "bootstrap 95% interval; * marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."),
         ("Accuracy vs each variant", variant_figure(summary, reference),
-         "Strict accuracy with 95% Wilson intervals along each variant axis other than lambda (Gumbel's tau, "
-         f"self-consistency's n); the reference, {reference or 'none'}, dashed."),
-        ("Divergences vs lambda", divergence_figure(summary),
-         "Mean per-step KL(P_mix||P1), KL(P_mix||P2) and JS(P1, P2) of the mixing decoders (ReDuMix: P1 the "
-         "original context, P2 the reflective one; DeRa: P1 the reference model, P2 the aligned one, so "
-         "KL(P_mix||P1) is how far each lambda moves from the reference)."),
-        ("Soft thinking", soft_figure(summary),
-         "Soft decoders: mean effective number of mixed tokens per thinking step (bars) and mean top-1 weight "
-         "(dots, right axis); the label gives the share of answers whose marker was forced (budget, Cold Stop "
-         "or EOS)."),
+         "Strict accuracy with 95% Wilson intervals along each variant axis without a column of its own "
+         f"(Gumbel's tau, self-consistency's n); the reference, {reference or 'none'}, dashed."),
         (f"Cost against {reference}", overhead_figure(summary),
          f"Mean compute seconds per answer (batching amortised, every stage included) over {reference}'s."),
-        ("Fixes and breaks vs lambda", fix_break_figure(summary),
-         "Fraction of answers turned wrong->right (fix) and right->wrong (break) against the first attempt."),
         ("Accuracy against cost", accuracy_cost_figure(summary, reference),
          f"Each group's accuracy (95% Wilson interval) at its compute per answer relative to {reference}'s: "
          "methods at equal cost stand one above the other (e.g. ReDuMix beside self-consistency); the dashed "
          "line is the Pareto frontier, the groups no other beats on both."),
-    ) if fig[1] is not None]
-    missing_figures = FIGURES - len(figures)
+    ]
+    # The methods' own figures lead (accuracy along their axes), then the comparisons every report has.
+    every = own[:1] + general[:1] + own[1:] + general[1:]
+    figures = [fig for fig in every if fig[1] is not None]
+    missing_figures = len(every) - len(figures)
     across = forest_figure(cross_runs, label=_cross_label)
     if across is not None:  # only a report over several runs has it
         base = _base_run(cross_runs)
@@ -196,7 +191,7 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
                            f"Each run's accuracy minus {base}'s for the same decoder variant on the problems both "
                            "runs answered (same env item, seed and question), with a paired bootstrap 95% interval; "
                            "* marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."))
-    columns = [c for c in ["run", *metrics.SUMMARY_COLUMNS] if c in summary and summary[c].notna().any()]
+    columns = [c for c in ["run", *metrics.summary_columns()] if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
     samples = [{k: _json_value(r.get(k)) for k in BROWSER_FIELDS} | {"tokens": token_view(r.get("steps"), TEXT_LIMIT)}
                for r in records.to_dict("records")]
@@ -207,93 +202,45 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
     )
 
 
-def _series(summary: pd.DataFrame):
-    """(panel title, panel rows) per (model, env), and per run in a report over several runs."""
-    by_run = "run" in summary
-    for key, panel in summary.groupby(["run", "model", "env_label"] if by_run else ["model", "env_label"],
-                                      sort=not by_run):
-        yield _panel_title(*key), panel
-
-
-def _panel_title(*key) -> str:
-    """"env (model)", or "run: env (model)" when the key starts with a run."""
-    *run, model, env = key
-    return f"{run[0] + ': ' if run else ''}{env} ({Path(str(model)).name})"
-
-
-def _mixing(panel: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    rows = panel[panel["lambda"].notna()]
-    out = []
-    for (label, policy), line in rows.groupby(["decoder_label", rows["feedback_policy"].fillna("")], sort=True):
-        name = f"{label} [{policy}]" if policy else label
-        out.append((name, line.assign(lam=line["lambda"].astype(float)).sort_values("lam")))
-    return out
-
-
-def _panels(count: int, cols: int = 2, width: float = 5.2, height: float = 3.6):
-    cols = min(cols, count)
-    rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[count:]:
-        ax.axis("off")
-    return fig, list(axes.flat)
-
-
-def accuracy_figure(summary: pd.DataFrame, reference: str | None = None) -> str:
-    panels = list(_series(summary))
-    fig, axes = _panels(len(panels))
-    for ax, (title, panel) in zip(axes, panels, strict=False):
-        for name, line in _mixing(panel):
-            ax.plot(line["lam"], line["accuracy"], marker="o", label=name)
-            ax.fill_between(line["lam"], line["accuracy_lo"], line["accuracy_hi"], alpha=0.2)
-        for _, row in panel[panel["lambda"].isna()].iterrows():
-            is_reference = row["decoder_label"] == reference
-            ax.axhline(row["accuracy"], linestyle="--" if is_reference else ":",
-                       color="black" if is_reference else None,
-                       label=f"{_group_label(row)} ({row['n']} answers)")
-            ax.axhspan(row["accuracy_lo"], row["accuracy_hi"], color="grey", alpha=0.08)
-        ax.set(title=title, xlabel="lambda (weight of the original context)", ylabel="accuracy",
-               ylim=(-0.02, 1.02), xlim=(-0.05, 1.05))
-        ax.legend(fontsize=7)
-    return _png(fig)
-
-
 def _variant_lines(panel: pd.DataFrame):
-    """(axis, line name, rows sorted by value) for groups with a numeric non-lambda variant ("tau=0.5")."""
+    """(axis, line name, rows sorted by value) for groups with a numeric variant in the `variant`
+    column ("tau=0.5"), one line per decoder label and value of the axis columns."""
     rows = panel[panel["variant"].notna()] if "variant" in panel else panel.iloc[0:0]
     parts = rows["variant"].astype(str).str.split("=", n=1, expand=True) if len(rows) else None
     if parts is None or parts.shape[1] < 2:
         return []
     rows = rows.assign(axis=parts[0], value=pd.to_numeric(parts[1], errors="coerce")).dropna(subset=["value"])
     out = []
-    for (axis, label, policy), line in rows.groupby(["axis", "decoder_label", rows["feedback_policy"].fillna("")],
-                                                    sort=True):
-        out.append((axis, f"{label} [{policy}]" if policy else label, line.sort_values("value")))
+    others = [c for c in axis_columns() if c != "variant" and c in rows]
+    for (axis, label, *rest), line in rows.groupby(["axis", "decoder_label", *(rows[c].fillna("") for c in others)],
+                                                   sort=True):
+        shown = " ".join(str(v) for v in rest if v != "")
+        out.append((axis, f"{label} [{shown}]" if shown else label, line.sort_values("value")))
     return out
 
 
 def variant_figure(summary: pd.DataFrame, reference: str | None = None) -> str | None:
     panels = []
-    for title, panel in _series(summary):
+    for title, panel in series(summary):
         lines = _variant_lines(panel)
         for axis in sorted({a for a, _, _ in lines}):
             panels.append((f"{title}: {axis}", panel, [(name, line) for a, name, line in lines if a == axis]))
     if not panels:
         return None
-    fig, axes = _panels(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (title, panel, lines) in zip(axes, panels, strict=False):
         for name, line in lines:
             ax.plot(line["value"], line["accuracy"], marker="o", label=name)
             ax.fill_between(line["value"], line["accuracy_lo"], line["accuracy_hi"], alpha=0.2)
         for _, row in panel[(panel["decoder_label"] == reference) & panel["variant"].isna()].iterrows():
             ax.axhline(row["accuracy"], linestyle="--", color="black",
-                       label=f"{_group_label(row)} ({row['n']} answers)")
+                       label=f"{group_label(row)} ({row['n']} answers)")
         axis = title.rsplit(": ", 1)[1]
         ax.set(title=title, xlabel=axis, ylabel="accuracy", ylim=(-0.02, 1.02))
         if axis == "n":
             ax.set_xscale("log", base=2)
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def forest_figure(comparisons: pd.DataFrame | None, label=None) -> str | None:
@@ -301,10 +248,10 @@ def forest_figure(comparisons: pd.DataFrame | None, label=None) -> str | None:
     `label(row)` names a row (default: its group)."""
     if comparisons is None or comparisons["accuracy_diff"].notna().sum() == 0:
         return None
-    label = label or _group_label
+    label = label or group_label
     comparisons = comparisons[comparisons["accuracy_diff"].notna()]
-    panels = list(_series(comparisons))
-    fig, axes = _panels(len(panels), cols=1, width=9, height=0.9 + 0.32 * max(len(p) for _, p in panels))
+    panels = list(series(comparisons))
+    fig, axes = panel_grid(len(panels), cols=1, width=9, height=0.9 + 0.32 * max(len(p) for _, p in panels))
     for ax, (title, panel) in zip(axes, panels, strict=False):
         y = list(range(len(panel)))[::-1]
         err = [panel["accuracy_diff"] - panel["accuracy_diff_lo"], panel["accuracy_diff_hi"] - panel["accuracy_diff"]]
@@ -315,85 +262,32 @@ def forest_figure(comparisons: pd.DataFrame | None, label=None) -> str | None:
         ax.set_yticks(y, labels, fontsize=7)
         ax.set(title=title, xlabel="accuracy difference (paired)", xlim=(-1.02, 1.02))
     fig.tight_layout()
-    return _png(fig)
-
-
-def soft_figure(summary: pd.DataFrame) -> str | None:
-    panels = [(t, p[p["effective_tokens_mean"].notna()]) for t, p in _series(summary)
-              if p["effective_tokens_mean"].notna().any()]
-    if not panels:
-        return None
-    fig, axes = _panels(len(panels), cols=1, width=9)
-    for ax, (title, panel) in zip(axes, panels, strict=False):
-        labels = []
-        for _, row in panel.iterrows():
-            ended = row["budget_end_rate"] + row["cold_stop_rate"] + row["eos_end_rate"]
-            labels.append(f"{_group_label(row)}\n{ended:.0%} forced")
-        ax.bar(range(len(panel)), panel["effective_tokens_mean"], color="tab:blue")
-        ax.set_ylabel("effective tokens per soft step")
-        right = ax.twinx()
-        right.plot(range(len(panel)), panel["top1_weight_mean"], "o", color="tab:orange")
-        right.set(ylabel="top-1 weight", ylim=(0, 1.05))
-        ax.set_xticks(range(len(panel)), labels, rotation=30, ha="right", fontsize=7)
-        ax.set_title(title)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def divergence_figure(summary: pd.DataFrame) -> str | None:
-    stats = [("kl_mix_p1", "KL(P_mix || P1)"), ("kl_mix_p2", "KL(P_mix || P2)"), ("js_p1_p2", "JS(P1, P2)")]
-    panels = [(t, p) for t, p in _series(summary) if p["lambda"].notna().any() and p["kl_mix_p1"].notna().any()]
-    if not panels:
-        return None
-    fig, axes = _panels(len(panels))
-    for ax, (title, panel) in zip(axes, panels, strict=False):
-        for name, line in _mixing(panel):
-            for (column, label), style in zip(stats, ("-o", "--s", ":^"), strict=True):
-                ax.plot(line["lam"], line[column], style, label=f"{label} {name}")
-        ax.set(title=title, xlabel="lambda", ylabel="nats per step")
-        ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def overhead_figure(summary: pd.DataFrame) -> str | None:
-    panels = [(t, p) for t, p in _series(summary) if p["overhead_vs_greedy"].notna().any()]
+    panels = [(t, p) for t, p in series(summary) if p["overhead_vs_greedy"].notna().any()]
     if not panels:
         return None
-    fig, axes = _panels(len(panels), cols=1, width=9)
+    fig, axes = panel_grid(len(panels), cols=1, width=9)
     for ax, (title, panel) in zip(axes, panels, strict=False):
         panel = panel[panel["overhead_vs_greedy"].notna()]
-        labels = [_group_label(row) for _, row in panel.iterrows()]
+        labels = [group_label(row) for _, row in panel.iterrows()]
         ax.bar(range(len(panel)), panel["overhead_vs_greedy"], color="tab:blue")
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(panel)), labels, rotation=30, ha="right", fontsize=7)
         ax.set(title=title, ylabel="cost per answer / greedy's")
     fig.tight_layout()
-    return _png(fig)
-
-
-def fix_break_figure(summary: pd.DataFrame) -> str | None:
-    panels = [(t, p) for t, p in _series(summary) if (p["lambda"].notna() & p["fix_rate"].notna()).any()]
-    if not panels:
-        return None
-    fig, axes = _panels(len(panels))
-    for ax, (title, panel) in zip(axes, panels, strict=False):
-        for name, line in _mixing(panel):
-            if line["fix_rate"].isna().all():
-                continue
-            (drawn,) = ax.plot(line["lam"], line["fix_rate"], "-o", label=f"fix {name}")
-            ax.plot(line["lam"], line["break_rate"], "--x", color=drawn.get_color(), label=f"break {name}")
-        ax.set(title=title, xlabel="lambda", ylabel="fraction of answers", ylim=(-0.02, 1.02))
-        ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | None:
     """Accuracy against compute per answer (relative to the reference), one point per group, with
     the Pareto frontier (no other group both cheaper and more accurate) drawn through them."""
-    panels = [(t, p) for t, p in _series(summary) if p["overhead_vs_greedy"].notna().sum() >= 2]
+    panels = [(t, p) for t, p in series(summary) if p["overhead_vs_greedy"].notna().sum() >= 2]
     if not panels:
         return None
-    fig, axes = _panels(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (title, panel) in zip(axes, panels, strict=False):
         panel = panel[panel["overhead_vs_greedy"].notna()]
         seen: dict[float, int] = {}
@@ -404,7 +298,7 @@ def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | 
             seen[round(cost, 3)] += 1
             err = [[row["accuracy"] - row["accuracy_lo"]], [row["accuracy_hi"] - row["accuracy"]]]
             ax.errorbar(cost * nudge, row["accuracy"], yerr=err, fmt="o", capsize=3,
-                        color="black" if row["decoder_label"] == reference else None, label=_group_label(row))
+                        color="black" if row["decoder_label"] == reference else None, label=group_label(row))
         front = pareto_front(panel["overhead_vs_greedy"].tolist(), panel["accuracy"].tolist())
         ax.step(panel["overhead_vs_greedy"].iloc[front], panel["accuracy"].iloc[front], where="post", color="grey",
                 linestyle="--", linewidth=1, label="frontier")
@@ -415,7 +309,7 @@ def accuracy_cost_figure(summary: pd.DataFrame, reference: str | None) -> str | 
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=6)
-    return _png(fig)
+    return png(fig)
 
 
 def _base_run(cross_runs: pd.DataFrame | None) -> str | None:
@@ -425,27 +319,7 @@ def _base_run(cross_runs: pd.DataFrame | None) -> str | None:
 def _cross_label(row) -> str:
     """A cross-run row: its group, and the base run's model when that is another one."""
     other = "" if row["base_model"] == row["model"] else f" vs {Path(str(row['base_model'])).name}"
-    return _group_label(row) + other
-
-
-def _group_label(row) -> str:
-    parts = [str(row["decoder_label"])]
-    if pd.notna(row["lambda"]):
-        parts.append(f"lam={float(row['lambda']):g}")
-    if pd.notna(row["feedback_policy"]):
-        parts.append(str(row["feedback_policy"]))
-    if pd.notna(row.get("variant")):
-        parts.append(str(row["variant"]))
-    return " ".join(parts)
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    if not fig.get_tight_layout():
-        fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return group_label(row) + other
 
 
 def _cell(value) -> dict:
@@ -507,23 +381,27 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _shown(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def format_summary(summary: pd.DataFrame) -> str:
     """The summary as a plain-text table for the terminal (every column is in summary.csv)."""
-    table = pd.DataFrame({
-        "env": summary["env_label"],
-        "decoder": summary["decoder_label"],
-        "lambda": summary["lambda"].map(lambda v: "" if pd.isna(v) else f"{float(v):g}"),
-        "feedback": summary["feedback_policy"].map(lambda v: "" if pd.isna(v) else v),
-        "n": summary["n"],
-        "accuracy [95% CI]": [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in
-                              zip(summary["accuracy"], summary["accuracy_lo"], summary["accuracy_hi"], strict=True)],
-        "fix/break": [("" if pd.isna(f) else f"{f:.2f}/{b:.2f}") for f, b in
-                      zip(summary["fix_rate"], summary["break_rate"], strict=True)],
-        "p50 s": summary["latency_p50_s"].map(lambda v: f"{v:.2f}"),
-        "x greedy": summary["overhead_vs_greedy"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
-    })
-    if "variant" in summary and summary["variant"].notna().any():
-        table.insert(3, "variant", summary["variant"].map(lambda v: "" if pd.isna(v) else v))
+    table = pd.DataFrame({"env": summary["env_label"], "decoder": summary["decoder_label"]})
+    for column in axis_columns():  # the grid axes the groups have values on (lambda, feedback policy, variant)
+        if column in summary and summary[column].notna().any():
+            table[column] = summary[column].map(_shown)
+    table["n"] = summary["n"]
+    table["accuracy [95% CI]"] = [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in
+                                  zip(summary["accuracy"], summary["accuracy_lo"], summary["accuracy_hi"], strict=True)]
+    for block in metrics.contributed().columns:  # the methods' own columns, where a group has them
+        for column in block.terminal:
+            if column in summary and summary[column].notna().any():
+                table[column] = summary[column].map(_shown)
+    table["p50 s"] = summary["latency_p50_s"].map(lambda v: f"{v:.2f}")
+    table["x greedy"] = summary["overhead_vs_greedy"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     if summary["model"].nunique() > 1:
         table.insert(0, "model", summary["model"].map(lambda m: Path(str(m)).name))
     if "run" in summary:

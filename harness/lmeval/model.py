@@ -48,6 +48,7 @@ from harness.lmeval import tasks as lm_eval_tasks
 from harness.methods import Generation, MethodCache, method_of
 from harness.methods.base import is_deterministic, role_model_names
 from harness.methods.redumix import stage_cache
+from harness.methods.registry import axes_of, contributions_of
 
 MODEL_NAME = "redumix"
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's own default when a task sets none
@@ -240,13 +241,12 @@ class RedumixLM(LM):
         return [texts[item.position] for item in batch]
 
     def _method_for(self, decoder, env):
-        """The decoder's method; on a task without an environment its feedback (if any) is none."""
+        """The decoder's method; on a task without an environment, the method as it runs with no
+        verifier (`Method.without_env`: ReDuMix gives no feedback there)."""
         method = method_of(decoder)
-        feedback = method.grids().get("feedback")
-        if env is None and feedback is not None:
-            return method_of(dataclasses.replace(decoder, **{feedback: "none"}))
-        if env is not None:
-            method.check_env(env)
+        if env is None:
+            return method.without_env()
+        method.check_env(env)
         return method
 
     def _problem(self, item: _Item, env):
@@ -379,7 +379,7 @@ class RedumixLM(LM):
             self.telemetry[(req.task_name, req.doc_id)].append({
                 "task": req.task_name, "doc_id": req.doc_id, "request_type": "loglikelihood",
                 "continuation": req.args[1], "logprob": score.logprob, "is_greedy": score.is_greedy,
-                "feedback_policy": NO_VERIFIER, **teacher.extras,
+                **_unverified_units(method.name), **teacher.extras,
             })
         return scores
 
@@ -458,10 +458,16 @@ def _telemetry(attempt, verified: bool) -> dict:
         "latency_s": round(row.prefill_s + row.decode_s, 4), "stage_s": round(attempt.cost_s - attempt.answer_s, 4),
     } | {k: v for k, v in attempt.extras.items() if k != "contexts"}
     if not verified:  # nothing graded these answers: say so instead of a policy or a verdict
-        values.update({k: None for k in ("stage1_correct", "sample_correct") if k in values})
-        if "feedback_policy" in values:
-            values["feedback_policy"] = NO_VERIFIER
+        graded = contributions_of(attempt.method).graded_fields
+        values.update({k: None for k in graded if k in values})
+        values.update({k: v for k, v in _unverified_units(attempt.method).items() if k in values})
     return values
+
+
+def _unverified_units(method: str) -> dict:
+    """The method's unit-axis fields (ReDuMix's feedback policy) as telemetry shows them where no
+    verifier exists: the env gave none of them."""
+    return {axis.record: NO_VERIFIER for axis in axes_of(method).units}
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -6,11 +6,11 @@ file: the runner and the sweep decide where its answers go (`harness.runs.record
 an Attempt into the record they write). Per-step decoders (greedy, sample, ...) are
 methods through `SinglePass`; multi-stage methods (ReDuMix) run several engine calls.
 
-Variants are the grid axis a method shares work across: ReDuMix's lambda values
-share stages 1-3, so one call decodes every lambda of a problem; self-consistency's
-sample counts share their samples (N=4 votes over the first 4 of N=8's). A variant is
-a dict of at most one axis ({"lambda": 0.5}, {"n": 4}); a method without such an axis
-has one variant, `{}`. Stores key a variant by `variant_key`.
+Variants are the grid axis a method shares work across (its `axes()`, see
+`harness.methods.axes`): ReDuMix's lambda values share stages 1-3, so one call decodes every
+lambda of a problem; self-consistency's sample counts share their samples (N=4 votes over
+the first 4 of N=8's). A variant is a dict of at most one axis ({"lambda": 0.5}, {"n": 4});
+a method without such an axis has one variant, `{}`. Stores key a variant by `variant_key`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from envs.base import Problem, Verdict
 from harness.engine.token_texts import token_texts
+from harness.methods.axes import Axes
+from harness.methods.axes import variant_key as axes_variant_key
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Attempt:
         steps: per-step arrays, when asked for (`Generation.save_steps`).
         decoded_tokens: tokens the final decoding produced for this answer, over every row it
             took (N samples for self-consistency); None: the row's own new tokens.
+        reused_s: seconds of `cost_s` that were taken from work another unit already did (and
+            counted), such as a first attempt reused from a greedy unit.
     """
 
     problem: Problem
@@ -65,6 +69,7 @@ class Attempt:
     extras: dict = field(default_factory=dict)
     steps: dict | None = None
     decoded_tokens: int | None = None
+    reused_s: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -75,11 +80,6 @@ class Attempt:
     def variant_key(self) -> str:
         """The variant as stores key it (see `variant_key`)."""
         return variant_key(self.variant)
-
-    @property
-    def lam(self) -> float | None:
-        """The variant's lambda (None for a method without a lambda axis)."""
-        return self.variant.get("lambda")
 
 
 @dataclass
@@ -116,8 +116,15 @@ class Method(Protocol):
     # Optional: `teacher_logprobs(env, models, requests, ...) -> list[TeacherRows]`, the distribution a
     # method scores a continuation under when it is not the model's own (ReDuMix's mixture).
 
-    def grids(self) -> dict[str, str]:
-        """Config parameters a sweep config may give as a list, by sweep key ({"lambdas": "lam"})."""
+    @classmethod
+    def axes(cls, config: type) -> Axes:
+        """The method's grid parameters for its config class `config` (see `harness.methods.axes`):
+        the variants it decodes together and the parameters that make one unit per value."""
+        ...
+
+    def without_env(self) -> Method:
+        """This method for requests that come with no environment (lm-eval tasks of their own):
+        nothing verifies an answer there, so e.g. ReDuMix gives no feedback."""
         ...
 
     def check_env(self, env) -> None:
@@ -180,8 +187,13 @@ class DecoderMethod:
     def variants(self) -> list[dict]:
         return [{}]
 
-    def grids(self) -> dict[str, str]:
-        return {}
+    @classmethod
+    def axes(cls, config: type) -> Axes:
+        # A per-step decoder's list-valued parameters (Gumbel's tau) are its variants.
+        return Axes(variants=tuple(getattr(config, "variant_axes", ())))
+
+    def without_env(self) -> DecoderMethod:
+        return self
 
     def check_env(self, env) -> None:
         pass
@@ -193,14 +205,12 @@ class DecoderMethod:
 
 
 def variant_key(variant: Mapping[str, Any]) -> str:
-    """How records and skip sets name a variant: "-" for none, the bare number for a lambda
-    (as stores have always keyed it), "axis=value" otherwise (e.g. "n=4")."""
-    if not variant:
-        return "-"
-    if len(variant) != 1:
-        raise ValueError(f"a variant has at most one axis, got {dict(variant)!r}")
-    (axis, value), = variant.items()
-    return repr(float(value)) if axis == "lambda" else f"{axis}={value}"
+    """How records and skip sets name a variant: "-" for none, "axis=value" (e.g. "n=4"), or the
+    bare number on an axis a registered method declares `bare_key` (ReDuMix's lambdas, as stores
+    have always keyed them); see `harness.methods.axes.variant_key`."""
+    from harness.methods.registry import bare_variant_names
+
+    return axes_variant_key(variant, bare_variant_names())
 
 
 def role_model_names(method: Method, run_model: str) -> dict[str, str]:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from decoders.dera import ROLES
+from decoders.dera import ROLES, DeRa
+from decoders.lambda_mixtures import LAMBDA, MIXTURE
+from decoders.registry import register_method
 from decoders.sampling import row_generator
 from harness.engine import lockstep
+from harness.methods.axes import Axes
 from harness.methods.base import (
     Attempt,
     DecoderMethod,
@@ -28,6 +31,7 @@ from harness.methods.base import (
 from harness.methods.mixture_stats import MixtureStats
 
 
+@register_method("dera", config=DeRa, contributes=MIXTURE)
 @dataclass(frozen=True)
 class DeRaMethod(DecoderMethod):
     """`decoder`: a decoders.dera.DeRa config, its lam possibly a grid."""
@@ -41,8 +45,9 @@ class DeRaMethod(DecoderMethod):
     def variants(self) -> list[dict]:
         return [{"lambda": lam} for lam in self.decoder.lambdas]
 
-    def grids(self) -> dict[str, str]:
-        return {"lambdas": "lam"}
+    @classmethod
+    def axes(cls, config: type) -> Axes:
+        return Axes(variants=(LAMBDA,))
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None, given=None) -> list[Attempt]:

@@ -21,8 +21,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from decoders.registry import register_method
 from decoders.sampling import row_generator
+from decoders.self_consistency import SelfConsistency
 from harness.engine import lockstep
+from harness.methods.axes import Axes, Axis
 from harness.methods.base import (
     Attempt,
     DecoderMethod,
@@ -33,6 +36,7 @@ from harness.methods.base import (
     start_prompts,
     variant_key,
 )
+from harness.methods.contributions import Contributions
 
 
 def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
@@ -66,9 +70,25 @@ def sample_key(problem_id: str, k: int) -> str:
     return problem_id if k == 0 else f"{problem_id}#sc{k}"
 
 
+SELF_CONSISTENCY = Contributions(
+    record_fields={
+        "n_samples": int, "sample_answers": list, "sample_correct": list, "sample_logprobs": list,
+        "sample_completions": list, "sample_new_tokens": list, "votes": dict, "agreement": (int, float),
+    },
+    graded_fields=("sample_correct",),
+)
+# Sample counts are variants that share their samples: N=4 votes over the first 4 of N=8's.
+SAMPLE_COUNT = Axis("n", "n", kind=int, example="[1, 4, 8]")
+
+
+@register_method("self_consistency", config=SelfConsistency, contributes=SELF_CONSISTENCY)
 @dataclass(frozen=True)
 class SelfConsistencyMethod(DecoderMethod):
     """`decoder`: a decoders.self_consistency.SelfConsistency config."""
+
+    @classmethod
+    def axes(cls, config: type) -> Axes:
+        return Axes(variants=(SAMPLE_COUNT,))
 
     def variants(self) -> list[dict]:
         counts = self.decoder.n

@@ -20,7 +20,9 @@ from harness.engine.model_pool import ModelPool
 from harness.engine.prefix_cache import PrefixCache
 from harness.engine.prompts import encode
 from harness.methods import Attempt, MethodCache, get_method
+from harness.methods.axes import unit_key
 from harness.methods.base import role_model_names
+from harness.methods.registry import column_axes
 from harness.runs.record_grid import record_key
 from harness.runs.records import attempt_record
 from harness.runs.runner import RunSpec, iter_attempt_batches
@@ -139,14 +141,14 @@ def prepare(config: SweepConfig, item: WorkItem):
 
 
 def sweep_record(unit: Unit, record: dict, attempt: Attempt) -> dict:
-    """Sweep fields on a record: its key, labels, and comparable time costs."""
-    return record | {
+    """Sweep fields on a record: its key, labels, its unit axes' values and comparable time costs.
+    Every grid axis with a summary column of its own is on every record, null where the method has
+    no such axis (a greedy record's lambda), so tables of a sweep have one shape."""
+    return dict.fromkeys(column_axes()) | record | unit.fields | {
         "key": record_key(unit.model, unit.env.label, record["problem_id"], unit.decoder.label, attempt.variant,
-                          unit.seed, unit.feedback),
+                          unit.seed, unit_key(unit.fields)),
         "env_label": unit.env.label,
         "decoder_label": unit.decoder.label,
-        "lambda": attempt.lam,
-        "feedback_policy": unit.feedback,
         # Seconds of compute one answer took, batching amortised: every stage before the final
         # decoding (stage_s) plus the final decoding's share of its batch.
         "stage_s": round(attempt.cost_s - attempt.answer_s, 4),

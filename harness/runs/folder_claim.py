@@ -17,6 +17,7 @@ from harness.runs.held_questions import changed_question, changed_question_note
 from harness.runs.invariance_mode import with_mode
 from harness.runs.output_paths import FOLDER_FILES
 from harness.runs.record_grid import Grid, record_identity
+from harness.runs.spec_identity import same_identity
 from harness.runs.store import SPEC_FILE, RunDir
 
 KIND_NAMES = {"run": "a `redumix run` folder", "sweep": "a `redumix sweep` folder"}
@@ -32,7 +33,7 @@ def claim_folder(store: RunDir, kind: str, resolved: dict, grid: Grid, *, force_
     existing = store.read_spec()
     if existing is not None:
         theirs = existing.get(kind)
-        if isinstance(theirs, dict) and with_mode(theirs) == resolved:
+        if isinstance(theirs, dict) and same_identity(with_mode(theirs), resolved):
             return
         problem = _spec_differs(existing, kind, resolved)
     else:
@@ -64,7 +65,7 @@ def _spec_differs(existing: dict, kind: str, resolved: dict) -> str:
     if not isinstance(theirs, dict):
         return f"a different {kind} (see its {SPEC_FILE})"
     theirs = with_mode(theirs)
-    changed = sorted(k for k in set(resolved) | set(theirs) if resolved.get(k) != theirs.get(k))
+    changed = sorted(k for k in set(resolved) | set(theirs) if not same_identity(resolved.get(k), theirs.get(k)))
     # The dtype and batch invariance by value: records decoded in two of either would not be comparable.
     shown = [f"{k}: {theirs.get(k)} there, {resolved.get(k)} now" if k in ("dtype", "batch_invariant") else k
              for k in changed]

@@ -1,8 +1,10 @@
 """Which records a run or sweep folder is meant to hold, computed from its spec alone.
 
-A record's identity is its sweep `key` (model|env|problem|decoder|variant|seed|policy),
+A record's identity is its sweep `key` (model|env|problem|decoder|variant|seed|unit),
 or, in a `redumix run` folder, its problem and variant. A variant is written as
-`harness.methods.base.variant_key` names it: a lambda as the bare number, "n=4", or "-". The grid of a spec is the set
+`harness.methods.base.variant_key` names it ("n=4", "-", or a bare number on an axis keyed
+so, such as ReDuMix's lambda); the unit part holds the values of the method's unit axes
+(`harness.methods.axes.unit_key`: ReDuMix's feedback policy, or "-"). The grid of a spec is the set
 of identities its config asks for: reading a folder counts a record only when its
 identity is in the grid, and only once; resuming decodes exactly the missing ones.
 Problem ids are deterministic ("<env>-s<seed>-<index>"), so no problem is generated.
@@ -10,18 +12,22 @@ Problem ids are deterministic ("<env>-s<seed>-<index>"), so no problem is genera
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from envs.base import problem_id
+from harness.methods.axes import unit_key
 from harness.methods.base import variant_key
+from harness.methods.registry import axes_of
 
 
 def record_key(model: str, env: str, problem: str, decoder: str, variant: Mapping[str, Any], seed: int,
-               feedback: str | None) -> str:
-    """A sweep record's identity, e.g. 'smollm2-135m|basic_arithmetic|basic_arithmetic-s0-3|redumix|0.5|0|binary'."""
-    return "|".join([model, env, problem, decoder, variant_key(variant), str(seed), feedback or "-"])
+               unit: str | None) -> str:
+    """A sweep record's identity, e.g. 'smollm2-135m|basic_arithmetic|basic_arithmetic-s0-3|redumix|0.5|0|binary';
+    `unit`: the unit axes' values as `harness.methods.axes.unit_key` writes them (None: "-")."""
+    return "|".join([model, env, problem, decoder, variant_key(variant), str(seed), unit or "-"])
 
 
 def run_record_identity(problem: str, variant: Mapping[str, Any]) -> str:
@@ -58,11 +64,13 @@ class Grid:
         return len(self.expected)
 
 
-def sweep_grid(resolved: dict, variants: Mapping[str, list[dict]] | None = None) -> Grid:
+def sweep_grid(resolved: dict, variants: Mapping[str, list[dict]] | None = None,
+               units: Mapping[str, list[dict]] | None = None) -> Grid:
     """The grid of a sweep's resolved config (`SweepConfig.resolved()`, as spec.json stores it).
 
-    `variants`: each decoder label's variants (spec.json's "variants"); a decoder not in it
-    has its lambda grid as variants (specs written before variants were recorded).
+    `variants` and `units`: each decoder label's variants and unit-axis values (spec.json's
+    "variants" and "units"); a decoder not in them has the ones its method declares for the
+    values the entry lists (specs written before they were recorded).
     """
     keys = set()
     for model in resolved["models"]:
@@ -70,19 +78,18 @@ def sweep_grid(resolved: dict, variants: Mapping[str, list[dict]] | None = None)
             for seed in resolved["seeds"]:
                 problems = [problem_id(env["name"], seed, i) for i in range(env["n"])]
                 for dec in resolved["decoders"]:
-                    for policy in dec["feedback"] or (None,):
-                        for variant in _variants(dec["label"], variants, dec["lambdas"]):
-                            keys.update(record_key(model, env["label"], p, dec["label"], variant, seed, policy)
+                    for unit in _units(dec, units):
+                        for variant in _variants(dec, variants):
+                            keys.update(record_key(model, env["label"], p, dec["label"], variant, seed, unit_key(unit))
                                         for p in problems)
     return Grid(frozenset(keys), "sweep")
 
 
 def run_grid(run: dict, variants: list[dict] | None = None) -> Grid:
     """The grid of a `redumix run` spec (spec.json's "run"): its problems under each variant it
-    decodes (`variants`: spec.json's; without them, the decoder config's lambdas)."""
+    decodes (`variants`: spec.json's; without them, those its method has for the stored config)."""
     if variants is None:
-        lam = (run.get("decoder_config") or {}).get("lam")
-        variants = [{}] if lam is None else [{"lambda": x} for x in (lam if isinstance(lam, list) else [lam])]
+        variants = _config_variants(run["decoder"], run.get("decoder_config") or {})
     problems = [problem_id(run["env"], run["seed"], i) for i in range(run["n"])]
     return Grid(frozenset(run_record_identity(p, v) for p in problems for v in variants), "run")
 
@@ -92,11 +99,30 @@ def grid_of(spec: dict | None) -> Grid | None:
     if spec is None:
         return None
     if "sweep" in spec:
-        return sweep_grid(spec["sweep"], spec.get("variants"))
+        return sweep_grid(spec["sweep"], spec.get("variants"), spec.get("units"))
     return run_grid(spec["run"], spec.get("variants"))
 
 
-def _variants(label: str, variants: Mapping[str, list[dict]] | None, lambdas) -> list[dict]:
-    if variants and label in variants:
-        return variants[label]
-    return [{"lambda": lam} for lam in lambdas] if lambdas else [{}]
+def _variants(dec: dict, variants: Mapping[str, list[dict]] | None) -> list[dict]:
+    if variants and dec["label"] in variants:
+        return variants[dec["label"]]
+    for axis in axes_of(dec["name"]).variants:
+        if dec.get(axis.sweep_key):
+            return [{axis.record: value} for value in dec[axis.sweep_key]]
+    return [{}]
+
+
+def _config_variants(decoder: str, config: dict) -> list[dict]:
+    """The variants method `decoder` decodes under `config` (a spec written before variants were stored)."""
+    from harness.methods.registry import get_method
+
+    listed = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return get_method(decoder, **listed).variants()
+
+
+def _units(dec: dict, units: Mapping[str, list[dict]] | None) -> list[dict]:
+    if units and dec["label"] in units:
+        return units[dec["label"]]
+    axes = axes_of(dec["name"]).units
+    values = [dec.get(axis.sweep_key) or [] for axis in axes]
+    return [dict(zip([a.record for a in axes], combo, strict=True)) for combo in itertools.product(*values)]

@@ -31,12 +31,11 @@ SWEEP_FIELDS: dict[str, type | tuple[type, ...]] = {
     "decoder_label": str,
     "cost_s": _NUMBER,
 }
-# Present only on some records, but typed when present.
+# Present only on some records, but typed when present. A method's own fields are typed by its
+# declarations (`method_fields`).
 OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "lambda": _NUMBER,
     "variant": dict,
-    "feedback_policy": str,
-    "stage1_correct": bool,
+    "reused_s": _NUMBER,
     "format_ok": bool,
     "dtype": str,  # the dtype the model ran in; records written before it was recorded lack it
     "batch_invariant": bool,  # whether rows computed as they would alone; older records lack it (off)
@@ -55,14 +54,32 @@ def record_problem(value: Any, sweep: bool) -> str | None:
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         return f"not a record (missing {shown})"
-    for name, kind in (required | OPTIONAL_FIELDS).items():
-        if name in value and not _is(value[name], kind, optional=name in OPTIONAL_FIELDS):
+    optional = OPTIONAL_FIELDS | method_fields(value["decoder"])
+    for name, kind in (required | optional).items():
+        if name in value and not _is(value[name], kind, optional=name in optional):
             return f"not a record ({name} = {_short(value[name])} is not {_kind_name(kind)})"
     variant = value.get("variant")
     if isinstance(variant, dict) and (len(variant) > 1 or not all(
             isinstance(v, _NUMBER) and not isinstance(v, bool) for v in variant.values())):
         return f"not a record (variant = {_short(variant)} is not one axis with a number, e.g. {{\"n\": 4}})"
     return None
+
+
+def method_fields(decoder: str) -> dict[str, type | tuple[type, ...]]:
+    """The typed fields records of method `decoder` may carry: its declared record fields, its
+    variant names and its unit axes' fields (nothing for a name no longer registered)."""
+    from harness.methods.registry import axes_of, contributions_of
+
+    if not isinstance(decoder, str):
+        return {}  # the record is refused for its decoder field anyway
+    fields = dict(contributions_of(decoder).record_fields)
+    try:
+        axes = axes_of(decoder)
+    except ValueError:
+        return fields
+    for axis in (*axes.variants, *axes.units):
+        fields.setdefault(axis.record, _NUMBER if axis.kind in (int, float) else axis.kind)
+    return fields
 
 
 def _is(value: Any, kind, optional: bool) -> bool:
@@ -76,7 +93,9 @@ def _is(value: Any, kind, optional: bool) -> bool:
 def _kind_name(kind) -> str:
     if kind == _NUMBER:
         return "a number"
-    return {str: "a string", int: "an integer", bool: "true or false", dict: "an object"}[kind]
+    names = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", list: "a list"}
+    return names.get(kind, " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in kind)
+                     if isinstance(kind, tuple) else getattr(kind, "__name__", str(kind)))
 
 
 def _json_kind(value: Any) -> str:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from harness.methods.base import Attempt
 
+# Fields a method's extras may not set beside the ones `attempt_record` writes: those a sweep
+# adds (`harness.runs.executor.sweep_record`) and those only some records carry.
+RESERVED_FIELDS = frozenset({"key", "env_label", "decoder_label", "stage_s", "cost_s", "reused_s", "steps"})
+
 
 def attempt_record(attempt: Attempt, model, seed: int) -> dict:
     """The record of `attempt`, decoded by `model` (a LoadedModel: its name, the dtype it ran in and
@@ -40,6 +44,12 @@ def attempt_record(attempt: Attempt, model, seed: int) -> dict:
         "prefill_s": round(row.prefill_s, 4),
         "decode_s": round(row.decode_s, 4),
     }
+    if attempt.reused_s:
+        record["reused_s"] = round(attempt.reused_s, 4)
+    clash = sorted(set(attempt.extras) & (set(record) | RESERVED_FIELDS))
+    if clash:
+        raise ValueError(f"method {attempt.method!r} sets the record field(s) {', '.join(clash)}, which every record "
+                         "has with its own meaning; give the method's field another name")
     record |= attempt.extras
     if attempt.steps is not None:
         record["steps"] = attempt.steps

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from harness.engine.dtype_choice import AUTO
 from harness.engine.models import resolve_dtype
 from harness.runs.invariance_mode import with_mode
+from harness.runs.spec_identity import same_identity
 from harness.runs.store import SPEC_FILE, RunDir
 
 # What every run and sweep decoded in before the dtype was recorded on each record.
@@ -66,7 +67,7 @@ def stored_dtype(store: RunDir, kind: str, identity: Callable[[str], dict]) -> t
     if existing is not None:
         theirs = existing.get(kind)
         stored = theirs.get("dtype") if isinstance(theirs, dict) else None
-        if isinstance(stored, str) and with_mode(theirs) == identity(stored):
+        if isinstance(stored, str) and same_identity(with_mode(theirs), identity(stored)):
             return stored, f"its {SPEC_FILE} says so"
         return None, None
     records = store.read().records

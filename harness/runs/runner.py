@@ -18,6 +18,7 @@ from harness.engine.models import DEFAULT_MODEL, LoadedModel, resolve_device, re
 from harness.engine.prefix_cache import DEFAULT_BUDGET_MB, PrefixCache
 from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
+from harness.methods.registry import contributions_of
 from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.invariance_mode import mode_to_run
@@ -72,8 +73,9 @@ class RunSummary:
     new_tokens: int
     decode_s: float
     skipped: int
-    by_lambda: dict[float, tuple[int, int]] | None = None  # redumix: lambda -> (correct, records)
-    first_attempts: tuple[int, int] | None = None  # redumix: (correct, problems) of stage 1
+    # Methods with variants: "lambda=0.5" / "n=4" -> (correct, records) of this call's records.
+    by_variant: dict[str, tuple[int, int]] | None = None
+    notes: list[str] = field(default_factory=list)  # the method's own summary lines (`Contributions.run_lines`)
 
     @property
     def accuracy(self) -> float:
@@ -151,8 +153,8 @@ def _decode_into(spec, env, method, models, run_dir, problems, todo, done, progr
     """Decode `todo`, appending each batch to `run_dir` as it finishes."""
     n = correct = new_tokens = 0
     decode_s = 0.0
-    by_lambda: dict[float, tuple[int, int]] = {}
-    first_correct: dict[str, bool] = {}
+    by_variant: dict[str, tuple[int, int]] = {}
+    written: list[dict] = []
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{spec.env} x {spec.decoder}",
                unit="problem", disable=not progress)
     try:
@@ -165,19 +167,38 @@ def _decode_into(spec, env, method, models, run_dir, problems, todo, done, progr
             new_tokens += sum(a.tokens for a in attempts)
             decode_s += sum(a.answer_s for a in attempts)  # throughput counts the final decoding only
             for a, r in zip(attempts, records, strict=True):
-                if a.lam is not None:
-                    right, seen = by_lambda.get(a.lam, (0, 0))
-                    by_lambda[a.lam] = (right + r["correct"], seen + 1)
-                if "stage1_correct" in r:
-                    first_correct[r["problem_id"]] = r["stage1_correct"]
+                if a.variant:
+                    label = variant_label(a.variant)
+                    right, seen = by_variant.get(label, (0, 0))
+                    by_variant[label] = (right + r["correct"], seen + 1)
+            written.extend(records)
             bar.update(len({r["problem_id"] for r in records}))
             bar.set_postfix(acc=f"{correct / max(1, n):.2f}")
     finally:  # closed before any message about an interrupt
         bar.close()
-    has_lambdas = any("lambda" in v for v in method.variants())
+    has_variants = any(method.variants())
+    lines = contributions_of(method.name).run_lines
     return RunSummary(out=run_dir.path, n=n, correct=correct, new_tokens=new_tokens, decode_s=decode_s,
-                      skipped=len(done), by_lambda=dict(sorted(by_lambda.items())) if has_lambdas else None,
-                      first_attempts=(sum(first_correct.values()), len(first_correct)) if first_correct else None)
+                      skipped=len(done), by_variant=_by_value(by_variant) if has_variants else None,
+                      notes=lines(written) if lines is not None and written else [])
+
+
+def variant_label(variant: dict) -> str:
+    """A variant for people: "lambda=0.5", "n=4"."""
+    (name, value), = variant.items()
+    return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+
+
+def _by_value(tallies: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """Tallies in the order of their variants' values (lambda=0.25 before lambda=1)."""
+    def value(label: str):
+        text = label.partition("=")[2]
+        try:
+            return (0, float(text), text)
+        except ValueError:
+            return (1, 0.0, text)
+
+    return dict(sorted(tallies.items(), key=lambda item: value(item[0])))
 
 
 def iter_attempt_batches(spec: RunSpec, env, method, models: Mapping[str, LoadedModel], todo: list,

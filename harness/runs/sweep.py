@@ -1,4 +1,4 @@
-"""Sweeps: a config's grid of (model, env, seed, decoder, feedback policy, lambda) decoded
+"""Sweeps: a config's grid of (model, env, seed, decoder, its unit and variant axes) decoded
 into one resumable samples.jsonl, then summarised by `harness.analysis.report`.
 
 The work units (`harness.runs.work_units`) run on an executor (`harness.runs.executor`); this module
@@ -89,7 +89,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         units = plan(config)
         problems = [unit_problems(config, unit) for unit in units]  # once: checked against the folder, then decoded
         resolved = config.resolved()
-        grid = sweep_grid(resolved, config.variants())
+        grid = sweep_grid(resolved, config.variants(), config.units())
         contents = claim_and_read(store, "sweep", resolved, grid, adopted=adopted, force_new=force_new, note=note,
                                   questions=lambda: {k: p.question for unit, ps in zip(units, problems, strict=True)
                                                      for p in ps for k in unit.keys(p.problem_id)})
@@ -100,6 +100,12 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
 def unit_problems(config: SweepConfig, unit: Unit) -> list:
     """The problems a unit answers: its env's first n under its seed."""
     return get_env(unit.env.name, extraction=config.extraction, **unit.env.config).problems(unit.env.n, unit.seed)
+
+
+def _without_variant(key: str) -> str:
+    """A record key without its variant part: the (unit, problem) the record belongs to."""
+    parts = key.split("|")
+    return "|".join(parts[:4] + parts[5:])
 
 
 def _sweep_into(config, units, store, present, models, progress, write_report, began,
@@ -127,7 +133,7 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
 
     def write_spec() -> None:
         store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described, "reference": config.reference,
-                          "variants": config.variants()})
+                          "variants": config.variants(), "units": config.units()})
 
     def model_loaded(name: str, loaded) -> None:
         # Written once a model has loaded, so a model that fails to load leaves no spec behind.
@@ -152,11 +158,10 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
     finally:  # closed before any message about an interrupt
         bar.close()
     timings = {**executor.timings, "stage_s": 0.0, "report_s": 0.0}
-    # Stage 1-3 time spent by this sweep, counted once per problem (its records repeat it for
-    # every lambda). A first attempt reused from the greedy unit was decoding time there, so
-    # its share stays in decoding rather than being moved to stages 1-3.
-    stages = {(r["key"].rsplit("|", 3)[0], r["seed"], r.get("feedback_policy")):
-              r["stage_s"] - (r["stage1_s"] if r.get("stage1_reused") else 0.0)
+    # Time of the stages before the final decoding spent by this sweep, counted once per problem
+    # of a unit (its records repeat it for every variant). Work reused from another unit (a
+    # greedy first attempt) was decoding time there, so its share stays in decoding.
+    stages = {_without_variant(r["key"]): r["stage_s"] - r.get("reused_s", 0.0)
               for r in new_records if r.get("stage_s")}
     timings["stage_s"] = sum(stages.values())
     timings["decode_s"] = max(0.0, timings["decode_s"] - timings["stage_s"])

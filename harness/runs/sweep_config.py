@@ -41,7 +41,8 @@ from typing import Any
 
 import yaml
 
-from harness.naming import closest
+from harness.methods.axes import NO_AXES, Axes, Axis
+from harness.naming import did_you_mean
 from harness.runs.limits import MAX_PROBLEMS
 from harness.runs.record_json import shape_problem
 
@@ -63,12 +64,12 @@ TOP_KEYS: dict[str, tuple[bool, Any]] = {
     "reference": (False, None),
 }
 ENV_KEYS = {"name": (True, None), "label": (False, None), "n": (False, 20), "config": (False, {})}
+# Beside these, an entry may list the values of its method's grid keys (ReDuMix's `lambdas` and
+# `feedback`): see `harness.methods.axes`.
 DECODER_KEYS = {
     "name": (True, None),
     "label": (False, None),
     "config": (False, {}),
-    "lambdas": (False, None),
-    "feedback": (False, None),
     "models": (False, None),
 }
 
@@ -86,20 +87,28 @@ class EnvEntry:
 
 @dataclass(frozen=True)
 class DecoderEntry:
-    """One decoder of the sweep, with its lambda grid and feedback policies where it has them."""
+    """One decoder of the sweep, with the values its method's grid keys list."""
 
     name: str
     label: str
-    config: dict  # parameters as written, without lam / feedback
-    resolved_config: dict  # every parameter, defaults filled in (lam / feedback as the grid)
-    lambdas: tuple[float, ...] | None  # None: the decoder does not mix
-    feedback: tuple[str, ...] | None  # None: the decoder takes no feedback
-    grids: dict = dataclasses.field(default_factory=dict)  # sweep key -> the method's parameter ("lambdas": "lam")
+    config: dict  # parameters as written, without the ones listed beside it (lambdas, ...)
+    resolved_config: dict  # every parameter, defaults filled in (listed parameters as their lists)
+    # The values of each grid key the entry lists beside `config`, by key ({"lambdas": (0.0, 0.5)});
+    # the method's defaults where the entry gives none.
+    listed: dict = dataclasses.field(default_factory=dict)
     # The method's variants, which one unit decodes together ({"lambda": 0.5}, {"n": 4}, or {} alone).
     variants: tuple[dict, ...] = ({},)
     # Roles bound to a model other than the sweep's ({"policy": "results/distilled"}: greedy on that model).
     # Roles the decoder config names itself (DeRa's ref and aligned) go into `config` instead.
     models: dict = dataclasses.field(default_factory=dict)
+    axes: Axes = NO_AXES  # the method's declared grid (harness.methods.axes)
+
+    @property
+    def units(self) -> list[dict]:
+        """Each unit's values of the unit axes, by record field ([{}] without unit axes)."""
+        fields = [axis.record for axis in self.axes.units]
+        values = [self.listed[axis.sweep_key] for axis in self.axes.units]
+        return [dict(zip(fields, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,8 @@ class SweepConfig:
             env.pop("config")
         for dec in data["decoders"]:
             dec.pop("config")
-            dec.pop("grids")
+            dec.pop("axes")
+            dec |= {key: list(values) for key, values in dec.pop("listed").items()}
             if not dec["models"]:
                 dec.pop("models")  # as sweeps without role bindings have always been identified
             dec.pop("variants")  # made of the config (spec.json keeps them beside, under "variants")
@@ -140,6 +150,10 @@ class SweepConfig:
     def variants(self) -> dict[str, list[dict]]:
         """Each decoder label's variants, as spec.json records them."""
         return {dec.label: [dict(v) for v in dec.variants] for dec in self.decoders}
+
+    def units(self) -> dict[str, list[dict]]:
+        """Each decoder label's unit-axis values (one dict per unit), as spec.json records them."""
+        return {dec.label: dec.units for dec in self.decoders}
 
 
 class ConfigError(ValueError):
@@ -234,7 +248,7 @@ class _Checker:
         decoders = tuple(entry for i, d in enumerate(_list(top["decoders"], "decoders"))
                          for entry in self._decoders(d, f"decoders[{i}]"))
         _unique([d.label for d in decoders], "decoders", what="label", fix="give one of them a distinct `label`")
-        self._check_policies_fit_envs(decoders, envs, extraction)
+        self._check_units_fit_envs(decoders, envs, extraction)
         self._check_settings(decoders, max_new_tokens)
         config = SweepConfig(
             name=name, out=out, models=models, envs=envs, decoders=decoders, seeds=seeds,
@@ -257,8 +271,7 @@ class _Checker:
                          if isinstance(method_of(get_decoder(d.name, **d.config)), SinglePass)), None)
         label = _string(value, "reference")
         if label not in labels:
-            guesses = closest(label, labels)
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            hint = did_you_mean(label, labels)
             raise ConfigError(f"reference (={label!r}) is not a decoder label of this config.{hint} "
                               f"Labels: {', '.join(labels)}")
         return label
@@ -270,8 +283,7 @@ class _Checker:
         name = _string(entry["name"], f"{path}.name")
         names = available_envs()
         if name not in names:
-            guesses = closest(name, names)
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            hint = did_you_mean(name, names)
             raise ConfigError(f"{path}.name (={name!r}) is not an environment.{hint} "
                               "See `redumix list envs` for every name")
         overrides = _mapping(entry["config"], f"{path}.config")
@@ -290,15 +302,16 @@ class _Checker:
     def _decoders(self, data: Any, path: str) -> list[DecoderEntry]:
         """One entry, or one per combination where `config` lists several values for parameters
         that take one (`max_topk: [5, 10]` -> labels "soft max_topk=5", "soft max_topk=10").
-        Lists of a parameter that takes a list (gumbel's tau) stay whole: they are variants."""
+        Lists of a parameter the method declares a variant axis (gumbel's tau) stay whole."""
         from decoders import available_decoders
-        from decoders.registry import takes_list
+        from harness.methods.registry import axes_of
 
         if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or \
                 data.get("name") not in available_decoders():
             return [self._decoder(data, path)]
         config = data["config"]
-        listed = [k for k, v in config.items() if isinstance(v, list) and not takes_list(data["name"], k)]
+        axes = axes_of(data["name"])
+        listed = [k for k, v in config.items() if isinstance(v, list) and axes.variant_axis(k) is None]
         if not listed:
             return [self._decoder(data, path)]
         label = data.get("label") or data["name"]
@@ -313,12 +326,14 @@ class _Checker:
         from decoders import available_decoders, get_decoder
         from decoders.registry import decoder_class
         from harness.methods import method_of
+        from harness.methods.registry import axes_of, registered_axes
 
-        entry = _mapping(data, path, DECODER_KEYS)
+        # Any method's grid key passes the key check, so using one on a method without it says so.
+        every_grid_key = {a.sweep_key: (False, None) for a in registered_axes() if a.sweep_key}
+        entry = _mapping(data, path, DECODER_KEYS | every_grid_key)
         name = _string(entry["name"], f"{path}.name")
         if name not in available_decoders():
-            guesses = closest(name, available_decoders())
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            hint = did_you_mean(name, available_decoders())
             raise ConfigError(f"{path}.name (={name!r}) is not a decoder.{hint} "
                               f"Available: {', '.join(available_decoders())}")
         config = dict(_mapping(entry["config"], f"{path}.config"))
@@ -328,11 +343,17 @@ class _Checker:
         bound = {role: model for role, model in bound.items() if role not in fields}
         for role, model in bound.items():
             self._check_model(model, f"{path}.models.{role}")
-        # The sweep keys the method takes as grids (e.g. lambdas -> its `lam`): from the method itself.
-        grids = method_of(get_decoder(name)).grids()
-        for list_key, key in grids.items():
-            if key in config:
-                raise ConfigError(f"{path}.config.{key} (={config[key]!r}): set it with `{list_key}: [...]` "
+        # The grid keys the method takes beside `config` (e.g. lambdas -> its `lam`): its own declaration.
+        axes = axes_of(name)
+        own = axes.listed_beside_config()
+        for key in every_grid_key:
+            if entry[key] is not None and key not in own:
+                takers = sorted(n for n in available_decoders() if key in axes_of(n).listed_beside_config())
+                raise ConfigError(f"{path}.{key} (={entry[key]!r}): decoder {name!r} takes no `{key}` (the decoders "
+                                  f"that do: {', '.join(takers)}); remove `{key}`")
+        for key, axis in own.items():
+            if axis.param in config:
+                raise ConfigError(f"{path}.config.{axis.param} (={config[axis.param]!r}): set it with `{key}: [...]` "
                                   f"beside `config`, which the sweep expands into a grid")
         try:
             base = get_decoder(name, **config)
@@ -343,27 +364,28 @@ class _Checker:
             raise ConfigError(f"{path}.config: {', '.join(nested) or 'a value'} is not a value {name!r} takes "
                               f"({err}); give a number, a string or true/false") from None
 
-        lambdas = self._grid(entry["lambdas"], f"{path}.lambdas", name, grids.get("lambdas"), config, float)
-        feedback = self._grid(entry["feedback"], f"{path}.feedback", name, grids.get("feedback"), config, str)
         resolved = base.config()
-        if lambdas is None and "lambdas" in grids:
-            lam = resolved[grids["lambdas"]]
-            lambdas = tuple(float(v) for v in lam) if isinstance(lam, list | tuple) else (float(lam),)
-        if feedback is None and "feedback" in grids:
-            feedback = (resolved[grids["feedback"]],)
-        if lambdas is not None:
-            resolved[grids["lambdas"]] = list(lambdas)
-        if feedback is not None:
-            resolved[grids["feedback"]] = list(feedback)
+        listed = {}
+        for key, axis in own.items():
+            values = self._grid(entry[key], f"{path}.{key}", name, axis, config)
+            if values is None:  # the method's default value(s)
+                default = resolved[axis.param]
+                values = tuple(axis.kind(v) for v in (default if isinstance(default, list | tuple) else [default]))
+            listed[key] = values
+            resolved[axis.param] = list(values)
         for role, model in method_of(base).role_models().items():
             if model is not None:
                 self._check_model(model, f"{path}.models.{role}")
         label = _string(entry["label"] if entry["label"] is not None else name, f"{path}.label")
         _check_label(label, f"{path}.label")
-        variants = (tuple({"lambda": lam} for lam in lambdas) if lambdas is not None
-                    else tuple(method_of(base).variants()))
-        return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved,
-                            lambdas=lambdas, feedback=feedback, grids=dict(grids), variants=variants, models=bound)
+        with_grid = dict(config)
+        for axis in axes.variants:
+            if axis.sweep_key in listed:
+                values = listed[axis.sweep_key]
+                with_grid[axis.param] = values if len(values) > 1 else values[0]
+        variants = tuple(method_of(get_decoder(name, **with_grid)).variants())
+        return DecoderEntry(name=name, label=label, config=config, resolved_config=resolved, listed=listed,
+                            variants=variants, models=bound, axes=axes)
 
     def _role_models(self, value: Any, path: str, decoder: str, config: dict) -> dict[str, str]:
         """`models: {role: model}`: the models a decoder runs on instead of the sweep's, by role
@@ -378,8 +400,7 @@ class _Checker:
         given = _mapping(value, path)
         for role, model in given.items():
             if role not in roles:
-                guesses = closest(role, roles)
-                hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+                hint = did_you_mean(role, roles)
                 raise ConfigError(f"{path}.{role}: {decoder!r} has no model role {role!r}.{hint} "
                                   f"Roles: {', '.join(roles)}")
             if role in config:
@@ -388,29 +409,26 @@ class _Checker:
             _string(model, f"{path}.{role}")
         return dict(given)
 
-    def _grid(self, value, path, decoder, field, config, kind) -> tuple | None:
-        """A list of values for decoder parameter `field`, each checked by building the decoder;
-        `field` None: the method takes no such grid."""
+    def _grid(self, value, path: str, decoder: str, axis: Axis, config: dict) -> tuple | None:
+        """The values listed for `axis` (None: not given), each checked by building the decoder with it."""
         from decoders import get_decoder
 
         if value is None:
             return None
-        if field is None:
-            what = "does not mix contexts, so it takes no lambda grid" if kind is float else "takes no feedback"
-            raise ConfigError(f"{path} (={value!r}): decoder {decoder!r} {what}; remove `{path.rsplit('.', 1)[1]}`")
         items = _list(value, path)
+        key = path.rsplit(".", 1)[1]
         out = []
         for i, item in enumerate(items):
-            if kind is float and (isinstance(item, bool) or not isinstance(item, int | float)):
-                raise ConfigError(f"{path}[{i}] (={item!r}) is not a number; write e.g. {path.rsplit('.', 1)[1]}: "
-                                  "[0, 0.5, 1]")
-            if kind is str and not isinstance(item, str):
-                raise ConfigError(f"{path}[{i}] (={item!r}) is not a name; write e.g. feedback: [ground_truth]")
+            if axis.kind in (int, float) and (isinstance(item, bool) or not isinstance(item, int | float)):
+                raise ConfigError(f"{path}[{i}] (={item!r}) is not a number; write e.g. {key}: "
+                                  f"{axis.example or '[0, 0.5, 1]'}")
+            if axis.kind is str and not isinstance(item, str):
+                raise ConfigError(f"{path}[{i}] (={item!r}) is not a name; write e.g. {key}: {axis.example or '[a]'}")
             try:
-                get_decoder(decoder, **config, **{field: kind(item)})
+                get_decoder(decoder, **config, **{axis.param: axis.kind(item)})
             except ValueError as err:
                 raise ConfigError(f"{path}[{i}] (={item!r}): {err}") from None
-            out.append(kind(item))
+            out.append(axis.kind(item))
         _unique(out, path)
         return tuple(out)
 
@@ -424,17 +442,22 @@ class _Checker:
             except ValueError as err:
                 raise ConfigError(f"decoders[{i}].config: {err}") from None
 
-    def _check_policies_fit_envs(self, decoders, envs, extraction) -> None:
-        from envs import check_feedback_policy, get_env
+    def _check_units_fit_envs(self, decoders, envs, extraction) -> None:
+        """Every unit's method can run on every env (ReDuMix's feedback policy needs an env that gives it)."""
+        from decoders import get_decoder
+        from envs import get_env
+        from harness.methods import method_of
 
         for d_index, dec in enumerate(decoders):
-            for p_index, policy in enumerate(dec.feedback or ()):
-                for env in envs:
-                    try:
-                        check_feedback_policy(get_env(env.name, extraction=extraction, **env.config), policy)
-                    except ValueError as err:
-                        raise ConfigError(f"decoders[{d_index}].feedback[{p_index}] (={policy!r}) with environment "
-                                          f"{env.label!r}: {err}") from None
+            for axis in dec.axes.units:
+                for v_index, value in enumerate(dec.listed[axis.sweep_key]):
+                    method = method_of(get_decoder(dec.name, **dec.config, **{axis.param: value}))
+                    for env in envs:
+                        try:
+                            method.check_env(get_env(env.name, extraction=extraction, **env.config))
+                        except ValueError as err:
+                            raise ConfigError(f"decoders[{d_index}].{axis.sweep_key}[{v_index}] (={value!r}) with "
+                                              f"environment {env.label!r}: {err}") from None
 
     def _check_problems(self, config: SweepConfig) -> None:
         # Asking for more problems than a size-bound task holds fails here, not mid-sweep.
@@ -473,8 +496,7 @@ class _Checker:
     def _choice(self, value: Any, path: str, choices) -> str:
         value = _string(value, path)
         if value not in choices:
-            guesses = closest(value, choices)
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            hint = did_you_mean(value, choices)
             raise ConfigError(f"{path} (={value!r}) is not one of {', '.join(choices)}.{hint}")
         return value
 
@@ -510,8 +532,7 @@ def _mapping(value: Any, path: str, keys: dict[str, tuple[bool, Any]] | None = N
     where = "" if path == "the top level" else f"{path}."
     for key in value:
         if key not in keys:
-            guesses = closest(key, keys)
-            hint = f" Did you mean: {', '.join(guesses)}?" if guesses else ""
+            hint = did_you_mean(key, keys)
             raise ConfigError(f"{where}{key}: unknown key{' at the top level' if not where else ''}.{hint} "
                               f"Allowed keys: {', '.join(sorted(keys))}")
     out = {}

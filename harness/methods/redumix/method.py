@@ -14,10 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
+from decoders.lambda_mixtures import LAMBDA
 from decoders.mixture import mix_logprobs
+from decoders.redumix import ReDuMix
+from decoders.redumix_report import REDUMIX
+from decoders.registry import register_method
 from envs import check_feedback_policy
 from harness.engine.loglikelihood import continuation_logprobs
 from harness.engine.prompts import encode
+from harness.methods.axes import Axes, Axis
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, TeacherRows
 from harness.methods.redumix import stages as redumix_pipeline
 
@@ -30,16 +35,26 @@ def stage_cache(cache: MethodCache) -> redumix_pipeline.Stage13Cache:
     return cache.stages
 
 
+# Each feedback policy writes other stages 2-3, so each is a unit of its own.
+FEEDBACK = Axis("feedback", "feedback_policy", sweep_key="feedback", kind=str, column=True,
+                example="[binary, ground_truth]")
+
+
+@register_method("redumix", config=ReDuMix, contributes=REDUMIX)
 @dataclass(frozen=True)
 class ReDuMixMethod(DecoderMethod):
     """`decoder`: a decoders.redumix.ReDuMix config, its lam possibly a grid."""
 
+    @classmethod
+    def axes(cls, config: type) -> Axes:
+        # Lambdas share stages 1-3 within a unit (variants); each feedback policy is a unit.
+        return Axes(variants=(LAMBDA,), units=(FEEDBACK,))
+
     def variants(self) -> list[dict]:
         return [{"lambda": lam} for lam in self.decoder.lambdas]
 
-    def grids(self) -> dict[str, str]:
-        # Sweep configs list lambdas (shared as variants within a unit) and feedback policies (one unit each).
-        return {"lambdas": "lam", "feedback": "feedback"}
+    def without_env(self) -> ReDuMixMethod:
+        return ReDuMixMethod(dataclasses.replace(self.decoder, feedback="none"))
 
     def check_env(self, env) -> None:
         check_feedback_policy(env, self.decoder.feedback)
@@ -132,4 +147,6 @@ class ReDuMixMethod(DecoderMethod):
         }
         return Attempt(problem=res["problem"], variant={"lambda": res["lambda"]}, method=one.name,
                        method_config=one.config(), prompt=stage.x, row=row, verdict=res["verdict"],
-                       answer_s=res["mix_s"], cost_s=stage_s + res["mix_s"], extras=extras, steps=res.get("steps"))
+                       answer_s=res["mix_s"], cost_s=stage_s + res["mix_s"], extras=extras, steps=res.get("steps"),
+                       # A first attempt taken from a greedy unit was decoding time there.
+                       reused_s=stage.stage1_s if stage.stage1_reused else 0.0)
