@@ -71,6 +71,7 @@ REDUMIX = MIXTURE + Contributions(
                           "Fraction of answers turned wrong->right (fix) and right->wrong (break) against the "
                           "first attempt."),),
     graded_fields=("stage1_correct",),
+    shown_fields=(("stage1_answer", "stage-1 answer"), ("feedback", "feedback"), ("reflection", "reflection")),
     stage_fields=STAGE_FIELDS,
     run_lines=first_attempts_line,
 )

@@ -140,12 +140,12 @@ LONG = 1000  # tokens of 5 characters: 5000 characters, over the page's TEXT_LIM
 
 TOKEN_PROBE = ERROR_CAPTURE + """<script>
 window.addEventListener("load", function () {
-  function open(pid, decoder, lam, policy) {
+  function open(pid, decoder, grid) {
     const search = document.getElementById("search");
     search.value = pid; search.dispatchEvent(new Event("input"));
     const row = Array.from(document.querySelectorAll("#samples tbody tr")).find(function (tr) {
       const cells = Array.from(tr.cells).map(function (td) { return td.textContent; });
-      return cells[1] === decoder && cells[2] === lam && cells[3] === policy;
+      return cells[1] === decoder && cells[2] === grid;
     });
     row.click();
     return document.querySelector("#detail dd.tokens");
@@ -161,14 +161,14 @@ window.addEventListener("load", function () {
       text: dd.textContent, elements: dd.querySelectorAll("b, script, img, a, iframe").length,
     };
   }
-  const mixed = open("basic_arithmetic-s0-0", "redumix", "0.5", "binary");
+  const mixed = open("basic_arithmetic-s0-0", "redumix", "lam=0.5 binary");
   const byLogRatio = read(mixed);
   const select = mixed.querySelector("select.token-stat");
   select.value = "1"; select.dispatchEvent(new Event("change"));
   const byJs = read(mixed);
-  const greedy = read(open("basic_arithmetic-s0-0", "greedy", "-", ""));
-  const cut = read(open("basic_arithmetic-s0-1", "greedy", "-", ""));
-  const old = read(open("basic_arithmetic-s0-0", "sample", "-", ""));
+  const greedy = read(open("basic_arithmetic-s0-0", "greedy", "-"));
+  const cut = read(open("basic_arithmetic-s0-1", "greedy", "-"));
+  const old = read(open("basic_arithmetic-s0-0", "sample", "-"));
   const oldCompletion = document.getElementById("detail").textContent;
   const out = document.createElement("pre");
   out.id = "probe-result";

@@ -28,6 +28,7 @@ from harness.analysis.paired import axis_columns, compare_to_reference, pareto_f
 from harness.analysis.plots import group_label, png, series  # noqa: E402
 from harness.analysis.plots import panels as panel_grid  # noqa: E402
 from harness.analysis.token_view import token_view  # noqa: E402
+from harness.methods.registry import contributions_of  # noqa: E402
 from harness.runs.output_paths import write_all_atomically  # noqa: E402
 from harness.runs.record_grid import grid_of  # noqa: E402
 from harness.runs.store import RunDir, StoreContents  # noqa: E402
@@ -38,8 +39,10 @@ COMPARISONS_CSV = "comparisons.csv"
 CROSS_RUNS_CSV = "cross_runs.csv"  # a report over several runs: each run against the first
 SAMPLES_PARQUET = "samples.parquet"
 # What the per-sample browser shows; long texts are cut for the page (samples.csv has them whole).
-BROWSER_FIELDS = ["key", "run", "model", "env_label", "decoder_label", "lambda", "feedback_policy", "seed",
-                  "problem_id", "question", "gold", "stage1_answer", "stage1_correct", "feedback", "reflection",
+# What the per-sample browser shows of every record; beside these, each sample's grid values
+# ("lam=0.5 binary", from the declared axes) and the fields its method declares worth showing
+# (`Contributions.shown_fields`: ReDuMix's stage-1 answer, feedback and reflection).
+BROWSER_FIELDS = ["key", "run", "model", "env_label", "decoder_label", "seed", "problem_id", "question", "gold",
                   "answer", "completion", "score", "correct", "format_ok"]
 TEXT_LIMIT = 4000
 # Beside those, each sample's `tokens`: its answer token by token with per-step statistics,
@@ -193,13 +196,22 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
                            "* marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."))
     columns = [c for c in ["run", *metrics.summary_columns()] if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
-    samples = [{k: _json_value(r.get(k)) for k in BROWSER_FIELDS} | {"tokens": token_view(r.get("steps"), TEXT_LIMIT)}
-               for r in records.to_dict("records")]
+    samples = [browser_sample(r) for r in records.to_dict("records")]
     return env.get_template("report.html.j2").render(
         title=title, figures=figures, columns=columns, rows=rows, samples=samples,
         spec=json.dumps(spec, indent=2, sort_keys=True), n_records=len(records), n_groups=len(summary),
         missing_figures=missing_figures, notes=list(notes), runs="run" in records,
     )
+
+
+def browser_sample(record: dict) -> dict:
+    """One record as the page's sample browser shows it (long texts cut at TEXT_LIMIT)."""
+    grid = group_label(record | {"decoder_label": ""}).strip()
+    shown = [[label, _json_value(record.get(field))]
+             for field, label in contributions_of(str(record.get("decoder"))).shown_fields
+             if _json_value(record.get(field)) is not None]
+    return ({k: _json_value(record.get(k)) for k in BROWSER_FIELDS}
+            | {"grid": grid or "-", "shown": shown, "tokens": token_view(record.get("steps"), TEXT_LIMIT)})
 
 
 def _variant_lines(panel: pd.DataFrame):

@@ -60,6 +60,8 @@ class Contributions:
         figures: its report figures.
         graded_fields: fields only a verifier fills (a first attempt's correctness); shown as
             null where no environment graded the answers (lm-eval tasks of their own).
+        shown_fields: (field, label) pairs the report's sample browser shows and searches for each
+            of its records (ReDuMix's first attempt, feedback and reflection).
         stage_fields: fields of seconds spent before the final decoding (ReDuMix's stages 1-3),
             summed as the stage time of records written before `stage_s` was recorded.
         run_lines: a run's new records -> lines `redumix run` prints under its accuracy (e.g.
@@ -70,6 +72,7 @@ class Contributions:
     columns: tuple[SummaryColumns, ...] = ()
     figures: tuple[ReportFigure, ...] = ()
     graded_fields: tuple[str, ...] = ()
+    shown_fields: tuple[tuple[str, str], ...] = ()
     stage_fields: tuple[str, ...] = ()
     run_lines: Callable[[list[dict]], list[str]] | None = None
 
@@ -80,6 +83,7 @@ class Contributions:
             columns=tuple(dict.fromkeys((*self.columns, *other.columns))),
             figures=tuple(dict.fromkeys((*self.figures, *other.figures))),
             graded_fields=tuple(dict.fromkeys((*self.graded_fields, *other.graded_fields))),
+            shown_fields=tuple(dict.fromkeys((*self.shown_fields, *other.shown_fields))),
             stage_fields=tuple(dict.fromkeys((*self.stage_fields, *other.stage_fields))),
             run_lines=other.run_lines or self.run_lines,
         )
