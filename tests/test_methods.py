@@ -14,6 +14,8 @@ from decoders import available_decoders
 from harness.methods import MethodCache, get_method
 from harness.methods.base import variant_key
 from harness.runs.record_grid import record_variant
+from harness.runs.record_schema import method_fields, record_problem
+from harness.runs.records import CORE_FIELDS, RESERVED_FIELDS
 from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 
@@ -65,10 +67,12 @@ def test_every_decoder_runs_as_a_method_with_common_records_resume_and_seed(load
     assert method.variants() and set(method.role_models()) == set(method.roles())
     full = _run(loaded, tmp_path / "a", decoder, config)
     assert len(full) == 4 * len(method.variants())
+    declared = method_fields(decoder)
     for record in full:
-        assert {"env", "problem_id", "decoder", "decoder_config", "model", "seed", "prompt", "completion", "answer",
-                "score", "correct", "format_ok", "finish_reason", "new_tokens", "latency_s"} <= record.keys()
-        assert record["decoder"] == decoder
+        assert CORE_FIELDS <= record.keys() and record["decoder"] == decoder
+        # Every field beyond the core is one the method declares, of the declared type.
+        assert record.keys() - CORE_FIELDS - RESERVED_FIELDS <= declared.keys(), decoder
+        assert record_problem(record, sweep=False) is None
     # Reproducible under a seed, and a resume after a crash fills exactly the rest.
     again = _run(loaded, tmp_path / "b", decoder, config)
     lines = (tmp_path / "b" / "samples.jsonl").read_text().splitlines(keepends=True)

@@ -28,10 +28,12 @@ from harness.methods.base import (
     step_tokens,
     variant_key,
 )
+from harness.methods.contributions import Contributions
 from harness.methods.mixture_stats import MixtureStats
 
 
-@register_method("dera", config=DeRa, contributes=MIXTURE)
+@register_method("dera", config=DeRa,
+                 contributes=MIXTURE + Contributions(record_fields={"ref_model": str, "aligned_model": str}))
 @dataclass(frozen=True)
 class DeRaMethod(DecoderMethod):
     """`decoder`: a decoders.dera.DeRa config, its lam possibly a grid."""

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from harness.methods.base import Attempt
 
-# Fields a method's extras may not set beside the ones `attempt_record` writes: those a sweep
-# adds (`harness.runs.executor.sweep_record`) and those only some records carry.
+# The fields `attempt_record` writes on every record.
+CORE_FIELDS = frozenset({
+    "env", "problem_id", "index", "question", "gold", "decoder", "decoder_config", "variant", "model", "dtype",
+    "batch_invariant", "seed", "prompt", "completion", "answer", "score", "correct", "format_ok", "score_error",
+    "finish_reason", "prompt_tokens", "new_tokens", "latency_s", "prefill_s", "decode_s",
+})
+# Fields a method's extras may not set beside those: the ones a sweep adds
+# (`harness.runs.executor.sweep_record`) and those only some records carry.
 RESERVED_FIELDS = frozenset({"key", "env_label", "decoder_label", "stage_s", "cost_s", "reused_s", "steps"})
 
 
@@ -46,7 +52,7 @@ def attempt_record(attempt: Attempt, model, seed: int) -> dict:
     }
     if attempt.reused_s:
         record["reused_s"] = round(attempt.reused_s, 4)
-    clash = sorted(set(attempt.extras) & (set(record) | RESERVED_FIELDS))
+    clash = sorted(set(attempt.extras) & (CORE_FIELDS | RESERVED_FIELDS))
     if clash:
         raise ValueError(f"method {attempt.method!r} sets the record field(s) {', '.join(clash)}, which every record "
                          "has with its own meaning; give the method's field another name")
