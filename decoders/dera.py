@@ -25,7 +25,7 @@ from torch import Tensor
 
 from decoders.base import Step
 from decoders.mix_step import MixtureStep
-from decoders.sampling import check_truncation
+from decoders.sampling_settings import SamplingSettings
 
 # Streams of a DeRa row, in order: the reference model's, then the aligned model's.
 ROLES = ("ref", "aligned")
@@ -71,13 +71,16 @@ class DeRa:
                     "aligned one, values above 1 extrapolate past it"
                 )
         object.__setattr__(self, "lam", tuple(float(v) for v in lam) if isinstance(lam, tuple) else float(lam))
-        if not self.temperature > 0:
-            raise ValueError(f"temperature (={self.temperature}) must be > 0; use sample=false for greedy")
-        check_truncation(self.top_k, self.top_p, self.min_p)
+        _ = self.sampling  # checked here, when the config is made
         if self.lambdas_per_batch < 0:
             raise ValueError(
                 f"lambdas_per_batch (={self.lambdas_per_batch}) must be >= 0; 0 puts every lam in one batch"
             )
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """temperature / top_k / top_p / min_p as one `SamplingSettings` (used when `sample` is set)."""
+        return SamplingSettings.of(self, temperature_fix="use sample=false for greedy")
 
     @property
     def lambdas(self) -> tuple[float, ...]:
@@ -109,8 +112,7 @@ class DeRa:
         else:
             aligned = torch.tensor(list(lams), dtype=torch.float64)
             weights = torch.stack([1.0 - aligned, aligned])
-        return MixtureStep(weights, sample=self.sample, temperature=self.temperature, top_k=self.top_k,
-                           top_p=self.top_p, min_p=self.min_p, name=self.name)
+        return MixtureStep(weights, sample=self.sample, **self.sampling.fields(), name=self.name)
 
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
         return self.mixture().step(logprobs, rngs)

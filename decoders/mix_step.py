@@ -11,7 +11,7 @@ from torch import Tensor
 
 from decoders.base import RowState, Step
 from decoders.mixture import mix_logprobs
-from decoders.sampling import draw, filter_logprobs
+from decoders.sampling_settings import SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,14 @@ class MixtureStep:
     min_p: float = 0.0
     name: str = "mixture"
 
+    def __post_init__(self) -> None:
+        _ = self.sampling  # checked here, when the config is made
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """temperature / top_k / top_p / min_p as one `SamplingSettings` (used when `sample` is set)."""
+        return SamplingSettings.of(self, temperature_fix="use sample=False for greedy")
+
     @property
     def num_streams(self) -> int:
         return len(self.weights)
@@ -53,8 +61,7 @@ class MixtureStep:
         mixed = mix_logprobs(logprobs, weights)
         if not self.sample:
             return Step(token_ids=mixed.argmax(dim=-1), logprobs=mixed)
-        filtered = filter_logprobs(mixed, self.temperature, self.top_k, self.top_p, self.min_p)
-        return Step(token_ids=draw(filtered, rngs), logprobs=mixed)
+        return Step(token_ids=self.sampling.draw(mixed, rngs), logprobs=mixed)
 
     def config(self) -> dict:
         config = dataclasses.asdict(self)

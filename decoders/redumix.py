@@ -22,7 +22,7 @@ from torch import Tensor
 from decoders.base import Step
 from decoders.mix_step import MixtureStep
 from decoders.registry import get_decoder
-from decoders.sampling import check_truncation
+from decoders.sampling_settings import SamplingSettings
 from envs.feedback import check_policy_name
 
 DEFAULT_REFLECT_PROMPT = (
@@ -49,7 +49,8 @@ class ReDuMix:
         lam: weight of the original context x (1 - lam goes to the reflective x2);
             a tuple runs one stage 4 per value, sharing stages 1-3.
         feedback: feedback policy of stage 2 (see `envs.feedback`).
-        sample / temperature / top_p / top_k: stage-4 token choice (greedy by default).
+        sample / temperature / top_p / top_k / min_p: stage-4 token choice (greedy by default;
+            the four settings are `sampling`).
         reflect_prompt: appended after the feedback to ask for the stage-3 reflection.
         redo_prompt: the last user turn of x2. In both prompts "{question}" stands for
             the original user prompt (question plus answer-format instruction).
@@ -60,8 +61,12 @@ class ReDuMix:
             `summary_max_new_tokens`) and the record says how many tokens were cut.
         lambdas_per_batch: how many lam values share one stage-4 batch (0: all of them);
             lower it when batch_size x lam values x 2 contexts does not fit in memory.
-        stage1_sample / stage1_temperature / stage1_top_p: how the first attempt is
-            decoded (greedy by default; sampled with a generator per problem when set).
+        stage1_sample / stage1_temperature / stage1_top_p / stage1_top_k / stage1_min_p: how
+            the first attempt is decoded (greedy by default; sampled with a generator per
+            problem when set; the four settings are `stage1_sampling`).
+
+    min_p, stage1_top_k and stage1_min_p default to no filtering, which is how ReDuMix
+    decoded before it had them.
     """
 
     lam: float | tuple[float, ...] = 0.5
@@ -70,6 +75,7 @@ class ReDuMix:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
     reflect_prompt: str = DEFAULT_REFLECT_PROMPT
     redo_prompt: str = DEFAULT_REDO_PROMPT
     reflection_max_new_tokens: int = 128
@@ -80,6 +86,8 @@ class ReDuMix:
     stage1_sample: bool = False
     stage1_temperature: float = 1.0
     stage1_top_p: float = 1.0
+    stage1_top_k: int = 0
+    stage1_min_p: float = 0.0
 
     num_streams = 2
 
@@ -102,15 +110,7 @@ class ReDuMix:
         if isinstance(lam, tuple):
             object.__setattr__(self, "lam", tuple(float(v) for v in lam))
         check_policy_name(self.feedback)
-        if not self.temperature > 0:
-            raise ValueError(f"temperature (={self.temperature}) must be > 0; use sample=false for greedy")
-        check_truncation(self.top_k, self.top_p, 0.0)
-        if not self.stage1_temperature > 0:
-            raise ValueError(
-                f"stage1_temperature (={self.stage1_temperature}) must be > 0; use stage1_sample=false for greedy"
-            )
-        if not 0.0 < self.stage1_top_p <= 1.0:
-            raise ValueError(f"stage1_top_p (={self.stage1_top_p}) must be in (0, 1]; use 1.0 to turn it off")
+        _ = self.sampling, self.stage1_sampling  # checked here, when the config is made
         if self.reflection_max_new_tokens < 1:
             raise ValueError(f"reflection_max_new_tokens (={self.reflection_max_new_tokens}) must be >= 1")
         if self.summary_max_new_tokens < 1:
@@ -121,6 +121,16 @@ class ReDuMix:
             )
         if self.context_budget < 0:
             raise ValueError(f"context_budget (={self.context_budget}) must be >= 0; 0 uses the model's window")
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """Stage 4's temperature / top_k / top_p / min_p as one `SamplingSettings` (used when `sample` is set)."""
+        return SamplingSettings.of(self, temperature_fix="use sample=false for greedy")
+
+    @property
+    def stage1_sampling(self) -> SamplingSettings:
+        """Stage 1's `stage1_*` settings as one `SamplingSettings` (used when `stage1_sample` is set)."""
+        return SamplingSettings.of(self, "stage1_", temperature_fix="use stage1_sample=false for greedy")
 
     @property
     def lambdas(self) -> tuple[float, ...]:
@@ -134,7 +144,7 @@ class ReDuMix:
         """The single-context decoder of stage 1."""
         if not self.stage1_sample:
             return get_decoder("greedy")
-        return get_decoder("sample", temperature=self.stage1_temperature, top_p=self.stage1_top_p)
+        return get_decoder("sample", **self.stage1_sampling.fields())
 
     def reflect_turn(self, question: str) -> str:
         return self.reflect_prompt.replace(QUESTION_FIELD, question)
@@ -145,14 +155,7 @@ class ReDuMix:
     def mixture(self) -> MixtureStep:
         if isinstance(self.lam, tuple):
             raise ValueError(f"lam (={self.lam}) holds several values; pick one with for_lambda() first")
-        return MixtureStep(
-            (self.lam, 1.0 - self.lam),
-            sample=self.sample,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            name=self.name,
-        )
+        return MixtureStep((self.lam, 1.0 - self.lam), sample=self.sample, **self.sampling.fields(), name=self.name)
 
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
         return self.mixture().step(logprobs, rngs)

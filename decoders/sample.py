@@ -11,7 +11,7 @@ from torch import Tensor
 
 from decoders.base import Step
 from decoders.registry import register_decoder
-from decoders.sampling import check_truncation, draw, filter_logprobs
+from decoders.sampling_settings import SamplingSettings
 
 
 @register_decoder("sample")
@@ -25,17 +25,16 @@ class Sample:
     num_streams = 1
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(
-                f"temperature (={self.temperature}) must be > 0; "
-                "for deterministic decoding use decoder 'greedy'"
-            )
-        check_truncation(self.top_k, self.top_p, self.min_p)
+        _ = self.sampling  # checked here, when the config is made
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """The four settings above as one `SamplingSettings`."""
+        return SamplingSettings.of(self)
 
     def step(self, logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Step:
-        filtered = filter_logprobs(logprobs[0], self.temperature, self.top_k, self.top_p, self.min_p)
         # Step.logprobs is the distribution before filtering: stream 0's, the default.
-        return Step(token_ids=draw(filtered, rngs))
+        return Step(token_ids=self.sampling.draw(logprobs[0], rngs))
 
     def config(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,4 +1,7 @@
-"""Pure functions that turn log-probs into a token: filtering and seeded draws."""
+"""Pure functions that turn log-probs into a token: filtering and seeded draws.
+
+The settings they take, validated, are `decoders.sampling_settings.SamplingSettings`.
+"""
 
 from __future__ import annotations
 
@@ -37,16 +40,6 @@ def filter_logprobs(
         top = out.max(dim=-1, keepdim=True).values
         out = out.masked_fill(out < top + math.log(min_p), -math.inf)
     return torch.log_softmax(out, dim=-1)
-
-
-def check_truncation(top_k: int, top_p: float, min_p: float) -> None:
-    """Refuse truncation settings `filter_logprobs` cannot apply, naming the parameter and the fix."""
-    if top_k < 0:
-        raise ValueError(f"top_k (={top_k}) must be >= 0; use 0 to keep every token")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p (={top_p}) must be in (0, 1]; use 1.0 to turn it off")
-    if not 0.0 <= min_p < 1.0:
-        raise ValueError(f"min_p (={min_p}) must be in [0, 1); use 0 to turn it off")
 
 
 def draw(logprobs: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:

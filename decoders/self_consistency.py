@@ -43,7 +43,7 @@ class SelfConsistency(Sample):
 
     def sampler(self) -> Sample:
         """The per-sample rule: plain sampling with the same settings."""
-        return Sample(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p)
+        return Sample(**self.sampling.fields())
 
     def config(self) -> dict:
         config = dataclasses.asdict(self)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from decoders.base import NOT_FORCED, RowState, Step
-from decoders.sampling import check_truncation, draw, filter_logprobs
+from decoders.sampling_settings import SamplingSettings, greedy_at_zero
 from decoders.soft_weights import entropy, kept_from_tempered, weight_statistics
 
 THINK_MARKER = "</think>"  # reasoning models' end of thinking
@@ -47,8 +47,8 @@ class ThinkingDecoder:
         cold_stop_entropy, cold_stop_steps: Cold Stop after `cold_stop_steps` consecutive
             thinking steps with entropy below `cold_stop_entropy` nats (0 turns it off;
             None: 0.01 on a model with `</think>`, off otherwise).
-        after_thinking_temperature, after_thinking_top_k, after_thinking_top_p: the answer
-            phase (temperature 0: greedy).
+        after_thinking_temperature, after_thinking_top_k, after_thinking_top_p,
+            after_thinking_min_p: the answer phase (temperature 0: greedy).
     """
 
     temperature: float = 0.6
@@ -63,6 +63,7 @@ class ThinkingDecoder:
     after_thinking_temperature: float = 0.0
     after_thinking_top_k: int = 0
     after_thinking_top_p: float = 1.0
+    after_thinking_min_p: float = 0.0
     # Set by `bind`: the marker's token ids as the model may write it (first: as forced).
     _markers: tuple[tuple[int, ...], ...] = field(default=(), init=False, compare=False, repr=False)
     _cold_stop: float = field(default=0.0, init=False, compare=False, repr=False)
@@ -71,9 +72,7 @@ class ThinkingDecoder:
     num_streams = 1
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature (={self.temperature}) must be > 0; e.g. temperature=0.6")
-        check_truncation(self.top_k, self.top_p, self.min_p)
+        _ = self.sampling  # checked here, when the config is made
         if isinstance(self.max_topk, bool) or not isinstance(self.max_topk, int) or self.max_topk < 1:
             raise ValueError(f"max_topk (={self.max_topk!r}) must be a whole number >= 1 (tokens mixed); "
                              "e.g. max_topk=10, or 1 for one-hot inputs")
@@ -86,13 +85,17 @@ class ThinkingDecoder:
             raise ValueError(f"cold_stop_entropy (={self.cold_stop_entropy}) must be >= 0; 0 turns Cold Stop off")
         if self.cold_stop_steps < 1:
             raise ValueError(f"cold_stop_steps (={self.cold_stop_steps}) must be >= 1; e.g. cold_stop_steps=256")
-        if self.after_thinking_temperature < 0:
-            raise ValueError(f"after_thinking_temperature (={self.after_thinking_temperature}) must be >= 0; "
-                             "0 answers greedily")
-        if self.after_thinking_top_k < 0:
-            raise ValueError(f"after_thinking_top_k (={self.after_thinking_top_k}) must be >= 0")
-        if not 0.0 < self.after_thinking_top_p <= 1.0:
-            raise ValueError(f"after_thinking_top_p (={self.after_thinking_top_p}) must be in (0, 1]")
+        _ = self.after_thinking_sampling  # likewise
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """The thinking distribution's temperature / top_k / top_p / min_p as one `SamplingSettings`."""
+        return SamplingSettings.of(self, temperature_fix="e.g. temperature=0.6")
+
+    @property
+    def after_thinking_sampling(self) -> SamplingSettings | None:
+        """The answer phase's `after_thinking_*` settings; None: greedy (temperature 0)."""
+        return greedy_at_zero(self, "after_thinking_", "0 answers greedily")
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -149,8 +152,9 @@ class ThinkingDecoder:
         lp = logprobs[0]
         device = lp.device
         state = {k: v.to(device) for k, v in state.items()}
-        tempered = torch.log_softmax(lp / self.temperature, dim=-1)
-        probs, ids = kept_from_tempered(tempered, self.top_k, self.top_p, self.min_p, self.max_topk)
+        kept = self.sampling
+        tempered = torch.log_softmax(lp / kept.temperature, dim=-1)
+        probs, ids = kept_from_tempered(tempered, kept.top_k, kept.top_p, kept.min_p, self.max_topk)
         thinking, forcing, steps = state["thinking"], state["forcing"], state["steps"]
         # Each row draws only for its own phase: no mixing noise once it answers, no answer draw while
         # it thinks. That saves the work, and a row's draws still depend on nothing but the row.
@@ -161,8 +165,9 @@ class ThinkingDecoder:
         think_token = ids.gather(1, position[:, None])[:, 0]
         answer_token = lp.argmax(dim=-1)
         rows = (~thinking).nonzero().squeeze(-1)
-        if len(rows) and self.after_thinking_temperature > 0:
-            answer_token[rows] = self._sampled_answers(lp[rows], [rngs[i] for i in rows.tolist()])
+        answering = self.after_thinking_sampling  # None: greedy
+        if len(rows) and answering is not None:
+            answer_token[rows] = answering.draw(lp[rows], [rngs[i] for i in rows.tolist()])
         full_entropy = entropy(tempered)
 
         cold = torch.where(thinking & (full_entropy < self._cold_stop), state["cold"] + 1, 0)
@@ -201,11 +206,6 @@ class ThinkingDecoder:
         }
         return Step(token_ids=tokens, soft_weights=weights, soft_ids=ids, soft_mask=soft, no_stop_mask=thinking,
                     forced_ids=forced_ids if bool(is_forced.any()) else None, state=new_state, stats=stats)
-
-    def _sampled_answers(self, lp: Tensor, rngs: Sequence[torch.Generator]) -> Tensor:
-        filtered = filter_logprobs(lp, self.after_thinking_temperature, self.after_thinking_top_k,
-                                   self.after_thinking_top_p)
-        return draw(filtered, rngs)
 
     def _marker_end(self, tail: Tensor) -> tuple[Tensor, Tensor]:
         """(B,) whether the row's last tokens spell a marker, (B,) that marker's length."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.methods.base import variant_key
+from harness.runs.added_settings import with_added_settings
 from harness.runs.record_grid import Grid, grid_of, record_identity, record_variant
 from harness.runs.record_json import dumps_record, loads_line
 from harness.runs.record_schema import record_problem
@@ -80,7 +81,8 @@ class RunDir:
         self.samples_path = self.path / SAMPLES_FILE
 
     def read_spec(self) -> dict | None:
-        """The folder's spec, or None when it has none.
+        """The folder's spec, or None when it has none; decoder settings added since it was
+        written read as their defaults (`harness.runs.added_settings`).
 
         Raises:
             ValueError: spec.json is unreadable, not JSON, or not a run or sweep spec.
@@ -112,7 +114,9 @@ class RunDir:
         except (TypeError, ValueError, AttributeError):
             raise ValueError(f"{self.spec_path} is not a complete run or sweep spec (an entry has the wrong type); "
                              f"{fix}") from None
-        return spec
+        # A spec from before a decoder setting existed reads as having it at its default (which
+        # decodes as before), so the folder resumes under any config that leaves it there.
+        return with_added_settings(spec)
 
     def write_spec(self, spec: dict) -> None:
         from harness.runs.output_paths import write_atomically

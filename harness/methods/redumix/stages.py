@@ -78,7 +78,7 @@ def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_t
         decoder.reflection_max_new_tokens, decoder.feedback, decoder.summary_prompt,
         decoder.summary_max_new_tokens, decoder.context_budget,
         # A sampled first attempt depends on the seed; a greedy one does not.
-        (decoder.stage1_temperature, decoder.stage1_top_p, seed) if decoder.stage1_sample else None,
+        (decoder.stage1_sampling, seed) if decoder.stage1_sample else None,
     )
 
 
