@@ -237,8 +237,6 @@ def _load_builtin_decoders() -> None:
 
     for module in pkgutil.iter_modules(decoders.__path__):
         importlib.import_module(f"decoders.{module.name}")
-    for module in ("harness.methods.redumix.method", "harness.methods.dera", "harness.methods.self_consistency"):
-        importlib.import_module(module)
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry.load()

@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import lm_eval  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
+from decoders.redumix.method import stage_cache  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.lmeval import model as lm_eval_model  # noqa: E402
 from harness.lmeval import tasks as lm_eval_tasks  # noqa: E402
@@ -164,10 +165,10 @@ def test_redumix_loglikelihood_is_the_mixture_of_both_contexts(tiny_model_dir):
         lm = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=lam, dtype="float32", batch_size=2,
                        max_gen_toks=6, **short)
         results = lm.loglikelihood(requests)
-        assert len(lm._stage_cache.entries) == 2  # one first attempt per distinct context
+        assert len(stage_cache(lm._cache).entries) == 2  # one first attempt per distinct context
         tok = lm.loaded.tokenizer
         for (context, continuation), (logprob, is_greedy) in zip(pairs, results, strict=True):
-            (stage,) = [s for s in lm._stage_cache.entries.values() if context in s.x]
+            (stage,) = [s for s in stage_cache(lm._cache).entries.values() if context in s.x]
             x = encode(tok, stage.x)
             target = encode(tok, stage.x + continuation)[len(x) :]
             rows = []
@@ -192,7 +193,7 @@ def test_redumix_loglikelihood_never_cuts_x2(tiny_model_dir):
     short = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo.", "reflection_max_new_tokens": 4}
     probe = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=0.5, max_gen_toks=6, **short)
     probe.loglikelihood([Instance("loglikelihood", {}, ("Q: 1 + 2 =", " 3"), 0)])
-    (stage,) = probe._stage_cache.entries.values()
+    (stage,) = stage_cache(probe._cache).entries.values()
     x2_tokens = len(encode(probe.loaded.tokenizer, stage.x2))
     # Room for x2 and max_gen_toks (6) exactly: a 3-token continuation fits, a 10-token one would cut x2.
     tight = RedumixLM(model=str(tiny_model_dir), decoder="redumix", lam=0.5, max_gen_toks=6,

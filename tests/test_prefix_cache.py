@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from decoders import get_decoder
+from decoders.redumix import stages as redumix_pipeline
 from envs import get_env
 from harness.engine import lockstep
 from harness.engine.lockstep import should_split_streams
 from harness.engine.prefix_cache import PrefixCache, common_prefix_length
 from harness.engine.prompts import encode
 from harness.methods.mixture_stats import MixtureStats
-from harness.methods.redumix import stages as redumix_pipeline
 from tests.tiny import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from decoders import get_decoder
+from decoders.redumix import compress
+from decoders.redumix import stages as redumix_pipeline
 from envs import get_env
 from harness.cli import main
 from harness.engine import lockstep
 from harness.engine.prompts import encode
-from harness.methods.redumix import compress
-from harness.methods.redumix import stages as redumix_pipeline
 from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 

@@ -14,12 +14,12 @@ import torch
 from decoders import get_decoder
 from decoders.mix_step import MixtureStep
 from decoders.mixture import mix_logprobs
+from decoders.redumix import stages as redumix_pipeline
 from decoders.sampling import draw, filter_logprobs, row_generator
 from decoders.sampling_settings import NAMES, SamplingSettings
 from envs import get_env
 from harness.engine import lockstep
 from harness.engine.prompts import encode, render_chat
-from harness.methods.redumix import stages as redumix_pipeline
 from harness.runs.folder_claim import claim_folder
 from harness.runs.record_grid import grid_of
 from harness.runs.runner import RunSpec, run

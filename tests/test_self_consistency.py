@@ -7,10 +7,10 @@ import re
 
 import pytest
 
+from decoders.self_consistency.method import majority_vote
 from envs import get_env
 from harness.cli import main
 from harness.methods import Generation, get_method
-from harness.methods.self_consistency import majority_vote
 from harness.runs.runner import RunSpec, run
 from tests.tiny import tiny_model
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from decoders.redumix import stages as redumix_pipeline
 from harness.cli import main
-from harness.methods.redumix import stages as redumix_pipeline
 from harness.runs.sweep import plan, run_sweep
 from harness.runs.sweep_config import parse_config
 from tests.helpers.cli import signal_after

@@ -47,7 +47,6 @@ from harness.engine.prompts import encode, render_chat
 from harness.lmeval import tasks as lm_eval_tasks
 from harness.methods import Generation, MethodCache, method_of
 from harness.methods.base import is_deterministic, role_model_names
-from harness.methods.redumix import stage_cache
 from harness.methods.registry import axes_of, contributions_of
 
 MODEL_NAME = "redumix"
@@ -213,10 +212,6 @@ class RedumixLM(LM):
         if "sample" in fields:
             changes["sample"] = True
         return dataclasses.replace(self.decoder, **changes) if changes else self.decoder
-
-    @property
-    def _stage_cache(self):
-        return stage_cache(self._cache)
 
     def _method_batch(self, batch: list[_Item]) -> list[str]:
         """One batch through the decoder's method; requests of one task share an environment."""

@@ -161,7 +161,7 @@ class MethodCache:
     """
 
     answers: dict[tuple, tuple[str, float]] = field(default_factory=dict)
-    stages: Any = None  # harness.methods.redumix.stages.Stage13Cache, made on first use
+    stages: Any = None  # decoders.redumix.stages.Stage13Cache, made on first use
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from decoders.registry import register_method
 from decoders.sampling import row_generator
-from decoders.self_consistency import SelfConsistency
+from decoders.self_consistency.config import SelfConsistency
+from decoders.self_consistency.report import SELF_CONSISTENCY
 from harness.engine import lockstep
 from harness.methods.axes import Axes, Axis
 from harness.methods.base import (
@@ -36,7 +37,6 @@ from harness.methods.base import (
     start_prompts,
     variant_key,
 )
-from harness.methods.contributions import Contributions
 
 
 def majority_vote(answers: Sequence[str | None], logprobs: Sequence[float]) -> int:
@@ -70,13 +70,54 @@ def sample_key(problem_id: str, k: int) -> str:
     return problem_id if k == 0 else f"{problem_id}#sc{k}"
 
 
-SELF_CONSISTENCY = Contributions(
-    record_fields={
-        "n_samples": int, "sample_answers": list, "sample_correct": list, "sample_logprobs": list,
-        "sample_completions": list, "sample_new_tokens": list, "votes": dict, "agreement": (int, float),
-    },
-    graded_fields=("sample_correct",),
-)
+@dataclass
+class Samples:
+    """N sampled answers of each of some problems, drawn in one engine call (see `draw_samples`).
+
+    Attributes:
+        problems: the problems, in order.
+        prompts: the prompt text each problem's samples started from.
+        rows: the engine's rows, problem-major: rows i*n .. i*n+n-1 are problem i's samples.
+        verdicts: the env's grade of each row.
+        n: samples per problem.
+        per_sample_s: seconds of the decoding per sample, batching amortised.
+    """
+
+    problems: list
+    prompts: list[str]
+    rows: list
+    verdicts: list
+    n: int
+    per_sample_s: float
+
+    def of(self, i: int, count: int) -> tuple[list, list]:
+        """(rows, verdicts) of problem i's first `count` samples."""
+        return self.rows[i * self.n : i * self.n + count], self.verdicts[i * self.n : i * self.n + count]
+
+
+def draw_samples(sampler, env, loaded, problems, n: int, gen: Generation, given=None, on_step=None) -> Samples:
+    """`n` samples of each problem with the per-step rule `sampler`, all in one engine call; sample
+    k of a problem draws from its own stream (`sample_key`), so sample k is the same whatever n is.
+    `on_step`: an engine observer (per-step statistics of the rows)."""
+    _, prompts, ids = start_prompts(loaded, env, problems, given)
+    began = time.perf_counter()
+    rows = lockstep.decode(
+        loaded, [[ids[i] for i in range(len(problems)) for _ in range(n)]], sampler,
+        max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop), return_logprobs=True,
+        rngs=[row_generator(gen.seed, sample_key(p.problem_id, k), loaded.device) for p in problems
+              for k in range(n)],
+        on_step=on_step,
+    )
+    per_sample = (time.perf_counter() - began) / (len(problems) * n)
+    verdicts = [env.verify(problems[r // n], row.text) for r, row in enumerate(rows)]
+    return Samples(list(problems), prompts, rows, verdicts, n, per_sample)
+
+
+def sample_logprob(row) -> float:
+    """A sample's log-probability: the sum over its tokens under the model (before temperature and truncation)."""
+    return sum(step[0] for step in row.token_logprobs)
+
+
 # Sample counts are variants that share their samples: N=4 votes over the first 4 of N=8's.
 SAMPLE_COUNT = Axis("n", "n", kind=int, example="[1, 4, 8]")
 
@@ -84,7 +125,7 @@ SAMPLE_COUNT = Axis("n", "n", kind=int, example="[1, 4, 8]")
 @register_method("self_consistency", config=SelfConsistency, contributes=SELF_CONSISTENCY)
 @dataclass(frozen=True)
 class SelfConsistencyMethod(DecoderMethod):
-    """`decoder`: a decoders.self_consistency.SelfConsistency config."""
+    """`decoder`: a `SelfConsistency` config."""
 
     @classmethod
     def axes(cls, config: type) -> Axes:
@@ -101,33 +142,22 @@ class SelfConsistencyMethod(DecoderMethod):
         problems = pending(problems, skip, variants)
         if not problems:
             return []
-        todo = [(p, v) for p in problems for v in variants if (p.problem_id, variant_key(v)) not in skip]
+        todo = [(i, v) for i, p in enumerate(problems) for v in variants if (p.problem_id, variant_key(v)) not in skip]
         n = max(v.get("n", self.decoder.n) for _, v in todo)
-        _, prompts, ids = start_prompts(loaded, env, problems, given)
-        began = time.perf_counter()
-        # Problem-major: rows i*n .. i*n+n-1 are problem i's samples, all in one engine call.
-        rows = lockstep.decode(
-            loaded, [[ids[i] for i in range(len(problems)) for _ in range(n)]], self.decoder.sampler(),
-            max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop), return_logprobs=True,
-            rngs=[row_generator(gen.seed, sample_key(p.problem_id, k), loaded.device) for p in problems
-                  for k in range(n)],
-        )
-        per_sample = (time.perf_counter() - began) / (len(problems) * n)
-        index = {p.problem_id: i for i, p in enumerate(problems)}
-        verdicts = [env.verify(problems[r // n], row.text) for r, row in enumerate(rows)]
-        attempts = []
-        for problem, variant in todo:
-            i = index[problem.problem_id]
-            count = variant.get("n", self.decoder.n)
-            share = per_sample * count
-            attempts.append(self._vote(problem, variant, prompts[i], rows[i * n : i * n + count],
-                                       verdicts[i * n : i * n + count], share, gen, loaded.tokenizer))
-        return attempts
+        observer = self.sample_observer(len(problems) * n)
+        drawn = draw_samples(self.decoder.sampler(), env, loaded, problems, n, gen, given, on_step=observer)
+        return [self.choose(drawn, i, variant, observer, gen, loaded.tokenizer) for i, variant in todo]
 
-    def _vote(self, problem, variant: dict, prompt: str, samples, verdicts, share: float,
-              gen: Generation, tokenizer) -> Attempt:
-        n = len(samples)
-        logprobs = [sum(step[0] for step in row.token_logprobs) for row in samples]
+    def sample_observer(self, num_rows: int):
+        """An engine observer the choice needs per-step statistics from (None: the vote needs none)."""
+        return None
+
+    def choose(self, drawn: Samples, i: int, variant: dict, observer, gen: Generation, tokenizer) -> Attempt:
+        """Problem i's answer under `variant` from its first N samples: the majority vote's."""
+        n = variant.get("n", self.decoder.n)
+        samples, verdicts = drawn.of(i, n)
+        share = drawn.per_sample_s * n
+        logprobs = [sample_logprob(row) for row in samples]
         answers = [v.answer for v in verdicts]
         best = majority_vote(answers, logprobs)
         votes = vote_counts(answers)
@@ -143,7 +173,8 @@ class SelfConsistencyMethod(DecoderMethod):
         }
         config = self.config() | ({"n": n} if variant else {})
         return Attempt(
-            problem=problem, variant=variant, method=self.name, method_config=config, prompt=prompt,
+            problem=drawn.problems[i], variant=variant, method=self.name, method_config=config,
+            prompt=drawn.prompts[i],
             row=samples[best], verdict=verdicts[best], answer_s=share, cost_s=share, extras=extras,
             decoded_tokens=sum(row.new_tokens for row in samples),
             steps=row_steps(samples[best], tokenizer) if gen.save_steps else None)

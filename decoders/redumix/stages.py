@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from decoders import get_decoder
-from decoders.redumix import ReDuMix
+from decoders.redumix import compress
+from decoders.redumix.config import ReDuMix
 from decoders.sampling import row_generator
 from envs.base import Problem
 from harness.engine import lockstep
@@ -29,7 +30,6 @@ from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
 from harness.methods.base import answer_key, is_deterministic, step_tokens, variant_key
 from harness.methods.mixture_stats import STAT_NAMES, MixtureStats  # noqa: F401 (STAT_NAMES: importable here)
-from harness.methods.redumix import compress
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_ne
     """Per problem (y1 as placed in x2, tokens of y1 summarised away, summary text).
 
     x2 must hold, with the reflection and the final answer still to come, inside the
-    budget; where it would not, the earliest part of y1 is summarised (see `harness.methods.redumix.compress`).
+    budget; where it would not, the earliest part of y1 is summarised (see `decoders.redumix.compress`).
     """
     budget = decoder.context_budget or context_window(loaded.model)
     fitted = [(y1, 0, "") for y1 in y1s]

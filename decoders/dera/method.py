@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from decoders.dera import ROLES, DeRa
+from decoders.dera.config import ROLES, DeRa
 from decoders.lambda_mixtures import LAMBDA, MIXTURE
 from decoders.registry import register_method
 from decoders.sampling import row_generator

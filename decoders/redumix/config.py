@@ -1,10 +1,9 @@
-"""ReDuMix: Reflective Dual-Context Mixture decoding.
+"""ReDuMix's config: its settings and the stage-4 rule.
 
-The decoder itself is only the stage-4 rule: mix the log-probs of the original
-context x (stream 0, weight lam) and the reflective context x2 (stream 1, weight
-1 - lam) and pick the next token. The four-stage pipeline that builds x2 (first
-attempt, feedback, reflection) lives in `harness.methods.redumix`, because it has
-to run the model; decoders never do.
+The stage-4 rule mixes the log-probs of the original context x (stream 0, weight lam) and
+the reflective context x2 (stream 1, weight 1 - lam) and picks the next token; it is pure
+(no model calls). The stages that build x2 (first attempt, feedback, reflection) run the
+model and live beside it in `stages.py`.
 
 `lam` may be a tuple of values for a sweep; the pipeline then shares stages 1-3
 between them and runs stage 4 once per value (see `for_lambda`).

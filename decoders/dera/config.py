@@ -10,7 +10,7 @@ strength, and above 1 it extrapolates past the aligned model (weaker regularisat
 Negative lam would move away from the aligned model on the far side of the reference,
 which no alignment strength corresponds to, so it is refused.
 
-The config names the two models; running them is `harness.methods.dera`'s job.
+The config names the two models; running them is `method.py`'s job.
 `lam` may be a tuple of values for a sweep: rows of every value share one batch.
 """
 

@@ -1,7 +1,7 @@
 """Self-consistency (Wang et al., 2022): the config of N sampled answers and a majority vote.
 
 Each of the N answers is an ordinary sample (the `sample` rule below); the method that
-draws them in one batched engine call and votes lives in `harness.methods.self_consistency`,
+draws them in one batched engine call and votes is `method.py` beside it,
 since decoders never run a model.
 """
 

@@ -16,15 +16,15 @@ import torch
 
 from decoders.lambda_mixtures import LAMBDA
 from decoders.mixture import mix_logprobs
-from decoders.redumix import ReDuMix
-from decoders.redumix_report import REDUMIX
+from decoders.redumix import stages as redumix_pipeline
+from decoders.redumix.config import ReDuMix
+from decoders.redumix.report import REDUMIX
 from decoders.registry import register_method
 from envs import check_feedback_policy
 from harness.engine.loglikelihood import continuation_logprobs
 from harness.engine.prompts import encode
 from harness.methods.axes import Axes, Axis
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, TeacherRows
-from harness.methods.redumix import stages as redumix_pipeline
 
 
 def stage_cache(cache: MethodCache) -> redumix_pipeline.Stage13Cache:
