@@ -35,6 +35,8 @@ class Gumbel(ThinkingDecoder):
     tau: float | tuple[float, ...] = 0.5
     # A list of taus is decoded value by value as variants of one unit (they share no work).
     variant_axes: ClassVar[tuple[Axis, ...]] = (Axis("tau", "tau", kind=float, example="[0.1, 0.5, 1]"),)
+    # The settings the contract tests run it with on a tiny model (two variants, a marker it can write).
+    contract_config: ClassVar[dict[str, str]] = {"think_end": "ab", "tau": "0.5,1.0"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -116,6 +116,12 @@ def method_class(name: str) -> type:
     return SinglePass
 
 
+def contract_config(name: str) -> dict[str, str]:
+    """The settings the contract tests (every registered decoder and method) run `name` with on a
+    tiny model: its class's `contract_config`, or its defaults ({})."""
+    return dict(getattr(decoder_class(name), "contract_config", {}))
+
+
 def contributions(name: str) -> Any:
     """What `name` adds to records and reports (None: nothing beyond every method's fields)."""
     decoder_class(name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -33,6 +34,8 @@ class Soft(ThinkingDecoder):
     (Dirichlet concentration), `num_tokens` (tokens drawn by `different_tokens`)."""
 
     mode: str = "probs"
+    # The settings the contract tests run it with on a tiny model (a marker it can write).
+    contract_config: ClassVar[dict[str, str]] = {"think_end": "ab", "temperature": "1.0"}
     alpha: float = 1.0
     num_tokens: int = 2
 

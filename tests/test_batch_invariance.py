@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from decoders import available_decoders, get_decoder
+from decoders.registry import contract_config
 from envs.registry import get_env
 from harness.engine.batch_invariance import batch_invariance
 from harness.engine.lockstep import decode, eos_ids
@@ -38,16 +39,6 @@ DEVICE = os.environ.get("REDUMIX_TEST_DEVICE", "cpu")
 # One to four terms of one to three digits: prompts of different lengths share each batch.
 MIXED = {"min_terms": 1, "max_terms": 4, "min_digits": 1, "max_digits": 3}
 SHORT = {"reflect_prompt": "Reflect.", "redo_prompt": "Redo the task.", "reflection_max_new_tokens": "8"}
-# Settings that exercise each method's variants and sampling; DeRa's aligned model is the
-# policy itself here (the identity test below checks what that means).
-CONFIGS = {
-    "sample": {"temperature": "1.0"},
-    "soft": {"think_end": "ab", "temperature": "1.0"},
-    "gumbel": {"think_end": "ab", "tau": "0.5,1.0"},
-    "redumix": {"lam": "0,0.5,1", "feedback": "ground_truth", **SHORT},
-    "dera": {"lam": "0.5,1.5"},
-    "self_consistency": {"n": "1,3", "temperature": "1.0"},
-}
 
 
 @contextmanager
@@ -87,7 +78,7 @@ def check_contract(loaded, name: str, n: int, max_new_tokens: int) -> None:
     env = get_env("basic_arithmetic", **MIXED)
     problems = env.problems(n, 0)
     assert len({len(p.question) for p in problems}) > 2  # the batch mixes prompt lengths
-    method = get_method(name, **CONFIGS.get(name, {}))
+    method = get_method(name, **contract_config(name))
     gen = Generation(max_new_tokens=max_new_tokens, stop=(), seed=0, save_steps=True)
     batched = _solve(loaded, method, env, problems, gen, thread_count=2, cache=None)
     assert len(batched) == n * len(method.variants())

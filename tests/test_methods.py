@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from decoders import available_decoders
+from decoders.registry import contract_config
 from harness.methods import MethodCache, get_method
 from harness.methods.base import variant_key
 from harness.runs.record_grid import record_variant
@@ -31,12 +32,6 @@ CASES = {
 }
 FIELDS = ["problem_id", "lambda", "completion", "answer", "score", "correct", "finish_reason", "stage1_completion",
           "feedback", "reflection"]
-# Settings each decoder needs on the tiny model (short stage prompts keep x2 in its window).
-# Methods with variants run two of them, so the contract covers variants sharing one call.
-# DeRa's aligned model is the run's own model here (its tests pair two different ones).
-CONFIGS = {"redumix": {"lam": "0,1", "feedback": "binary", **SHORT}, "self_consistency": {"n": "1,2"},
-           "dera": {"lam": "0,1.5", "aligned": "smollm2-135m"}}
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -62,7 +57,7 @@ def test_outputs_are_those_from_before_the_method_layer(loaded, tmp_path):
 
 @pytest.mark.parametrize("decoder", available_decoders())
 def test_every_decoder_runs_as_a_method_with_common_records_resume_and_seed(loaded, tmp_path, decoder):
-    config = CONFIGS.get(decoder, {})
+    config = contract_config(decoder)
     method = get_method(decoder, **config)
     assert method.variants() and set(method.role_models()) == set(method.roles())
     full = _run(loaded, tmp_path / "a", decoder, config)
@@ -100,7 +95,7 @@ def _untimed(record: dict) -> dict:
 
 @pytest.mark.parametrize("decoder", available_decoders())
 def test_saved_steps_hold_each_tokens_text_and_one_value_per_token(loaded, tmp_path, decoder):
-    for record in _run(loaded, tmp_path, decoder, CONFIGS.get(decoder, {}), n=2, save_steps=True):
+    for record in _run(loaded, tmp_path, decoder, contract_config(decoder), n=2, save_steps=True):
         steps = record["steps"]
         assert "".join(steps["token_texts"]) == record["completion"]
         assert all(len(values) == record["new_tokens"] for values in steps.values()), decoder
@@ -112,7 +107,7 @@ def test_skip_leaves_out_exactly_the_pairs_asked(loaded, decoder):
     from envs import get_env
     from harness.methods import Generation
 
-    method = get_method(decoder, **CONFIGS.get(decoder, {}))
+    method = get_method(decoder, **contract_config(decoder))
     env = get_env("basic_arithmetic", **EASY)
     problems = env.problems(2, 0)
     variants = [variant_key(v) for v in method.variants()]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -48,6 +49,8 @@ class DeRa:
     """
 
     lam: float | tuple[float, ...] = 0.5
+    # The settings the contract tests run it with (two variants; the aligned model is the run's own).
+    contract_config: ClassVar[dict[str, str]] = {"lam": "0,1.5", "aligned": "smollm2-135m"}
     ref: str = ""
     aligned: str = ""
     sample: bool = False

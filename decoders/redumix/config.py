@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -69,6 +70,9 @@ class ReDuMix:
     """
 
     lam: float | tuple[float, ...] = 0.5
+    # The settings the contract tests run it with on a tiny model (two variants, short prompts).
+    contract_config: ClassVar[dict[str, str]] = {"lam": "0,1", "feedback": "binary", "reflect_prompt": "Reflect.",
+                                                  "redo_prompt": "Redo.", "reflection_max_new_tokens": "8"}
     feedback: str = "ground_truth"
     sample: bool = False
     temperature: float = 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from decoders.sample import Sample
 
@@ -22,6 +23,8 @@ class SelfConsistency(Sample):
     """
 
     n: int | tuple[int, ...] = 5
+    # The settings the contract tests run it with (two sample counts sharing samples).
+    contract_config: ClassVar[dict[str, str]] = {"n": "1,3", "temperature": "1.0"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
