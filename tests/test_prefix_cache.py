@@ -89,7 +89,7 @@ def test_redumix_pipeline_gives_the_same_answers_with_the_cache(tiny):
 
     def answers():
         results = redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=10, stop=[], seed=0)
-        return [(r["problem"].problem_id, r["lambda"], r["row"].token_ids) for r in results]
+        return [(r.problem.problem_id, r.lam, r.row.token_ids) for r in results]
 
     off = answers()
     tiny.prefix_cache = PrefixCache()

@@ -198,19 +198,19 @@ def test_long_first_attempts_are_summarised_to_fit_the_budget(tiny):
         return redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=long_new, stop=[], seed=0)
 
     full = solve()
-    assert not any(r["stage"].compressed for r in full)
-    longest = max(len(encode(tiny.tokenizer, r["stage"].x2)) for r in full)
+    assert not any(r.stage.compressed for r in full)
+    longest = max(len(encode(tiny.tokenizer, r.stage.x2)) for r in full)
     budget = longest + long_new - 10
     fitted = solve(context_budget=str(budget))
     for before, after in zip(full, fitted, strict=True):
-        stage = after["stage"]
-        assert stage.stage1_completion == before["stage"].stage1_completion  # the record keeps y1 whole
+        stage = after.stage
+        assert stage.stage1_completion == before.stage.stage1_completion  # the record keeps y1 whole
         assert len(encode(tiny.tokenizer, stage.x2)) + long_new <= budget
         if stage.compressed:
             assert stage.tokens_cut >= 10
             y1 = stage.stage1_completion
             assert compress.SUMMARY_PREFIX in stage.x2 and y1[-10:] in stage.x2 and y1 not in stage.x2
-    assert any(r["stage"].compressed for r in fitted)
+    assert any(r.stage.compressed for r in fitted)
 
 
 def test_lambdas_share_one_stage4_batch_unless_limited(tiny, monkeypatch):
@@ -229,7 +229,7 @@ def test_lambdas_share_one_stage4_batch_unless_limited(tiny, monkeypatch):
         decoder = get_decoder("redumix", lam="0,0.5,1", lambdas_per_batch=per_batch, **SHORT)
         results = redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=MAX_NEW,
                                                stop=["</answer>"], seed=0)
-        outputs[per_batch] = {(r["problem"].problem_id, r["lambda"]): r["row"].text for r in results}
+        outputs[per_batch] = {(r.problem.problem_id, r.lam): r.row.text for r in results}
     assert calls == [[0.0, 0.5, 1.0], [0.0], [0.5], [1.0]]
     assert outputs["0"] == outputs["1"] and len(outputs["0"]) == 6
 
@@ -242,7 +242,7 @@ def test_first_attempt_is_greedy_by_default_and_sampled_on_request(tiny):
         decoder = get_decoder("redumix", lam="1", **SHORT, **extra)
         results = redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=MAX_NEW, stop=[],
                                                seed=seed)
-        return [r["stage"].stage1_completion for r in results]
+        return [r.stage.stage1_completion for r in results]
 
     x_texts = [redumix_pipeline.render_chat(tiny.tokenizer, [{"role": "user", "content": env.user_prompt(p)}])
                for p in problems]
@@ -262,7 +262,7 @@ def test_redo_prompt_can_restate_the_question(tiny):
     problem = env.problems(1, 0)[0]
     decoder = get_decoder("redumix", lam="0.5", **{**SHORT, "redo_prompt": "Again: {question}"})
     [result] = redumix_pipeline.solve_batch(env, tiny, decoder, [problem], max_new_tokens=MAX_NEW, stop=[], seed=0)
-    x2 = result["stage"].x2
+    x2 = result.stage.x2
     assert f"Again: {env.user_prompt(problem)}" in x2 and "{question}" not in x2
 
 

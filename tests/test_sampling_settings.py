@@ -236,7 +236,7 @@ def test_stage4_min_p_takes_effect_in_the_pipeline(tiny):
     def answers(**settings):
         decoder = get_decoder("redumix", lam="0.5", **SHORT, **settings)
         results = redumix_pipeline.solve_batch(env, tiny, decoder, problems, max_new_tokens=MAX_NEW, stop=[], seed=0)
-        return [r["row"].text for r in results]
+        return [r.row.text for r in results]
 
     hot = {"sample": "true", "temperature": "2.0"}
     assert answers(**hot) != answers()

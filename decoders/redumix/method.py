@@ -120,12 +120,12 @@ class ReDuMixMethod(DecoderMethod):
                 continuation_logprobs(loaded, reflectives, **kwargs), strict=True)
         ]
 
-    def _attempt(self, res: dict) -> Attempt:
-        stage, row = res["stage"], res["row"]
+    def _attempt(self, res: redumix_pipeline.MixedAnswer) -> Attempt:
+        stage, row = res.stage, res.row
         stage_s = stage.stage1_s + stage.feedback_s + stage.reflection_s + stage.compress_s
-        one = self.decoder.for_lambda(res["lambda"])
+        one = self.decoder.for_lambda(res.lam)
         extras = {
-            "lambda": res["lambda"],
+            "lambda": res.lam,
             "feedback_policy": self.decoder.feedback,
             "stage1_completion": stage.stage1_completion,
             "stage1_answer": stage.stage1_answer,
@@ -137,16 +137,16 @@ class ReDuMixMethod(DecoderMethod):
             "compressed": stage.compressed,
             "tokens_cut": stage.tokens_cut,
             "stage1_summary": stage.summary,
-            **res["stats"],
+            **res.stats,
             "stage1_s": round(stage.stage1_s, 4),
             "stage1_reused": stage.stage1_reused,
             "feedback_s": round(stage.feedback_s, 4),
             "reflection_s": round(stage.reflection_s, 4),
             "compress_s": round(stage.compress_s, 4),
-            "mix_s": round(res["mix_s"], 4),
+            "mix_s": round(res.mix_s, 4),
         }
-        return Attempt(problem=res["problem"], variant={"lambda": res["lambda"]}, method=one.name,
-                       method_config=one.config(), prompt=stage.x, row=row, verdict=res["verdict"],
-                       answer_s=res["mix_s"], cost_s=stage_s + res["mix_s"], extras=extras, steps=res.get("steps"),
+        return Attempt(problem=res.problem, variant={"lambda": res.lam}, method=one.name,
+                       method_config=one.config(), prompt=stage.x, row=row, verdict=res.verdict,
+                       answer_s=res.mix_s, cost_s=stage_s + res.mix_s, extras=extras, steps=res.steps,
                        # A first attempt taken from a greedy unit was decoding time there.
                        reused_s=stage.stage1_s if stage.stage1_reused else 0.0)

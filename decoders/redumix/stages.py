@@ -17,6 +17,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,7 +25,7 @@ from decoders import get_decoder
 from decoders.redumix import compress
 from decoders.redumix.config import ReDuMix
 from decoders.sampling import row_generator
-from envs.base import Problem
+from envs.base import Problem, Verdict
 from harness.engine import lockstep
 from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
@@ -64,6 +65,30 @@ class Stage13Cache:
     greedy_attempts: dict[tuple, tuple[str, float]] = field(default_factory=dict)
 
 
+
+@dataclass(frozen=True)
+class MixedAnswer:
+    """Stage 4's answer to one problem at one lambda, as the method turns it into an Attempt.
+
+    Attributes:
+        problem, lam: what was answered, at which weight of the original context.
+        row: the stage-4 engine row (harness.engine.lockstep.RowResult).
+        verdict: the env's grade of its text.
+        stage: the problem's stages 1-3 (`Stage13`).
+        stats: the row's mean per-step mixture statistics (`MixtureStats.means`).
+        mix_s: seconds of stage 4 for this answer, batching amortised.
+        steps: with `save_steps`, the chosen tokens and every statistic per decoding step.
+    """
+
+    problem: Problem
+    lam: float
+    row: Any
+    verdict: Verdict
+    stage: Stage13
+    stats: dict
+    mix_s: float
+    steps: dict | None = None
+
 def first_attempt_key(loaded: LoadedModel, user_prompt: str, max_new_tokens: int, stop: Sequence[str],
                       decoder) -> tuple:
     """What a first attempt decoded by `decoder` depends on (the method cache's answer key)."""
@@ -95,12 +120,8 @@ def solve_batch(
     skip: set[tuple[str, str]] | frozenset = frozenset(),
     cache: Stage13Cache | None = None,
     save_steps: bool = False,
-) -> list[dict]:
-    """Run the pipeline on `problems`; one result per (problem, lam) not in `skip`.
-
-    Each result holds "problem", "lambda", "row" (the stage-4 engine RowResult),
-    "verdict", "stage" (the Stage13), "stats" (per-row step means), "mix_s", and with
-    `save_steps` "steps": the chosen tokens (`step_tokens`) and every statistic per decoding step.
+) -> list[MixedAnswer]:
+    """Run the pipeline on `problems`; one `MixedAnswer` per (problem, lam) not in `skip`.
 
     Raises:
         ValueError: a reflective context x2 that, with max_new_tokens, does not fit
@@ -126,7 +147,8 @@ def solve_batch(
     return results
 
 
-def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop, seed, save_steps) -> list[dict]:
+def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop, seed, save_steps
+             ) -> list[MixedAnswer]:
     """One engine call over `rows`, (problem index, lam) pairs, both contexts of each in one batch."""
     lams = torch.tensor([lam for _, lam in rows], dtype=torch.float64)
     mix = dataclasses.replace(decoder.for_lambda(rows[0][1]).mixture(), weights=torch.stack([lams, 1 - lams]))
@@ -145,10 +167,10 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
     results = []
     for j, ((i, lam), row) in enumerate(zip(rows, outs, strict=True)):
         problem = problems[i]
-        results.append({
-            "problem": problem, "lambda": lam, "row": row, "verdict": env.verify(problem, row.text),
-            "stage": stages[i], "stats": stats.means(j), "mix_s": mix_s,
-        } | ({"steps": step_tokens(row, loaded.tokenizer) | stats.per_step(j)} if save_steps else {}))
+        results.append(MixedAnswer(
+            problem=problem, lam=lam, row=row, verdict=env.verify(problem, row.text), stage=stages[i],
+            stats=stats.means(j), mix_s=mix_s,
+            steps=step_tokens(row, loaded.tokenizer) | stats.per_step(j) if save_steps else None))
     return results
 
 
