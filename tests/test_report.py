@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.metrics import contributed
 from harness.analysis.report import write_report
 from harness.cli import main
 from tests.helpers.report_folders import MARKUP, synthetic_records, write_sweep_folder
@@ -122,7 +123,10 @@ def test_report_of_a_plain_run_folder_leaves_out_lambda_figures(tmp_path, capsys
     summary = pd.read_csv(folder / "summary.csv")
     assert list(summary["decoder_label"]) == ["greedy", "greedy"] and list(summary["n"]) == [6, 6]
     html = (folder / "report.html").read_text()
-    assert html.count('<img class="figure"') == 1 and "7 figure(s) left out" in html
+    # One figure (accuracy, greedy as a line); every other general or method figure has nothing to draw.
+    assert html.count('<img class="figure"') == 1 and "Accuracy vs lambda" in html
+    left_out = int(re.search(r"(\d+) figure\(s\) left out", html).group(1))
+    assert left_out == len(contributed().figures) + 4 - 1  # the methods' figures and the 4 every report has
 
 
 def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):

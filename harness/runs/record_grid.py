@@ -43,11 +43,14 @@ def record_identity(record: dict) -> str:
 
 
 def record_variant(record: Mapping[str, Any]) -> dict:
-    """The variant a record was decoded under; records written before variants were recorded
-    carry only their lambda."""
+    """The variant a record was decoded under. Records written before variants were recorded
+    carry only the value of their variant axis as a field of its name (ReDuMix's `lambda`: the
+    axes keyed by their bare value, which were the only ones then)."""
     if isinstance(record.get("variant"), dict):
         return dict(record["variant"])
-    return {} if record.get("lambda") is None else {"lambda": record["lambda"]}
+    from harness.methods.registry import bare_variant_names
+
+    return next(({name: record[name]} for name in sorted(bare_variant_names()) if record.get(name) is not None), {})
 
 
 @dataclass(frozen=True)
