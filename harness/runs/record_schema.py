@@ -68,10 +68,22 @@ def record_problem(value: Any, sweep: bool) -> str | None:
 def method_fields(decoder: str) -> dict[str, type | tuple[type, ...]]:
     """The typed fields records of method `decoder` may carry: its declared record fields, its
     variant names and its unit axes' fields (nothing for a name no longer registered)."""
-    from harness.methods.registry import axes_of, contributions_of
-
     if not isinstance(decoder, str):
         return {}  # the record is refused for its decoder field anyway
+    from decoders.registry import version
+
+    key = (decoder, version())
+    if key not in _FIELDS_CACHE:
+        _FIELDS_CACHE[key] = _declared_fields(decoder)
+    return _FIELDS_CACHE[key]
+
+
+_FIELDS_CACHE: dict[tuple[str, int], dict] = {}
+
+
+def _declared_fields(decoder: str) -> dict[str, type | tuple[type, ...]]:
+    from harness.methods.registry import axes_of, contributions_of
+
     fields = dict(contributions_of(decoder).record_fields)
     try:
         axes = axes_of(decoder)
