@@ -6,8 +6,8 @@
 >>> verdict = env.verify(problem, "... <answer>7</answer>")
 >>> text = env.feedback(problem, verdict, "binary")
 
-Environments come from families (reasoning-gym built in, others through the `redumix.envs`
-entry points); see `envs.registry` and docs/extending.md.
+Environments come from families (reasoning-gym and `file:PATH` problem sets built in, others
+through the `redumix.envs` entry points); see `envs.registry` and docs/extending.md.
 """
 
 from .answer import (
@@ -28,6 +28,8 @@ from .feedback import (
     render_feedback,
     resolve_templates,
 )
+from .checkers import BUILT_IN_CHECKERS, Check, make_checker
+from .file_dataset import FileEnv
 from .reasoning_gym_env import ReasoningGymEnv
 from .registry import (
     EnvFamily,
@@ -35,6 +37,7 @@ from .registry import (
     available_envs,
     env_families,
     get_env,
+    is_env_name,
     register_env_family,
     registered_env_family,
     unregister_env_family,
@@ -42,7 +45,9 @@ from .registry import (
 
 __all__ = [
     "ANSWER_INSTRUCTION",
+    "BUILT_IN_CHECKERS",
     "DEFAULT_TEMPLATES",
+    "Check",
     "EXTRACTION_MODES",
     "FEEDBACK_POLICIES",
     "MISSING_PHRASE",
@@ -50,6 +55,7 @@ __all__ = [
     "Env",
     "EnvFamily",
     "EnvPluginError",
+    "FileEnv",
     "Problem",
     "ReasoningGymEnv",
     "Verdict",
@@ -60,6 +66,8 @@ __all__ = [
     "extract_answer",
     "extract_answer_flexible",
     "get_env",
+    "is_env_name",
+    "make_checker",
     "register_env_family",
     "registered_env_family",
     "render_feedback",

@@ -7,7 +7,10 @@ A family is one source of environments: reasoning-gym's tasks (built in, registe
 * ``make(name, extraction=..., **config)``: the `Env` called `name` with config overrides
   (`extraction` is the answer-extraction mode of `envs.answer`, always passed);
 * ``description``: one line saying what its environments are (optional);
-* ``unsupported()``: optional, name -> reason for names it knowingly refuses.
+* ``unsupported()``: optional, name -> reason for names it knowingly refuses;
+* ``accepts(name)``: optional, whether it takes a name that `names()` cannot list (the `file`
+  family takes every ``file:PATH``, `envs.file_dataset`). Listed names come first; two families
+  accepting one name is an error naming both.
 
 It joins with `register_env_family(name, family)`. Third-party packages declare an entry
 point in the group ``redumix.envs`` (see docs/extending.md); they are loaded on the first
@@ -33,7 +36,7 @@ from .base import Env
 ENTRY_POINT_GROUP = "redumix.envs"
 BUILT_IN = "built in"
 # Modules whose import registers the built-in families: add a new built-in family's module here.
-BUILTIN_FAMILY_MODULES = ("envs.reasoning_gym_env",)
+BUILTIN_FAMILY_MODULES = ("envs.reasoning_gym_env", "envs.file_dataset")
 
 
 @runtime_checkable
@@ -189,15 +192,21 @@ def family_of(env: str) -> str:
     Raises:
         ValueError: Unknown environment (with did-you-mean).
     """
-    index = _env_index()
-    if env not in index:
-        raise ValueError(unknown_name_message("environment", env, index))
-    return index[env]
+    family_name = _family_for(env)
+    if family_name is None:
+        raise ValueError(unknown_name_message("environment", env, _env_index()))
+    return family_name
 
 
 def available_envs() -> list[str]:
-    """Sorted names accepted by `get_env`, over every family."""
+    """Sorted names of every family's environments (names a family accepts without listing them,
+    such as `file:PATH`, are not among them: see `is_env_name`)."""
     return sorted(_env_index())
+
+
+def is_env_name(name: str) -> bool:
+    """Whether `get_env` knows `name`: a listed name, or one a family accepts (`file:PATH`)."""
+    return _family_for(name) is not None
 
 
 def get_env(name: str, /, *, extraction: str = "strict", **config: Any) -> Env:
@@ -218,9 +227,9 @@ def get_env(name: str, /, *, extraction: str = "strict", **config: Any) -> Env:
         EnvPluginError (a ValueError): A plugin family that cannot be loaded, two families
             offering one name, or a family building something that is not that environment.
     """
-    index = _env_index()
-    family_name = index.get(name)
+    family_name = _family_for(name)
     if family_name is None:
+        index = _env_index()
         reason = _unsupported_reason(name)
         if reason is not None:
             raise ValueError(
@@ -274,6 +283,22 @@ def _env_index() -> dict[str, str]:
                     )
         _index = index
         return index
+
+
+def _family_for(name: str) -> str | None:
+    """The family offering `name`: the one that lists it, else the one that accepts it."""
+    index = _env_index()
+    if name in index:
+        return index[name]
+    with _LOCK:
+        takers = [family_name for family_name, family in sorted(_families.items())
+                  if callable(getattr(family, "accepts", None)) and family.accepts(name)]
+    if len(takers) > 1:
+        raise EnvPluginError(
+            f"Environment {name!r} is accepted by two families: {takers[0]!r} ({_origins[takers[0]]}) and "
+            f"{takers[1]!r} ({_origins[takers[1]]}). Fix: uninstall the package of one of them."
+        )
+    return takers[0] if takers else None
 
 
 def _family_names(family_name: str) -> list[str]:

@@ -277,13 +277,12 @@ class _Checker:
         return label
 
     def _env(self, data: Any, path: str, extraction: str) -> EnvEntry:
-        from envs import available_envs, get_env
+        from envs import available_envs, get_env, is_env_name
 
         entry = _mapping(data, path, ENV_KEYS)
         name = _string(entry["name"], f"{path}.name")
-        names = available_envs()
-        if name not in names:
-            hint = did_you_mean(name, names)
+        if not is_env_name(name):  # a listed name, or one a family takes (file:PATH)
+            hint = did_you_mean(name, available_envs())
             raise ConfigError(f"{path}.name (={name!r}) is not an environment.{hint} "
                               "See `redumix list envs` for every name")
         overrides = _mapping(entry["config"], f"{path}.config")
