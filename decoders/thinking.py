@@ -4,10 +4,11 @@ While a row is thinking it feeds a soft input (`weights @ E`, the weights from t
 subclass's `mix`) and records a readable token; it may not stop. It leaves thinking when
 it emits the end-of-thinking marker, when its thinking budget runs out, by Cold Stop
 (entropy below a threshold for a run of steps), or when the token it would record is
-EOS (a model that wants to stop is done thinking, not done answering); in the last
-three cases the marker is forced into the row in place of that token, token by token.
-From then on it decodes discretely with the `after_thinking_*` settings (greedy by
-default).
+EOS; in the budget and Cold Stop cases the marker is forced into the row in place of that
+token, token by token. At EOS, a model with a thinking marker (`</think>`) is done
+thinking, not done answering, so the marker is forced in too; a model without one (whose
+marker is the answer's opening tag) ends the row there, as greedy decoding would. From
+then on it decodes discretely with the `after_thinking_*` settings (greedy by default).
 
 All phase bookkeeping is per-row state held by the engine, and every draw comes from the
 row's own generator, so a row decodes the same whatever shares its batch.
@@ -68,6 +69,8 @@ class ThinkingDecoder:
     _markers: tuple[tuple[int, ...], ...] = field(default=(), init=False, compare=False, repr=False)
     _cold_stop: float = field(default=0.0, init=False, compare=False, repr=False)
     _eos: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
+    # Set by `bind`: an EOS while thinking ends the row (a tokenizer without `</think>`).
+    _eos_ends: bool = field(default=False, init=False, compare=False, repr=False)
 
     num_streams = 1
 
@@ -117,13 +120,22 @@ class ThinkingDecoder:
         auto = COLD_STOP_ENTROPY if marker == THINK_MARKER else 0.0
         object.__setattr__(bound, "_cold_stop", auto if self.cold_stop_entropy is None else self.cold_stop_entropy)
         object.__setattr__(bound, "_eos", () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
+        object.__setattr__(bound, "_eos_ends", not has_think_marker(tokenizer))
         return bound
+
+    def with_think_budget(self, tokens: int) -> ThinkingDecoder:
+        """This (bound) decoder under a run's thinking budget (`--think-budget`): its own
+        `max_think_tokens` lowered to `tokens` where that is smaller or unset."""
+        budget = tokens if not self.max_think_tokens else min(tokens, self.max_think_tokens)
+        limited = dataclasses.replace(self, max_think_tokens=budget)
+        for name in ("_markers", "_cold_stop", "_eos", "_eos_ends"):
+            object.__setattr__(limited, name, getattr(self, name))
+        return limited
 
     def marker_for(self, tokenizer) -> str:
         if self.think_end != "auto":
             return self.think_end
-        ids = tokenizer.encode(THINK_MARKER, add_special_tokens=False)
-        return THINK_MARKER if len(ids) == 1 else ANSWER_MARKER
+        return THINK_MARKER if has_think_marker(tokenizer) else ANSWER_MARKER
 
     def config(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
@@ -175,7 +187,9 @@ class ThinkingDecoder:
         budget = free & (self.max_think_tokens > 0) & (state["think_steps"] >= self.max_think_tokens)
         cold_stop = free & ~budget & (self._cold_stop > 0) & (cold >= self.cold_stop_steps)
         at_eos = free & ~budget & ~cold_stop & torch.isin(think_token, torch.tensor(self._eos, device=device))
-        forced_at = torch.where(budget | cold_stop | at_eos, 0, forcing)
+        # Without a thinking marker the EOS ends the row; with one, the marker takes its place.
+        ends_row = at_eos & self._eos_ends
+        forced_at = torch.where(budget | cold_stop | (at_eos & ~ends_row), 0, forcing)
         marker = torch.tensor(self._markers[0], device=device)
         is_forced = forced_at >= 0
         forced_ids = torch.where(is_forced, marker[forced_at.clamp(0, len(marker) - 1)], NOT_FORCED)
@@ -185,8 +199,8 @@ class ThinkingDecoder:
         emitted, emitted_len = self._marker_end(tail)
         emitted = free & ~is_forced & emitted
         forcing_done = is_forced & (forced_at + 1 >= len(marker))
-        soft = thinking & ~is_forced & ~emitted
-        still_thinking = thinking & ~emitted & ~forcing_done
+        soft = thinking & ~is_forced & ~emitted & ~ends_row
+        still_thinking = thinking & ~emitted & ~forcing_done & ~ends_row
 
         reason = torch.zeros_like(steps)
         reason = torch.where(emitted, 1, torch.where(budget, 2, torch.where(cold_stop, 3, reason)))
@@ -204,7 +218,8 @@ class ThinkingDecoder:
             "forcing": torch.where(is_forced & ~forcing_done, forced_at + 1, -1),
             "tail": tail,
         }
-        return Step(token_ids=tokens, soft_weights=weights, soft_ids=ids, soft_mask=soft, no_stop_mask=thinking,
+        return Step(token_ids=tokens, soft_weights=weights, soft_ids=ids, soft_mask=soft,
+                    no_stop_mask=thinking & ~ends_row,
                     forced_ids=forced_ids if bool(is_forced.any()) else None, state=new_state, stats=stats)
 
     def _marker_end(self, tail: Tensor) -> tuple[Tensor, Tensor]:
@@ -240,6 +255,11 @@ def summarize_thinking(steps: dict[str, list[float]]) -> dict:
         "effective_tokens_mean": _mean(steps["effective_tokens"]),
         "top1_weight_mean": _mean(steps["top1_weight"]),
     }
+
+
+def has_think_marker(tokenizer) -> bool:
+    """Whether the tokenizer writes `</think>` as one token, as reasoning models' tokenizers do."""
+    return len(tokenizer.encode(THINK_MARKER, add_special_tokens=False)) == 1
 
 
 def marker_variants(tokenizer, marker: str) -> tuple[tuple[int, ...], ...]:

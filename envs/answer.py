@@ -16,11 +16,18 @@ Small models often state a right answer without the tags. The ``flexible`` mode 
 lm-eval's "flexible-extract" beside "strict-match") falls back, when no tag pair exists,
 to the text after the last "answer is" / "answer:" on its line, and failing that to the
 last number in the completion. `format_ok` still reports whether the tags were used.
+
+Thinking models write their reasoning first and close it with `</think>` (Qwen3, DeepSeek-R1,
+QwQ: the opening `<think>` is written by the model or by the chat template's generation
+prompt). Extraction reads only what follows the LAST `</think>` (as Qwen3's model card parses
+its outputs); a completion that opens `<think>` and never closes it has no answer. A
+completion without either marker is read whole, as before (`split_thinking`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from harness.naming import unknown_name_message
 
@@ -38,10 +45,64 @@ _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 
 EXTRACTION_MODES: tuple[str, ...] = ("strict", "flexible")
 
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """A completion split at the end of its thinking (see `split_thinking`).
+
+    Attributes:
+        text: the thinking, without its markers and surrounding whitespace.
+        answer: what follows `</think>` (what extraction reads); "" when the thinking never closed.
+        closed: whether `</think>` ended the thinking.
+    """
+
+    text: str
+    answer: str
+    closed: bool
+
+
+def split_thinking(completion: str) -> Thinking | None:
+    """The thinking and the answer part of `completion`; None when it has no thinking (no
+    `</think>`, and it does not start with `<think>`). A template that opens `<think>` in the
+    prompt leaves it out of the completion: `with_open_thinking` puts it back first."""
+    head, close, tail = completion.rpartition(THINK_CLOSE)
+    if close:
+        return Thinking(_unwrapped(head), tail, True)
+    if completion.lstrip().startswith(THINK_OPEN):
+        return Thinking(_unwrapped(completion), "", False)
+    return None
+
+
+def answer_part(completion: str) -> str:
+    """What extraction reads: the text after the thinking, or the whole completion without one."""
+    thinking = split_thinking(completion)
+    return completion if thinking is None else thinking.answer
+
+
+def opens_thinking(prompt: str) -> bool:
+    """Whether `prompt` ends inside an open `<think>` (templates of DeepSeek-R1 and QwQ put it
+    in the generation prompt), so the completion starts with thinking."""
+    return prompt.rfind(THINK_OPEN) > prompt.rfind(THINK_CLOSE)
+
+
+def with_open_thinking(prompt: str, completion: str) -> str:
+    """`completion` as graded: with the `<think>` its prompt opened put back in front, so a
+    completion that never closes that thinking reads as unclosed thinking, not as an answer."""
+    return THINK_OPEN + completion if opens_thinking(prompt) and not completion.lstrip().startswith(THINK_OPEN) \
+        else completion
+
+
+def _unwrapped(text: str) -> str:
+    text = text.strip()
+    return text.removeprefix(THINK_OPEN).strip()
+
 
 def extract_answer(completion: str) -> str | None:
-    """Text of the last <answer>...</answer> pair, stripped; None when there is none."""
-    matches = _ANSWER_RE.findall(completion)
+    """Text of the last <answer>...</answer> pair after any thinking, stripped; None when there is none."""
+    matches = _ANSWER_RE.findall(answer_part(completion))
     if not matches:
         return None
     inner = matches[-1]
@@ -55,6 +116,7 @@ def extract_answer_flexible(completion: str) -> str | None:
     tagged = extract_answer(completion)
     if tagged:  # an empty "<answer></answer>" states nothing; look further
         return tagged
+    completion = answer_part(completion)  # never a number from the thinking
     # "The answer is **7**." -> "7": drop emphasis, quotes and the closing full stop.
     # A phrase about the tags themselves ("the answer is inside <answer> tags") is no answer.
     phrases = [p.strip().strip("*`\"'$ ").rstrip(".").strip("*`\"'$ ") for p in _PHRASE_RE.findall(completion)]

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--prefix-cache-mb", type=int, default=PREFIX_CACHE_MB, metavar="MIB", help=PREFIX_CACHE_HELP)
     run.add_argument("--batch-invariant", metavar="on|off", help=BATCH_INVARIANT_HELP)
+    run.add_argument("--chat-template-option", action="append", metavar="KEY=VALUE",
+                     help="a variable for the model's chat template (repeatable), e.g. enable_thinking=false for "
+                          "Qwen3; VALUE is read as JSON (true, 3, \"text\"), else as plain text")
+    run.add_argument("--think-budget", type=int, metavar="N",
+                     help="budget forcing: after N new tokens of thinking, </think> (<answer> on a model without "
+                          "it) is forced in and the answer follows; any decoder (default: no budget)")
     run.set_defaults(handler=_cmd_run)
 
     harvest = sub.add_parser("harvest", help="write reflection-revision preference pairs from a ReDuMix run")
@@ -204,6 +210,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.engine.prompts import parse_chat_template_options
     from harness.runs.runner import RunSpec, run
 
     _set_threads(args.threads)
@@ -238,6 +245,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         extraction=args.extraction,
         save_steps=args.save_steps,
         batch_invariant=_mode_flag(args.batch_invariant),
+        chat_template_options=parse_chat_template_options(args.chat_template_option),
+        think_budget=args.think_budget,
     )
     out = Path(args.out) if args.out else RESULTS_DIR / f"{args.env}-{args.decoder}-{datetime.now():%Y%m%d-%H%M%S}"
     args.out_dir = out  # for the message if the run is interrupted

@@ -24,6 +24,7 @@ from decoders.mix_step import MixtureStep
 from decoders.registry import get_decoder
 from decoders.sampling_settings import SamplingSettings
 from envs.feedback import check_policy_name
+from harness.naming import unknown_name_message
 
 DEFAULT_REFLECT_PROMPT = (
     "Think back over the attempt above and the feedback on it, and list what needs fixing "
@@ -34,6 +35,8 @@ DEFAULT_REDO_PROMPT = (
     "without leaning on anything you learned in this conversation."
 )
 
+# What x2 holds of a first attempt's thinking (see ReDuMix.stage1_thinking).
+STAGE1_THINKING = ("full", "summary")
 QUESTION_FIELD = "{question}"  # in reflect_prompt / redo_prompt: the original user prompt
 DEFAULT_SUMMARY_PROMPT = (
     "Summarise the following reasoning in a few sentences, keeping every number and "
@@ -61,6 +64,13 @@ class ReDuMix:
             `summary_max_new_tokens`) and the record says how many tokens were cut.
         lambdas_per_batch: how many lam values share one stage-4 batch (0: all of them);
             lower it when batch_size x lam values x 2 contexts does not fit in memory.
+        stage1_thinking: what x2 (and the reflection prompt) hold of a first attempt that thinks
+            (`<think>...</think>`, see `envs.answer.split_thinking`): "full" (the default) the whole
+            thinking, as the method's "entire chain-of-thought", written before the answer as plain
+            text where the chat template would drop an earlier turn's thinking (Qwen3's and
+            DeepSeek-R1's do); "summary" the thinking summarised by the model (`summary_prompt`,
+            `summary_max_new_tokens`, greedy) before the answer. A first attempt without thinking is
+            placed as it is under both.
         stage1_sample / stage1_temperature / stage1_top_p / stage1_top_k / stage1_min_p: how
             the first attempt is decoded (greedy by default; sampled with a generator per
             problem when set; the four settings are `stage1_sampling`).
@@ -91,6 +101,7 @@ class ReDuMix:
     stage1_top_p: float = 1.0
     stage1_top_k: int = 0
     stage1_min_p: float = 0.0
+    stage1_thinking: str = "full"
 
     num_streams = 2
 
@@ -122,6 +133,8 @@ class ReDuMix:
             raise ValueError(
                 f"lambdas_per_batch (={self.lambdas_per_batch}) must be >= 0; 0 puts every lam in one batch"
             )
+        if self.stage1_thinking not in STAGE1_THINKING:
+            raise ValueError(unknown_name_message("stage1_thinking", self.stage1_thinking, STAGE1_THINKING))
         if self.context_budget < 0:
             raise ValueError(f"context_budget (={self.context_budget}) must be >= 0; 0 uses the model's window")
 

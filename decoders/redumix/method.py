@@ -137,6 +137,8 @@ class ReDuMixMethod(DecoderMethod):
             "compressed": stage.compressed,
             "tokens_cut": stage.tokens_cut,
             "stage1_summary": stage.summary,
+            # Only where stage1_thinking=summary summarised a first attempt's thinking.
+            **({"stage1_thinking_summary": stage.thinking_summary} if stage.thinking_summary is not None else {}),
             **res.stats,
             "stage1_s": round(stage.stage1_s, 4),
             "stage1_reused": stage.stage1_reused,

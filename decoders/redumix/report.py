@@ -63,6 +63,7 @@ REDUMIX = MIXTURE + Contributions(
     record_fields={
         "stage1_completion": str, "stage1_answer": str, "stage1_correct": bool, "feedback": str, "reflection": str,
         "contexts": list, "context_tokens": list, "compressed": bool, "tokens_cut": int, "stage1_summary": str,
+        "stage1_thinking_summary": str,
         "stage1_reused": bool, "mix_s": NUMBER, **{field: NUMBER for field in STAGE_FIELDS},
     },
     columns=(SummaryColumns(FEEDBACK_EFFECT, feedback_effect, reads=("stage1_correct",),

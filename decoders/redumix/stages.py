@@ -25,6 +25,7 @@ from decoders import get_decoder
 from decoders.redumix import compress
 from decoders.redumix.config import ReDuMix
 from decoders.sampling import row_generator
+from envs.answer import THINK_CLOSE, THINK_OPEN, split_thinking, with_open_thinking
 from envs.base import Problem, Verdict
 from harness.engine import lockstep
 from harness.engine.models import LoadedModel, context_window
@@ -52,6 +53,7 @@ class Stage13:
     summary: str = ""
     compress_s: float = 0.0
     stage1_reused: bool = False  # y1 is a greedy answer decoded elsewhere; stage1_s is that decode's share
+    thinking_summary: str | None = None  # under stage1_thinking=summary, the summary of y1's thinking x2 holds
 
 
 @dataclass
@@ -101,7 +103,7 @@ def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_t
         loaded.name, problem.env, problem.problem_id, problem.question,
         max_new_tokens, tuple(stop), decoder.reflect_prompt, decoder.redo_prompt,
         decoder.reflection_max_new_tokens, decoder.feedback, decoder.summary_prompt,
-        decoder.summary_max_new_tokens, decoder.context_budget,
+        decoder.summary_max_new_tokens, decoder.context_budget, decoder.stage1_thinking,
         # A sampled first attempt depends on the seed; a greedy one does not.
         (decoder.stage1_sampling, seed) if decoder.stage1_sample else None,
     )
@@ -168,7 +170,8 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
     for j, ((i, lam), row) in enumerate(zip(rows, outs, strict=True)):
         problem = problems[i]
         results.append(MixedAnswer(
-            problem=problem, lam=lam, row=row, verdict=env.verify(problem, row.text), stage=stages[i],
+            problem=problem, lam=lam, row=row, verdict=env.verify(problem, with_open_thinking(stages[i].x, row.text)),
+            stage=stages[i],
             stats=stats.means(j), mix_s=mix_s,
             steps=step_tokens(row, loaded.tokenizer) | stats.per_step(j) if save_steps else None))
     return results
@@ -196,12 +199,14 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
                                                   seed)
 
         began = time.perf_counter()
-        verdicts = [env.verify(p, y1) for p, y1 in zip(todo, first, strict=True)]
+        # Graded on what follows the thinking (a `<think>` the prompt opened included), as every answer is.
+        verdicts = [env.verify(p, with_open_thinking(x, y1)) for p, x, y1 in zip(todo, xs, first, strict=True)]
         feedbacks = [env.feedback(p, v, decoder.feedback) for p, v in zip(todo, verdicts, strict=True)]
         feedback_s = (time.perf_counter() - began) / len(todo)
 
         began = time.perf_counter()
-        fitted = _fit_first_attempts(loaded, decoder, todo, users, first, feedbacks,
+        placed, thinking_summaries = _placed_first_attempts(loaded, decoder, todo, xs, first)
+        fitted = _fit_first_attempts(loaded, decoder, todo, users, placed, feedbacks,
                                      max_new_tokens)
         compress_s = (time.perf_counter() - began) / len(todo)
 
@@ -227,7 +232,7 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
                 stage1_correct=verdicts[n].correct, feedback=feedbacks[n], reflection=reflections[n].text,
                 x2=x2, stage1_s=stage1_s[n], feedback_s=feedback_s, reflection_s=reflection_s,
                 compressed=tokens_cut > 0, tokens_cut=tokens_cut, summary=summary, compress_s=compress_s,
-                stage1_reused=reused[n],
+                stage1_reused=reused[n], thinking_summary=thinking_summaries[n],
             )
     return [cache.entries[k] for k in keys]
 
@@ -259,6 +264,57 @@ def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, 
             texts[n], seconds[n] = row.text, share
         cache.stage1_calls += len(to_decode)
     return texts, seconds, reused
+
+
+def _placed_first_attempts(loaded, decoder, problems, xs, y1s) -> tuple[list[str], list[str | None]]:
+    """Per first attempt (y1 as the reflection prompt and x2 hold it, the summary of its thinking
+    or None), under `decoder.stage1_thinking`. A first attempt without thinking is placed as it is.
+
+    "full": the thinking as the model wrote it where the chat template keeps an earlier assistant
+    turn's thinking; where it drops it (Qwen3's and DeepSeek-R1's templates keep only what follows
+    `</think>`), the thinking as plain text before the answer, so x2 still holds all of it.
+    "summary": the thinking summarised by the model (greedy), then the answer.
+    """
+    tok = loaded.tokenizer
+    texts = [with_open_thinking(x, y1) for x, y1 in zip(xs, y1s, strict=True)]
+    splits = [split_thinking(text) for text in texts]
+    placed, summaries = list(y1s), [None] * len(y1s)
+    rows = [n for n, t in enumerate(splits) if t is not None]
+    if not rows:
+        return placed, summaries
+    if decoder.stage1_thinking == "full":
+        keeps = _template_keeps_thinking(tok)
+        for n in rows:
+            thinking = splits[n]
+            placed[n] = texts[n] if keeps and thinking.closed else _joined(thinking.text, thinking.answer)
+        return placed, summaries
+    prompts = [render_chat(tok, [{"role": "user", "content": f"{decoder.summary_prompt}\n\n{splits[n].text}"}])
+               for n in rows]
+    for n, prompt in zip(rows, prompts, strict=True):
+        _check_fits(loaded, decoder, problems[n], "the summary prompt for the first attempt's thinking", prompt,
+                    decoder.summary_max_new_tokens, "summary_max_new_tokens")
+    outs = lockstep.decode(loaded, [[encode(tok, p) for p in prompts]], get_decoder("greedy"),
+                           max_new_tokens=decoder.summary_max_new_tokens)
+    for n, prompt, out in zip(rows, prompts, outs, strict=True):
+        # The summariser may think too: its summary is what follows its thinking, or the thinking
+        # itself where nothing follows (it never closed, or the length ran out right after).
+        said = split_thinking(with_open_thinking(prompt, out.text))
+        summary = (out.text if said is None else said.answer.strip() or said.text).strip()
+        summaries[n] = summary
+        placed[n] = compress.splice_summary(summary, splits[n].answer.strip())
+    return placed, summaries
+
+
+def _template_keeps_thinking(tokenizer) -> bool:
+    """Whether the chat template keeps the thinking of an earlier assistant turn."""
+    probe = "q8Zx thinking probe"
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": f"{THINK_OPEN}\n{probe}\n"
+             f"{THINK_CLOSE}\n\nA"}, {"role": "user", "content": "R"}]
+    return probe in render_chat(tokenizer, turns)
+
+
+def _joined(thinking: str, answer: str) -> str:
+    return f"{thinking}\n\n{answer.strip()}".strip()
 
 
 def _fit_first_attempts(loaded, decoder, problems, users, y1s, feedbacks, max_new_tokens):

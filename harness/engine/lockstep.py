@@ -14,19 +14,43 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from decoders.base import NOT_FORCED, Decoder, Step, check_state, initial_state, run_step, select_state
+from decoders.thinking import ANSWER_MARKER, THINK_MARKER, marker_variants
 from harness.engine.models import LoadedModel
 from harness.engine.stream_batch import StreamBatch
 
 # Caller hook: (step index, active rows' original indices, each active row's new tokens so
 # far, read-only) -> {original row index: token id to force into that row at this step}.
 ForceTokens = Callable[[int, list[int], list[list[int]]], Mapping[int, int]]
+
+THINK_OPEN = "<think>"
+# The thinking budget of the `decode` calls made inside `think_budget(n)` (None: none).
+_THINK_BUDGET: ContextVar[int | None] = ContextVar("think_budget", default=None)
+
+
+@contextmanager
+def think_budget(tokens: int | None) -> Iterator[None]:
+    """Budget forcing (s1) for every `decode` inside the block, whatever its decoder: a row that
+    has thought `tokens` new tokens without ending its thinking gets the end-of-thinking marker
+    forced in, token by token, and answers after it. The marker is `</think>` where the tokenizer
+    has it as one token (a row thinks from the start where its prompt leaves `<think>` open,
+    otherwise from a `<think>` it writes itself), else `<answer>` (the whole completion before it
+    is thinking). A decoder with a thinking phase of its own (`with_think_budget(n)`: the soft
+    decoders) is handed the budget instead. Rows report how thinking ended in
+    `RowResult.thinking`. None or 0: no budget."""
+    token = _THINK_BUDGET.set(tokens or None)
+    try:
+        yield
+    finally:
+        _THINK_BUDGET.reset(token)
 
 
 @dataclass
@@ -57,6 +81,10 @@ class RowResult:
     prefill_s: float
     decode_s: float
     token_logprobs: list[list[float]] | None = None
+    # Under a thinking budget (`think_budget`): {"think_end": "marker" (the row ended its thinking
+    # itself), "budget" (forced) or None (it never did, or never thought), "think_end_step": the step
+    # of the marker's first token or None}; None without a budget.
+    thinking: dict | None = None
 
     @property
     def new_tokens(self) -> int:
@@ -122,6 +150,14 @@ def decode(
     tokenizer = models[0].tokenizer
     eos = set(eos_token_ids) if eos_token_ids is not None else set().union(*(eos_ids(m) for m in models))
     rngs = list(rngs) if rngs is not None else [torch.Generator(models[0].device).manual_seed(0)] * num_rows
+    budget, forcer = _THINK_BUDGET.get(), None
+    if budget:
+        own = getattr(decoder, "with_think_budget", None)
+        if own is not None:  # it ends its own thinking phase (its state changes there)
+            decoder = own(budget)
+        else:
+            forcer = BudgetForcer(tokenizer, [contexts[0][b] for b in range(num_rows)], budget)
+            force_tokens = forcer.combined(force_tokens)
     state = initial_state(decoder, num_rows)
     # Log-probs of every stream meet on the first model's device, where decoders mix them.
     device = models[0].model.device
@@ -211,9 +247,88 @@ def decode(
                 prefill_s=prefill_s,
                 decode_s=decode_s,
                 token_logprobs=logprob_trace[row] if return_logprobs else None,
+                thinking=forcer.outcome(row, new_ids[row]) if forcer is not None else None,
             )
         )
     return results
+
+
+class BudgetForcer:
+    """The `force_tokens` hook of a thinking budget (see `think_budget`), for one `decode` call.
+
+    Args:
+        tokenizer: the rows' tokenizer (it decides the marker).
+        prompts: each row's prompt ids (its first stream's), to see whether it opens the thinking.
+        budget: new tokens a row may think before the marker is forced.
+    """
+
+    def __init__(self, tokenizer, prompts: Sequence[Sequence[int]], budget: int) -> None:
+        self.budget = budget
+        opener = tokenizer.encode(THINK_OPEN, add_special_tokens=False)
+        closer = tokenizer.encode(THINK_MARKER, add_special_tokens=False)
+        thinking_model = len(opener) == 1 and len(closer) == 1
+        self.markers = marker_variants(tokenizer, THINK_MARKER if thinking_model else ANSWER_MARKER)
+        self.opener = opener[0] if thinking_model else None
+        # Where each row's thinking starts among its new tokens (None: not yet).
+        self.start: list[int | None] = [
+            0 if not thinking_model or _last(p, opener[0]) > _last(p, closer[0]) else None for p in prompts]
+        self.forced_at: list[int | None] = [None] * len(prompts)
+        self.closed = [False] * len(prompts)
+
+    def combined(self, hook: ForceTokens | None) -> ForceTokens:
+        """This budget's hook, then `hook` (the caller's tokens win)."""
+        def force(step_index: int, rows: list[int], new_ids: list[list[int]]) -> Mapping[int, int]:
+            wanted = dict(self(step_index, rows, new_ids))
+            if hook is not None:
+                wanted.update(hook(step_index, rows, new_ids))
+            return wanted
+        return force
+
+    def __call__(self, step_index: int, rows: list[int], new_ids: list[list[int]]) -> Mapping[int, int]:
+        forced = {}
+        marker = self.markers[0]
+        for row, ids in zip(rows, new_ids, strict=True):
+            if self.closed[row]:
+                continue
+            at = self.forced_at[row]
+            if at is not None:  # the marker is being forced, token by token
+                if len(ids) - at < len(marker):
+                    forced[row] = marker[len(ids) - at]
+                else:
+                    self.closed[row] = True
+                continue
+            if self.start[row] is None:
+                if ids and ids[-1] == self.opener:
+                    self.start[row] = len(ids) - 1
+                continue
+            if any(len(ids) - self.start[row] >= len(m) and tuple(ids[-len(m):]) == m for m in self.markers):
+                self.closed[row] = True  # the row ended its thinking itself
+            elif len(ids) >= self.budget:
+                self.forced_at[row] = len(ids)
+                forced[row] = marker[0]
+        return forced
+
+    def outcome(self, row: int, ids: Sequence[int]) -> dict:
+        """How row `row`'s thinking ended, once it is done (see `RowResult.thinking`)."""
+        if self.forced_at[row] is not None:
+            return {"think_end": "budget", "think_end_step": self.forced_at[row]}
+        start = self.start[row]
+        if start is None and self.opener is not None and self.opener in ids:
+            start = list(ids).index(self.opener)
+        if start is not None:
+            for end in range(start + 1, len(ids) + 1):
+                for m in self.markers:
+                    if end - start >= len(m) and tuple(ids[end - len(m):end]) == m:
+                        return {"think_end": "marker", "think_end_step": end - len(m)}
+        return {"think_end": None, "think_end_step": None}
+
+
+def _last(ids: Sequence[int], token: int) -> int:
+    """Position of the last `token` in `ids`, -1 where there is none."""
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] == token:
+            return i
+    return -1
 
 
 # Rows from which streams of very different lengths are advanced apart. Measured with

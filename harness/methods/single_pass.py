@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from decoders.sampling import row_generator
+from envs.answer import with_open_thinking
 from harness.engine import lockstep
 from harness.methods.base import (
     Attempt,
@@ -84,8 +85,10 @@ class SinglePass(DecoderMethod):
             if gen.save_steps:
                 saved = row_steps(row, loaded.tokenizer) | {
                     k: [None if math.isnan(v) else round(v, 6) for v in vs] for k, vs in steps.items()}
+            # Graded on what follows the thinking, a `<think>` the prompt opened included.
+            verdict = env.verify(p, with_open_thinking(prompt, row.text))
             attempts.append(Attempt(problem=p, variant=dict(variant), method=self.name, method_config=config,
-                                    prompt=prompt, row=row, verdict=env.verify(p, row.text), answer_s=share,
+                                    prompt=prompt, row=row, verdict=verdict, answer_s=share,
                                     cost_s=share, extras=extras, steps=saved))
         return attempts
 

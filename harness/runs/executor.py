@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from decoders import get_decoder
 from envs import get_env
+from harness.console import note
 from harness.engine import lockstep
 from harness.engine.model_pool import ModelPool
 from harness.engine.prefix_cache import PrefixCache
@@ -25,7 +26,7 @@ from harness.methods.base import role_model_names
 from harness.methods.registry import column_axes
 from harness.runs.record_grid import record_key
 from harness.runs.records import attempt_record
-from harness.runs.runner import RunSpec, iter_attempt_batches
+from harness.runs.runner import RunSpec, iter_attempt_batches, unread_options_note
 from harness.runs.sweep_config import SweepConfig
 from harness.runs.work_units import Unit
 
@@ -99,8 +100,12 @@ class UnitRunner:
 
     def get(self, name: str):
         model = self.pool.get(name)
-        if name not in self._announced and self.on_model_loaded is not None:
-            self.on_model_loaded(name, model)
+        if name not in self._announced:
+            unread = unread_options_note(model, self.config.chat_template_options)
+            if unread:
+                note(unread)
+            if self.on_model_loaded is not None:
+                self.on_model_loaded(name, model)
         self._announced.add(name)
         return model
 
@@ -135,7 +140,8 @@ def prepare(config: SweepConfig, item: WorkItem):
     spec = RunSpec(env=unit.env.name, decoder=unit.decoder.name, n=unit.env.n, seed=unit.seed, model=unit.model,
                    env_config=dict(unit.env.config), decoder_config=unit.decoder_config(),
                    max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, stop=list(config.stop),
-                   dtype=config.dtype, device=config.device, extraction=config.extraction)
+                   dtype=config.dtype, device=config.device, extraction=config.extraction,
+                   chat_template_options=config.chat_template_options, think_budget=config.think_budget)
     env = get_env(unit.env.name, extraction=config.extraction, **unit.env.config)
     return spec, env, get_method(spec.decoder, **spec.decoder_config)
 

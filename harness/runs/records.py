@@ -6,6 +6,7 @@ harness.runs.record_schema), so they change only together with those.
 
 from __future__ import annotations
 
+from envs.answer import THINK_CLOSE, split_thinking, with_open_thinking
 from harness.methods.base import Attempt
 
 # The fields `attempt_record` writes on every record.
@@ -16,7 +17,14 @@ CORE_FIELDS = frozenset({
 })
 # Fields a method's extras may not set beside those: the ones a sweep adds
 # (`harness.runs.executor.sweep_record`) and those only some records carry.
-RESERVED_FIELDS = frozenset({"key", "env_label", "decoder_label", "stage_s", "cost_s", "reused_s", "steps"})
+# The thinking of a completion that has one (`envs.answer.split_thinking`): its text, its tokens
+# (new tokens before the `</think>` that ends it, or all of them when it never ends) and whether it ended.
+THINKING_FIELDS = frozenset({"thinking", "thinking_tokens", "thinking_closed"})
+RESERVED_FIELDS = frozenset({"key", "env_label", "decoder_label", "stage_s", "cost_s", "reused_s", "steps"}) \
+    | THINKING_FIELDS
+# How thinking ended under a thinking budget (`harness.engine.lockstep.think_budget`), as the soft
+# decoders record it; a method that reports them itself (the soft decoders) keeps its own values.
+BUDGET_FIELDS = ("think_end", "think_end_step")
 
 
 def attempt_record(attempt: Attempt, model, seed: int) -> dict:
@@ -52,11 +60,34 @@ def attempt_record(attempt: Attempt, model, seed: int) -> dict:
     }
     if attempt.reused_s:
         record["reused_s"] = round(attempt.reused_s, 4)
+    thinking = split_thinking(with_open_thinking(attempt.prompt, row.text))
+    if thinking is not None:
+        record |= {"thinking": thinking.text, "thinking_tokens": _thinking_tokens(row, model.tokenizer, thinking),
+                   "thinking_closed": thinking.closed}
+        if not thinking.closed:  # no answer follows: whatever the method's grading made of the text
+            record |= {"answer": None, "score": 0.0, "correct": False, "format_ok": False,
+                       "score_error": f"no answer: the thinking never closed with {THINK_CLOSE} (finish_reason "
+                                      f"{row.finish_reason}); raise --max-new-tokens or set --think-budget"}
     clash = sorted(set(attempt.extras) & (CORE_FIELDS | RESERVED_FIELDS))
     if clash:
         raise ValueError(f"method {attempt.method!r} sets the record field(s) {', '.join(clash)}, which every record "
                          "has with its own meaning; give the method's field another name")
     record |= attempt.extras
+    if getattr(row, "thinking", None) is not None:
+        record |= {k: v for k, v in row.thinking.items() if k in BUDGET_FIELDS and k not in attempt.extras}
     if attempt.steps is not None:
         record["steps"] = attempt.steps
     return record
+
+
+def _thinking_tokens(row, tokenizer, thinking) -> int:
+    """New tokens before the `</think>` that ends the thinking (the last one, where the tokenizer
+    has it as one token), or all of them (bar an ending EOS) when it never ends."""
+    ids = list(row.token_ids)
+    if not thinking.closed:
+        return len(ids) - (1 if ids and row.finish_reason == "eos" else 0)
+    marker = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
+    if len(marker) == 1 and marker[0] in ids:
+        return len(ids) - 1 - ids[::-1].index(marker[0])
+    head = row.text[: row.text.rfind(THINK_CLOSE)]
+    return len(tokenizer.encode(head, add_special_tokens=False))

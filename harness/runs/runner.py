@@ -13,9 +13,11 @@ from tqdm.auto import tqdm
 
 from envs import get_env
 from harness.console import note
+from harness.engine.lockstep import think_budget
 from harness.engine.model_pool import ModelPool
 from harness.engine.models import DEFAULT_MODEL, LoadedModel, resolve_device, resolve_dtype
 from harness.engine.prefix_cache import DEFAULT_BUDGET_MB, PrefixCache
+from harness.engine.prompts import chat_template_options, check_chat_template_options, unread_chat_template_options
 from harness.methods import Attempt, Generation, MethodCache, get_method
 from harness.methods.base import pending, role_model_names, variant_key
 from harness.methods.registry import contributions_of
@@ -55,6 +57,11 @@ class RunSpec:
     # Rows decode as they would alone (see harness.engine.batch_invariance); None: on, or the mode a
     # folder being resumed was written in (`run` resolves it before anything is written).
     batch_invariant: bool | None = None
+    # Variables for the chat template (Qwen3's {"enable_thinking": False}); None: the template's defaults.
+    chat_template_options: dict | None = None
+    # Budget forcing (s1): a row that has thought this many new tokens gets the end of thinking forced
+    # in (`</think>`, or `<answer>` on a model without it) and answers; None: no budget.
+    think_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("n", "max_new_tokens", "batch_size"):
@@ -63,6 +70,23 @@ class RunSpec:
                 raise ValueError(f"{name} (={value!r}) must be a positive integer")
         if self.n > MAX_PROBLEMS:
             raise ValueError(f"n (={self.n}) must be at most {MAX_PROBLEMS:,} problems")
+        check_chat_template_options(self.chat_template_options, "--chat-template-option")
+        if self.chat_template_options == {}:
+            self.chat_template_options = None  # none given: identified as runs before the setting
+        check_think_budget(self.think_budget, self.max_new_tokens)
+        if self.think_budget == 0:
+            self.think_budget = None
+
+
+def check_think_budget(budget, max_new_tokens: int, flag: str = "--think-budget") -> None:
+    """Refuse a thinking budget that is not a whole number, or leaves no room for the answer."""
+    if budget is None:
+        return
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ValueError(f"{flag} (={budget!r}) must be a whole number of tokens >= 1 (0: no budget)")
+    if budget >= max_new_tokens:
+        raise ValueError(f"{flag} (={budget}) leaves no room for the answer within max_new_tokens "
+                         f"(={max_new_tokens}); lower it or raise max_new_tokens")
 
 
 @dataclass
@@ -146,6 +170,9 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         if len(names) > 1:  # which model played which role
             described["models"] = {role: model.describe() for role, model in by_role.items()}
         run_dir.write_spec(resolved | {"variants": method.variants()} | described)
+        unread = unread_options_note(next(iter(by_role.values())), spec.chat_template_options)
+        if unread:
+            note(unread)
         return _decode_into(spec, env, method, by_role, run_dir, problems, todo, done, progress)
 
 
@@ -217,4 +244,17 @@ def iter_attempt_batches(spec: RunSpec, env, method, models: Mapping[str, Loaded
                      save_steps=spec.save_steps)
     for start in range(0, len(todo), spec.batch_size):
         batch = todo[start : start + spec.batch_size]
-        yield method.solve(env, models, batch, gen, skip=done, cache=cache)
+        # Every prompt the method renders and every decode it runs (its own stages too) take these.
+        with chat_template_options(spec.chat_template_options), think_budget(spec.think_budget):
+            attempts = method.solve(env, models, batch, gen, skip=done, cache=cache)
+        yield attempts
+
+
+def unread_options_note(model, options) -> str | None:
+    """A note naming the chat template options `model`'s template never reads (None: it reads all)."""
+    unread = unread_chat_template_options(model.tokenizer, options)
+    if not unread:
+        return None
+    where = "has no chat template" if not getattr(model.tokenizer, "chat_template", None) \
+        else "never reads " + ", ".join(unread)
+    return f"the chat template of {model.name} {where}; its prompts render as without those options"

@@ -62,6 +62,8 @@ TOP_KEYS: dict[str, tuple[bool, Any]] = {
     "device": (False, "cpu"),
     "extraction": (False, "strict"),
     "reference": (False, None),
+    "chat_template_options": (False, None),
+    "think_budget": (False, None),
 }
 ENV_KEYS = {"name": (True, None), "label": (False, None), "n": (False, 20), "config": (False, {})}
 # Beside these, an entry may list the values of its method's grid keys (ReDuMix's `lambdas` and
@@ -128,6 +130,9 @@ class SweepConfig:
     reference: str | None = None  # decoder label costs are compared against (not part of the identity)
     # Rows decode as they would alone; None (not written): on, or a resumed folder's mode (run_sweep decides)
     batch_invariant: bool | None = None
+    # Variables for the chat template ({enable_thinking: false}); None (not written): the template's defaults.
+    chat_template_options: dict | None = None
+    think_budget: int | None = None  # budget forcing, as `redumix run --think-budget`; None: no budget
 
     def resolved(self) -> dict:
         """The sweep's identity as JSON: two configs with equal `resolved()` make the same records."""
@@ -250,11 +255,26 @@ class _Checker:
         _unique([d.label for d in decoders], "decoders", what="label", fix="give one of them a distinct `label`")
         self._check_units_fit_envs(decoders, envs, extraction)
         self._check_settings(decoders, max_new_tokens)
+        options = top["chat_template_options"]
+        if options is not None:
+            from harness.engine.prompts import check_chat_template_options
+
+            try:
+                check_chat_template_options(_mapping(options, "chat_template_options"))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        think_budget = top["think_budget"]
+        if think_budget is not None:
+            think_budget = _int(think_budget, "think_budget", minimum=0) or None
+            if think_budget is not None and think_budget >= max_new_tokens:
+                raise ConfigError(f"think_budget (={think_budget}) leaves no room for the answer within "
+                                  f"max_new_tokens (={max_new_tokens}); lower it or raise max_new_tokens")
         config = SweepConfig(
             name=name, out=out, models=models, envs=envs, decoders=decoders, seeds=seeds,
             max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, dtype=dtype, device=device,
             extraction=extraction, reference=self._reference(top["reference"], decoders),
-            batch_invariant=batch_invariant,
+            batch_invariant=batch_invariant, chat_template_options=dict(options) if options else None,
+            think_budget=think_budget,
         )
         self._check_problems(config)
         return config
