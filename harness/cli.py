@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR",
                         help="write the report here instead of into RUN_DIR (needed for several runs; the run folders "
                              "are left as they are)")
+    report.add_argument("--ks", metavar="K,K,...",
+                        help="the k of the pass@k and maj@k columns of methods that draw N answers per problem "
+                             "(self-consistency, best-of-N), e.g. 1,2,4,8 (default: the powers of two up to N, and N)")
     report.set_defaults(handler=_cmd_report)
 
     # Listed for --help only: main() hands everything after `lm-eval` to lm-eval's own parser.
@@ -379,14 +382,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.out is None and len(args.run_dir) > 1:
         raise ValueError(f"RUN_DIR (={' '.join(args.run_dir)!r}) names {len(args.run_dir)} runs; a report over several "
                          "runs needs a folder of its own: add --out DIR (e.g. --out results/compare)")
+    from harness.analysis.metrics import parse_ks
+
+    ks = None if args.ks is None else parse_ks(args.ks)
     if args.out is None:
         from harness.analysis.report import write_report
 
-        _print_report(write_report(args.run_dir[0]))
+        _print_report(write_report(args.run_dir[0], ks=ks))
     else:
         from harness.analysis.joined_report import write_joined_report
 
-        _print_report(write_joined_report(args.run_dir, args.out))
+        _print_report(write_joined_report(args.run_dir, args.out, ks=ks))
     return 0
 
 

@@ -1,6 +1,7 @@
 """What best-of-N adds to records and reports: every sample's answer, grade and
 self-certainty and the chosen index; the oracle pass@N beside the chosen answer's accuracy;
-and accuracy against N, with self-consistency's beside it where the folder has both."""
+accuracy against N, with self-consistency's beside it where the folder has both; and pass@k,
+maj@k and accuracy against k (`decoders.sampled_answers`, shared with self-consistency)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 
 import pandas as pd
 
+from decoders.sampled_answers import SAMPLED_ANSWERS
 from harness.methods.contributions import Contributions, ReportFigure, SummaryColumns
 
 # Methods whose answers are one of N samples, drawn on the figure's N axis.
@@ -82,4 +84,4 @@ BEST_OF_N = Contributions(
         "samples N, with the oracle pass@N (any of the N right) dashed; self-consistency's majority vote over the "
         "same samples beside it when the folder has it."),),
     graded_fields=("sample_correct", "pass_at_n"),
-)
+) + SAMPLED_ANSWERS

@@ -1,8 +1,10 @@
-"""What self-consistency adds to records: every sample's answer, grade, log-probability, text
-and length, and the vote."""
+"""What self-consistency adds to records and reports: every sample's answer, grade,
+log-probability, text and length, and the vote; pass@k and maj@k from the samples, and accuracy
+against k (`decoders.sampled_answers`, shared with best-of-N)."""
 
 from __future__ import annotations
 
+from decoders.sampled_answers import SAMPLED_ANSWERS
 from harness.methods.contributions import Contributions
 
 SELF_CONSISTENCY = Contributions(
@@ -11,4 +13,4 @@ SELF_CONSISTENCY = Contributions(
         "sample_completions": list, "sample_new_tokens": list, "votes": dict, "agreement": (int, float),
     },
     graded_fields=("sample_correct",),
-)
+) + SAMPLED_ANSWERS

@@ -24,9 +24,11 @@ def run_labels(folders: list[Path]) -> list[str]:
     return [name if names.count(name) == 1 else str(folder) for name, folder in zip(names, folders, strict=True)]
 
 
-def write_joined_report(run_dirs: list[str | Path], out: str | Path, seed: int = 0) -> Report:
+def write_joined_report(run_dirs: list[str | Path], out: str | Path, seed: int = 0,
+                        ks: tuple[int, ...] | None = None) -> Report:
     """Write summary.csv, samples.csv, samples.parquet, comparisons.csv, cross_runs.csv and report.html of
-    `run_dirs` together into `out` (see the module docstring); `seed` drives the bootstraps.
+    `run_dirs` together into `out` (see the module docstring); `seed` drives the bootstraps, `ks`
+    names the k of pass@k and maj@k (None: each method's default).
 
     Raises:
         ValueError: a folder is given twice, `out` is one of the runs or another run's folder,
@@ -36,7 +38,7 @@ def write_joined_report(run_dirs: list[str | Path], out: str | Path, seed: int =
     out = Path(out)
     _check_folders(folders, out)
     labels = run_labels(folders)
-    found = [analyse_folder(folder, seed=seed) for folder in folders]
+    found = [analyse_folder(folder, seed=seed, ks=ks) for folder in folders]
 
     def stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
         parts = [frame.assign(run=label) for label, frame in zip(labels, frames, strict=True) if not frame.empty]

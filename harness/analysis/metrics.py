@@ -7,11 +7,18 @@ A group is one (model, env, decoder, its axis values, variant); seeds and proble
 pooled. The axes with columns of their own (ReDuMix's lambda and feedback policy) come from
 the registered methods' declarations; any other variant is named in `variant` (e.g.
 self-consistency's "n=4"). Everything here is a pure function of the records.
+
+A contributed column named with "{k}" (self-consistency's "pass@{k}") stands for one column per
+k its groups report, `pass@1`, `pass@2`, ..., in increasing k where the template is declared;
+`summarize(ks=...)` (`redumix report --ks`) names the k (`asked_ks`), else each method picks.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -32,6 +39,27 @@ METRIC_COLUMNS = [
 ]
 
 
+# The k `summarize` asks "{k}" column families for, while it computes the groups' columns.
+_ASKED_KS: ContextVar[tuple[int, ...] | None] = ContextVar("asked_ks", default=None)
+
+
+def asked_ks() -> tuple[int, ...] | None:
+    """The k a report asks "{k}" columns for (`redumix report --ks`), in increasing order; None:
+    the method's own choice. Read by contributed `compute` functions while `summarize` runs."""
+    return _ASKED_KS.get()
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """`--ks 1,2,4,8` as (1, 2, 4, 8): whole numbers >= 1, each once, in increasing order."""
+    items = [item.strip() for item in str(text).split(",")]
+    if not all(item.isascii() and item.isdigit() and int(item) >= 1 for item in items):
+        raise ValueError(f"--ks (={text!r}) must be whole numbers >= 1 separated by commas, e.g. --ks 1,2,4,8")
+    ks = [int(item) for item in items]
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"--ks (={text!r}) repeats a value; give each k once, e.g. --ks 1,2,4,8")
+    return tuple(sorted(ks))
+
+
 def contributed() -> Contributions:
     """Everything the registered decoders and methods contribute, in name order."""
     from decoders.registry import available_decoders
@@ -42,11 +70,26 @@ def contributed() -> Contributions:
     return total
 
 
-def summary_columns() -> list[str]:
+def summary_columns(present: Iterable[str] = ()) -> list[str]:
     """Column order of `summarize`'s table (and of summary.csv): the group, every group's metrics,
-    the methods' own columns, the paired comparison."""
-    own = [c for block in contributed().columns for c in block.columns]
+    the methods' own columns, the paired comparison. A "{k}" template stands for its columns
+    among `present` (a table's columns), in increasing k."""
+    present = list(present)
+    own = [name for block in contributed().columns for c in block.columns for name in _expanded(c, present)]
     return [*side_columns(), *METRIC_COLUMNS, *dict.fromkeys(own), *PAIRED_COLUMNS]
+
+
+def _family(template: str) -> re.Pattern:
+    """The column names a "{k}" template stands for ("pass@{k}": pass@1, pass@2, ...)."""
+    return re.compile(r"(\d+)".join(re.escape(part) for part in template.split("{k}")))
+
+
+def _expanded(column: str, present: list[str]) -> list[str]:
+    if "{k}" not in column:
+        return [column]
+    family = _family(column)
+    ks = sorted({int(m.group(1)) for name in present if (m := family.fullmatch(name))})
+    return [column.replace("{k}", str(k)) for k in ks]
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -101,19 +144,24 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None,
-              comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+              comparisons: pd.DataFrame | None = None, ks: Iterable[int] | None = None) -> pd.DataFrame:
     """One row per group with every metric (see `summary_columns`); `seed` drives the bootstrap.
 
     `reference`: the decoder label that "cost against" divides by (overhead_vs_greedy keeps its
     name; the reference is greedy unless the sweep says otherwise); None leaves it empty.
     `comparisons`: `paired.compare_to_reference` of these records, when the caller has it already.
+    `ks`: the k of "{k}" columns (pass@k, maj@k); None: each method's default.
     """
     df = normalize(records)
     groups = side_columns()
     rows = []
-    for key, group in df.groupby(groups, dropna=False, sort=True):
-        rows.append(dict(zip(groups, key, strict=True)) | group_metrics(group, seed=seed))
-    table = pd.DataFrame(rows, columns=summary_columns())
+    token = _ASKED_KS.set(None if ks is None else tuple(sorted(set(ks))))
+    try:
+        for key, group in df.groupby(groups, dropna=False, sort=True):
+            rows.append(dict(zip(groups, key, strict=True)) | group_metrics(group, seed=seed))
+    finally:
+        _ASKED_KS.reset(token)
+    table = pd.DataFrame(rows, columns=summary_columns(c for row in rows for c in row))
     table["overhead_vs_greedy"] = overhead_vs_reference(table, reference)
     if comparisons is None:
         comparisons = compare_to_reference(df, reference, seed=seed)
@@ -160,10 +208,13 @@ def group_metrics(group: pd.DataFrame, seed: int = 0) -> dict:
 
 def _contributed_columns(block: SummaryColumns, group: pd.DataFrame) -> dict:
     values = block.compute(group)
-    unknown = set(values) - set(block.columns)
+    fixed = [c for c in block.columns if "{k}" not in c]
+    families = [_family(c) for c in block.columns if "{k}" in c]
+    unknown = {c for c in values if c not in fixed and not any(f.fullmatch(c) for f in families)}
     if unknown:
         raise ValueError(f"summary columns {sorted(unknown)} are not among the declared {list(block.columns)}")
-    return {column: values.get(column, math.nan) for column in block.columns}
+    return {column: values.get(column, math.nan) for column in fixed} | \
+        {column: value for column, value in values.items() if column not in fixed}
 
 
 def total_latency(group: pd.DataFrame) -> pd.Series:

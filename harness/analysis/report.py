@@ -101,23 +101,25 @@ class FolderAnalysis:
     notes: tuple[str, ...]
 
 
-def analyse_folder(run_dir: str | Path, seed: int = 0) -> FolderAnalysis:
-    """Read a folder and compute its summary and paired comparisons (see `read_folder`)."""
+def analyse_folder(run_dir: str | Path, seed: int = 0, ks: tuple[int, ...] | None = None) -> FolderAnalysis:
+    """Read a folder and compute its summary and paired comparisons (see `read_folder`); `ks`: the
+    k of pass@k and maj@k (see `metrics.summarize`)."""
     records, contents, spec = read_folder(run_dir)
     notes = tuple(contents.notes()) + ((contents.progress_note() + " (run the same command again to finish)",)
                                        if contents.progress_note() else ())
     reference = reference_label(spec)
     table = metrics.normalize(records)
     comparisons = compare_to_reference(table, reference, seed=seed)
-    summary = metrics.summarize(records, seed=seed, reference=reference, comparisons=comparisons)
+    summary = metrics.summarize(records, seed=seed, reference=reference, comparisons=comparisons, ks=ks)
     return FolderAnalysis(records, table, summary, comparisons, spec, reference, notes)
 
 
-def write_report(run_dir: str | Path, seed: int = 0) -> Report:
+def write_report(run_dir: str | Path, seed: int = 0, ks: tuple[int, ...] | None = None) -> Report:
     """Write summary.csv, samples.csv, samples.parquet, comparisons.csv and report.html into
-    `run_dir`; `seed` drives the bootstrap (see `write_files`)."""
+    `run_dir`; `seed` drives the bootstrap (see `write_files`), `ks` names the k of pass@k and
+    maj@k (None: each method's default)."""
     folder = Path(run_dir)
-    found = analyse_folder(folder, seed=seed)
+    found = analyse_folder(folder, seed=seed, ks=ks)
     html = render_html(found.summary, found.table, found.spec, title=folder.name, notes=found.notes,
                        reference=found.reference, comparisons=found.comparisons)
     return write_files(folder, found.summary, found.records, found.comparisons, html, found.notes)
@@ -194,7 +196,8 @@ def render_html(summary: pd.DataFrame, records: pd.DataFrame, spec: dict, title:
                            f"Each run's accuracy minus {base}'s for the same decoder variant on the problems both "
                            "runs answered (same env item, seed and question), with a paired bootstrap 95% interval; "
                            "* marks McNemar's exact p < 0.05, and wins/losses count the discordant pairs."))
-    columns = [c for c in ["run", *metrics.summary_columns()] if c in summary and summary[c].notna().any()]
+    columns = [c for c in ["run", *metrics.summary_columns(summary.columns)]
+               if c in summary and summary[c].notna().any()]
     rows = [[_cell(row[c]) for c in columns] for _, row in summary.iterrows()]
     samples = [browser_sample(r) for r in records.to_dict("records")]
     return env.get_template("report.html.j2").render(
