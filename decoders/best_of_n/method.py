@@ -17,7 +17,7 @@ from decoders.best_of_n.config import BestOfN
 from decoders.best_of_n.report import BEST_OF_N
 from decoders.best_of_n.selection import borda_choice, most_certain
 from decoders.registry import register_method
-from decoders.self_consistency.method import Samples, SelfConsistencyMethod
+from decoders.self_consistency.method import Samples, SelfConsistencyMethod, sample_logprob
 from harness.methods.base import Attempt, Generation, row_steps
 
 
@@ -48,6 +48,8 @@ class BestOfNMethod(SelfConsistencyMethod):
             "sample_answers": answers,
             "sample_correct": [v.correct for v in verdicts],
             "sample_self_certainty": [None if math.isnan(c) else round(c, 6) for c in certainty],
+            # As self-consistency records them, so maj@k breaks ties alike over the same samples.
+            "sample_logprobs": [round(sample_logprob(row), 4) for row in samples],
             "sample_completions": [row.text for row in samples],
             "sample_new_tokens": [row.new_tokens for row in samples],
             "pass_at_n": any(v.correct for v in verdicts),

@@ -74,7 +74,8 @@ NUMBER = (int, float)
 BEST_OF_N = Contributions(
     record_fields={
         "n_samples": int, "selection": str, "chosen_index": int, "sample_answers": list, "sample_correct": list,
-        "sample_self_certainty": list, "sample_completions": list, "sample_new_tokens": list, "pass_at_n": bool,
+        "sample_self_certainty": list, "sample_logprobs": list, "sample_completions": list,
+        "sample_new_tokens": list, "pass_at_n": bool,
     },
     columns=(SummaryColumns(("pass_at_n", "n_samples"), oracle, reads=("pass_at_n", "n_samples"),
                             terminal=("pass_at_n",)),),
