@@ -253,3 +253,16 @@ def test_redumix_can_hold_a_summary_of_the_thinking_instead(thinker, tmp_path):
         assert first.text not in x2
     with pytest.raises(ValueError, match="Unknown stage1_thinking 'sumary'. Did you mean: summary"):
         get_method("redumix", stage1_thinking="sumary")
+
+
+def test_a_sweep_forces_its_budget_and_names_options_its_model_never_reads(tiny_model_dir, tmp_path, capsys):
+    from harness.runs.sweep import run_sweep
+
+    data = {"models": [str(tiny_model_dir)], "max_new_tokens": 16, "batch_size": 2, "dtype": "float32",
+            "envs": [{"name": "basic_arithmetic", "n": 2, "config": dict(EASY)}], "decoders": [{"name": "greedy"}],
+            "chat_template_options": {"enable_thinking": False}, "think_budget": 3}
+    run_sweep(parse_config(data), tmp_path / "s", progress=False, write_report=False)
+    records = [json.loads(line) for line in (tmp_path / "s" / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    assert all(r["think_end"] == "budget" or r["finish_reason"] == "eos" for r in records)
+    assert "never reads enable_thinking" in capsys.readouterr().err
