@@ -135,7 +135,8 @@ class FileEnv:
         if n < 0 or start < 0:
             raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
         if start + n > len(self._rows):
-            raise ValueError(f"{self.path_text} holds {len(self._rows)} problems; n={n} from problem {start} asks "
+            count = f"{len(self._rows)} problem{'' if len(self._rows) == 1 else 's'}"
+            raise ValueError(f"{self.path_text} holds {count}; n={n} from problem {start} asks "
                              f"past its end. Fix: n at most {max(0, len(self._rows) - start)}")
         problems = []
         for index in range(start, start + n):

@@ -14,12 +14,19 @@ Overrides at evaluation time come through lm-eval's task metadata (the CLI's
 * `rg_seed`: the problem seed (default 0);
 * `rg_config`: per-environment config overrides, `{"basic_arithmetic": {"max_terms": 2}}`,
   applied on top of the task's own config (so also on top of an easy variant's).
+
+Problem files of your own (`file:PATH` environments) cannot be listed, so they have no task
+until asked for: `check_task_names` (which `redumix lm-eval` calls with `--tasks`) takes
+`rg_file:PATH`, checks the file, and `write_task_dir` then writes its task, named
+`rg_file_<PATH with every other character than letters, digits, - and _ as _>` (a name lm-eval
+can put in file names) and tagged `rg_file:PATH`, the name asked for.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,8 @@ DEFAULT_SEED = 0
 MAX_GEN_TOKS = 256  # as `redumix run --max-new-tokens`
 STOP = "</answer>"
 METRICS = ("acc", "score", "format_ok")
+FILE_ENV_PREFIX = "file:"  # environments of envs.file_dataset
+_file_envs: dict[str, None] = {}  # file envs asked for by name in this process (see check_task_names)
 
 # Settings at which the embedded model (SmolLM2-135M-Instruct) solves some problems:
 # greedy, flexible extraction, 16 problems of seed 0, at most 64 new tokens, it solved
@@ -55,6 +64,8 @@ EASY_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def task_name(env: str, easy: bool = False) -> str:
+    if env.startswith(FILE_ENV_PREFIX):  # a path: its task's name must do as part of a file name
+        return f"{PREFIX}file_{re.sub(r'[^A-Za-z0-9_-]+', '_', env[len(FILE_ENV_PREFIX):]).strip('_')}"
     return f"{PREFIX}{env}{EASY_SUFFIX if easy else ''}"
 
 
@@ -66,21 +77,25 @@ def available_tasks() -> list[str]:
 
 
 def check_task_names(names: Iterable[str]) -> None:
-    """Raise a did-you-mean ValueError for any `rg_` name that is not one of ours."""
+    """Raise a did-you-mean ValueError for any `rg_` name that is not one of ours; an `rg_file:PATH`
+    name is checked (the file read) and its task written by later `write_task_dir` calls."""
     known = set(available_tasks())
     for name in names:
-        if name.startswith(PREFIX) and name not in known and "*" not in name:
+        if name.startswith(PREFIX + FILE_ENV_PREFIX):
+            task_config(name[len(PREFIX):])
+            _file_envs[name[len(PREFIX):]] = None
+        elif name.startswith(PREFIX) and name not in known and "*" not in name:
             raise ValueError(unknown_name_message("task", name, known))
 
 
-def task_config(env: str, *, easy: bool = False, n: int = DEFAULT_N, seed: int = DEFAULT_SEED,
+def task_config(env: str, *, easy: bool = False, n: int | None = None, seed: int = DEFAULT_SEED,
                 env_config: Mapping[str, Any] | None = None, extraction: str | None = None) -> dict[str, Any]:
     """The lm-eval task config of environment `env` (a dict of TaskConfig fields).
 
     Args:
         env: environment name, e.g. "basic_arithmetic".
         easy: start from `EASY_CONFIGS[env]` (the task is then named rg_<env>_easy).
-        n, seed: how many problems, from which seed.
+        n, seed: how many problems (default 100; a problem file's every row), from which seed.
         env_config: config overrides on top of the (easy) defaults.
         extraction: answer extraction, "strict" (only <answer> tags count) or "flexible"
             (also "answer is X" and the last number); default strict, flexible for easy
@@ -94,9 +109,11 @@ def task_config(env: str, *, easy: bool = False, n: int = DEFAULT_N, seed: int =
     config = {**(EASY_CONFIGS[env] if easy else {}), **dict(env_config or {})}
     extraction = extraction or ("flexible" if easy else "strict")
     get_env(env, extraction=extraction, **config)  # refuse a bad name or config now, not when lm-eval loads it
+    if n is None and not env.startswith(FILE_ENV_PREFIX):
+        n = DEFAULT_N
     return {
         "task": task_name(env, easy),
-        "tag": [TAG],
+        "tag": [PREFIX + env] if env.startswith(FILE_ENV_PREFIX) else [TAG],
         "custom_dataset": make_dataset,
         "dataset_kwargs": {"rg_task": {"env": env, "n": n, "seed": seed, "config": config, "extraction": extraction}},
         "test_split": "test",
@@ -121,7 +138,7 @@ def make_dataset(rg_task: dict, rg_n: int | None = None, rg_seed: int | None = N
     import datasets
 
     env_name = rg_task["env"]
-    n = int(rg_n if rg_n is not None else rg_task["n"])
+    n = rg_n if rg_n is not None else rg_task["n"]
     seed = int(rg_seed if rg_seed is not None else rg_task["seed"])
     if rg_config is not None and not isinstance(rg_config, Mapping):
         raise ValueError(
@@ -132,6 +149,7 @@ def make_dataset(rg_task: dict, rg_n: int | None = None, rg_seed: int | None = N
     config = {**rg_task["config"], **overrides}
     extraction = rg_task.get("extraction", "strict")
     env = _env(env_name, json.dumps(config, sort_keys=True), extraction)
+    n = len(env) if n is None else int(n)  # None: every row of a problem file
     docs = [
         {
             "problem_id": p.problem_id,
@@ -198,7 +216,7 @@ def doc_problem(doc: Mapping[str, Any]):
     if problem.problem_id != doc["problem_id"] or problem.question != doc["question"]:
         raise ValueError(
             f"document {doc['problem_id']!r} no longer matches its environment's problem "
-            "(reasoning-gym changed, or PYTHONHASHSEED differs); regenerate the task data"
+            "(reasoning-gym or the problem file changed, or PYTHONHASHSEED differs); regenerate the task data"
         )
     return problem
 
@@ -239,6 +257,8 @@ def write_task_dir(folder: str | Path) -> Path:
         files[f"{task_name(env)}.yaml"] = _dump(yaml_config(env))
     for env in EASY_CONFIGS:
         files[f"{task_name(env, easy=True)}.yaml"] = _dump(yaml_config(env, easy=True))
+    for env in _file_envs:
+        files[f"{task_name(env)}.yaml"] = _dump(yaml_config(env))
     files[f"{EASY_GROUP}.yaml"] = _dump({
         "group": EASY_GROUP,
         "task": [task_name(env, easy=True) for env in EASY_CONFIGS],
@@ -252,7 +272,8 @@ def write_task_dir(folder: str | Path) -> Path:
         if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
             write_atomically(path, text)  # never a half-written task file for lm-eval to choke on
     for path in folder.glob(f"{PREFIX}*.yaml"):
-        if path.name not in files:
+        # A file env's task stays: another lm-eval run may have asked for it and be reading it now.
+        if path.name not in files and not path.name.startswith(task_name(FILE_ENV_PREFIX)):
             path.unlink()
     return folder
 
