@@ -19,6 +19,7 @@ from .answer import (
     wrap_answer,
 )
 from .base import Env, Problem, Verdict, problem_id  # noqa: F401
+from .checkers import BUILT_IN_CHECKERS, Check, make_checker
 from .feedback import (
     DEFAULT_TEMPLATES,
     FEEDBACK_POLICIES,
@@ -28,7 +29,6 @@ from .feedback import (
     render_feedback,
     resolve_templates,
 )
-from .checkers import BUILT_IN_CHECKERS, Check, make_checker
 from .file_dataset import FileEnv
 from .reasoning_gym_env import ReasoningGymEnv
 from .registry import (

@@ -300,7 +300,8 @@ class _Source:
     def require(self, column: str, key: str) -> None:
         if self.columns is None or column in self.columns:
             return
-        raise ValueError(f"{self.path_text} has no column {column!r} (its columns: {', '.join(self.columns) or 'none'})."
+        there = ", ".join(self.columns) or "none"
+        raise ValueError(f"{self.path_text} has no column {column!r} (its columns: {there})."
                          f"{did_you_mean(column, self.columns)} Fix: name the {key} column in the env config: "
                          f"{key}=COLUMN (--env-config {key}=COLUMN, or config: {{{key}: COLUMN}} in a sweep)")
 

@@ -17,7 +17,7 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from envs import Problem, available_envs, env_families, get_env, is_env_name  # noqa: E402
+from envs import available_envs, env_families, get_env, is_env_name  # noqa: E402
 from envs.checkers import make_checker, read_number  # noqa: E402
 from envs.registry import family_of  # noqa: E402
 
@@ -131,8 +131,8 @@ def test_ids_come_from_the_id_column_else_from_the_question(tmp_path, jsonl):
     hashed = [p.metadata["id"] for p in env_of(jsonl, id="").problems(3, 0)]
     assert all(re.fullmatch(r"q-[0-9a-f]{12}", i) for i in hashed) and len(set(hashed)) == 3
     # A question's id does not depend on where its row is, nor on the other rows.
-    shuffled = write_jsonl(tmp_path / "s.jsonl", [{k: v for k, v in r.items() if k != "id"}
-                                                  for r in [ROWS[2], ROWS[0], ROWS[1], {"question": "New?", "answer": 1}]])
+    reordered = [ROWS[2], ROWS[0], ROWS[1], {"question": "New?", "answer": 1}]
+    shuffled = write_jsonl(tmp_path / "s.jsonl", [{k: v for k, v in r.items() if k != "id"} for r in reordered])
     again = {p.question: p.metadata["id"] for p in env_of(shuffled).problems(4, 0)}
     assert [again[r["question"]] for r in ROWS] == hashed
 
@@ -254,7 +254,8 @@ def test_every_feedback_policy(jsonl):
     assert env.feedback(problem, right, "binary") == "Your answer is correct."
     assert env.feedback(problem, wrong, "binary") == "Your answer is incorrect."
     assert env.feedback(problem, missing, "binary").startswith("Format error: no answer in <answer> tags found")
-    assert env.feedback(problem, wrong, "ground_truth") == "Your answer is incorrect. The expected answer is: \\frac{1}{2}"
+    assert env.feedback(problem, wrong, "ground_truth") == \
+        "Your answer is incorrect. The expected answer is: \\frac{1}{2}"
     text = env.feedback(problem, wrong, "verifier")
     assert text == ("Your answer is incorrect. Extracted answer: 0.25. Score: 0.00. "
                     "The answer is not equal to the expected value.")
@@ -536,6 +537,12 @@ def test_a_file_env_is_an_lm_eval_task(tmp_path, jsonl):
     assert json.loads(docs[0]["env_config"])["checker"] == "math"
     assert tasks.process_results(docs[0], ["Half is <answer>0.5"]) == {"acc": 1.0, "score": 1.0, "format_ok": 1.0}
     assert tasks.process_results(docs[1], ["<answer>5"])["acc"] == 0.0
+    assert tasks.process_results(docs[0], ["Half of one is 1/2."])["acc"] == 0.0  # strict: tags only
+    flexible = tasks.make_dataset(**config["dataset_kwargs"], rg_config={env: {"checker": "math"}},
+                                  rg_extraction="flexible")["test"]
+    assert flexible[0]["extraction"] == "flexible"
+    assert tasks.process_results(flexible[0], ["Half of one is 1/2."]) == {"acc": 1.0, "score": 1.0, "format_ok": 0.0}
+    assert len(tasks.make_dataset(**config["dataset_kwargs"], rg_n=2)["test"]) == 2
     with pytest.raises(ValueError, match=r"no such file or folder"):
         tasks.check_task_names([f"rg_file:{tmp_path}/nope.jsonl"])
 

@@ -13,7 +13,9 @@ Overrides at evaluation time come through lm-eval's task metadata (the CLI's
 * `rg_n`: problems per task (default 100; `--limit` takes a prefix of them);
 * `rg_seed`: the problem seed (default 0);
 * `rg_config`: per-environment config overrides, `{"basic_arithmetic": {"max_terms": 2}}`,
-  applied on top of the task's own config (so also on top of an easy variant's).
+  applied on top of the task's own config (so also on top of an easy variant's);
+* `rg_extraction`: the answer extraction of every task, "strict" or "flexible" (default: each
+  task's own, flexible for easy variants).
 
 Problem files of your own (`file:PATH` environments) cannot be listed, so they have no task
 until asked for: `check_task_names` (which `redumix lm-eval` calls with `--tasks`) takes
@@ -129,7 +131,8 @@ def task_config(env: str, *, easy: bool = False, n: int | None = None, seed: int
 
 
 def make_dataset(rg_task: dict, rg_n: int | None = None, rg_seed: int | None = None,
-                 rg_config: Mapping[str, Mapping[str, Any]] | None = None, **_metadata: Any) -> dict:
+                 rg_config: Mapping[str, Mapping[str, Any]] | None = None, rg_extraction: str | None = None,
+                 **_metadata: Any) -> dict:
     """lm-eval's `custom_dataset` hook: {"test": datasets.Dataset} of one environment's problems.
 
     lm-eval passes the task metadata (which also holds the model's arguments) as keyword
@@ -147,7 +150,7 @@ def make_dataset(rg_task: dict, rg_n: int | None = None, rg_seed: int | None = N
         )
     overrides = dict((rg_config or {}).get(env_name, {}))
     config = {**rg_task["config"], **overrides}
-    extraction = rg_task.get("extraction", "strict")
+    extraction = rg_extraction or rg_task.get("extraction", "strict")
     env = _env(env_name, json.dumps(config, sort_keys=True), extraction)
     n = len(env) if n is None else int(n)  # None: every row of a problem file
     docs = [
