@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,21 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from decoders import get_decoder
-from envs import Problem, Verdict, extract_answer
+from envs import Problem
 from harness.engine.loglikelihood import ContinuationScore, score_continuations, score_rows
 from harness.engine.model_pool import ModelPool
 from harness.engine.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
 from harness.engine.prompts import encode, render_chat
 from harness.lmeval import tasks as lm_eval_tasks
 from harness.methods import Generation, MethodCache, method_of
-from harness.methods.base import is_deterministic, role_model_names
-from harness.methods.registry import axes_of, contributions_of
+from harness.methods.base import role_model_names
+from harness.methods.request_env import NO_VERIFIER, cut_at_stop, sampling_decoder  # noqa: F401 (NO_VERIFIER: for importers)
+from harness.methods.request_env import RequestEnv as _RequestEnv
+from harness.methods.request_env import answer_fields as _telemetry
+from harness.methods.request_env import unverified_units as _unverified_units
 
 MODEL_NAME = "redumix"
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's own default when a task sets none
-NO_VERIFIER = "none (the task has no environment to verify answers)"
 
 _latest: dict[str, Any] = {"model": None}
 
@@ -205,13 +206,7 @@ class RedumixLM(LM):
         if not do_sample:
             return self.decoder
         settings = {k: gen_kwargs[k] for k in ("temperature", "top_p", "top_k") if gen_kwargs.get(k) is not None}
-        if is_deterministic(self.decoder):  # greedy: the task asks to sample, so it samples
-            return get_decoder("sample", **settings)
-        fields = {f.name for f in dataclasses.fields(self.decoder)}
-        changes = {k: v for k, v in settings.items() if k in fields}
-        if "sample" in fields:
-            changes["sample"] = True
-        return dataclasses.replace(self.decoder, **changes) if changes else self.decoder
+        return sampling_decoder(self.decoder, settings)
 
     def _method_batch(self, batch: list[_Item]) -> list[str]:
         """One batch through the decoder's method; requests of one task share an environment."""
@@ -411,64 +406,6 @@ class _Item:
     def group_key(self) -> tuple:
         config = json.dumps(self.decoder.config(), sort_keys=True, default=str)
         return (self.decoder.name, config, tuple(self.stops), self.max_new)
-
-
-class _RequestEnv:
-    """An environment as a method sees it, for lm-eval requests.
-
-    The user turn is the request's own prompt. With an environment (our tasks) answers
-    are graded and feedback given by it; without one nothing is graded and feedback is empty.
-    """
-
-    def __init__(self, inner, user_turn: Callable[[Problem], str]) -> None:
-        self.inner = inner
-        self.user_turn = user_turn  # asked only by methods that build conversations from the user turn
-        self.name = inner.name if inner is not None else "lm-eval"
-        self.has_verifier = inner is not None and inner.has_verifier
-
-    def user_prompt(self, problem) -> str:
-        return self.user_turn(problem)
-
-    def verify(self, problem, completion: str) -> Verdict:
-        if self.inner is not None:
-            return self.inner.verify(problem, completion)
-        answer = extract_answer(completion)
-        return Verdict(answer=answer, score=0.0, correct=False, format_ok=answer is not None,
-                       error="not graded: the task has no environment")
-
-    def feedback(self, problem, verdict: Verdict, policy: str, templates=None) -> str:
-        if self.inner is not None:
-            return self.inner.feedback(problem, verdict, policy, templates)
-        return ""
-
-
-def _telemetry(attempt, verified: bool) -> dict:
-    """A response's telemetry: how it was decoded, how long it took, and the method's own fields
-    (stage texts, divergences, samples); the contexts themselves are in lm-eval's sample logs."""
-    row = attempt.row
-    values = {
-        "decoder": attempt.method, "decoder_config": attempt.method_config, "completion": row.text,
-        "finish_reason": row.finish_reason, "new_tokens": row.new_tokens, "prompt_tokens": row.prompt_tokens[0],
-        # As in run records: latency_s is the final decoding; the stages before it are stage_s.
-        "latency_s": round(row.prefill_s + row.decode_s, 4), "stage_s": round(attempt.cost_s - attempt.answer_s, 4),
-    } | {k: v for k, v in attempt.extras.items() if k != "contexts"}
-    if not verified:  # nothing graded these answers: say so instead of a policy or a verdict
-        graded = contributions_of(attempt.method).graded_fields
-        values.update({k: None for k in graded if k in values})
-        values.update({k: v for k, v in _unverified_units(attempt.method).items() if k in values})
-    return values
-
-
-def _unverified_units(method: str) -> dict:
-    """The method's unit-axis fields (ReDuMix's feedback policy) as telemetry shows them where no
-    verifier exists: the env gave none of them."""
-    return {axis.record: NO_VERIFIER for axis in axes_of(method).units}
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """`text` up to (not including) the first stop string, as lm-eval expects responses."""
-    ends = [text.find(s) for s in stops if s and s in text]
-    return text[: min(ends)] if ends else text
 
 
 def _repeat_numbers(requests) -> list[int]:

@@ -11,12 +11,11 @@ one whose node registered under another address is shut down and refused.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections.abc import Iterator
 
 import ray
 
-LOOPBACK = "127.0.0.1"
+from harness.loopback import LOOPBACK, is_loopback
 
 
 def init_loopback_ray(**init_kwargs) -> None:
@@ -53,13 +52,3 @@ def _single_machine_mode() -> Iterator[None]:
             ray_constants.ENABLE_RAY_CLUSTER = before
         else:
             del ray_constants.ENABLE_RAY_CLUSTER
-
-
-def is_loopback(address: str) -> bool:
-    """127.0.0.0/8, ::1, or an IPv4 loopback written as IPv6 (::ffff:127.0.0.1)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address == "localhost"
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
