@@ -6,6 +6,7 @@ Decoding uses the tiny model."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import pickle
@@ -566,3 +567,22 @@ def test_redumix_lm_eval_runs_a_file_task_asked_for_by_its_env_name(tiny_model_d
     assert [s["doc"]["problem_id"] for s in samples] == [f"file:{jsonl}-s0-0", f"file:{jsonl}-s0-1"]
     assert all(json.loads(s["doc"]["env_config"])["checker"] == "math" for s in samples)
     assert (results.parent / f"telemetry_{name}_{date}.jsonl").is_file()
+
+
+def test_a_sweep_over_a_file_on_ray_actors_gives_the_local_records(tiny_model_dir, tmp_path):
+    pytest.importorskip("ray")
+    from harness.runs.ray_executor import RayExecutor, ray_connection
+    from harness.runs.sweep import run_sweep
+    from harness.runs.sweep_config import parse_config
+    from tests.helpers.sweeps import without_timings
+
+    (tmp_path / "checks.py").write_text("def same(answer, gold):\n    return answer.strip() == gold\n")
+    data = _file_sweep(tiny_model_dir, write_jsonl(tmp_path / "p.jsonl", ROWS), n=2)
+    data["envs"][0]["config"] = {"checker": f"{tmp_path}/checks.py:same"}  # imported again on the actors
+    config = parse_config(data)
+    run_sweep(config, tmp_path / "local", progress=False, write_report=False)
+    with ray_connection(num_cpus=1):
+        result = run_sweep(config, tmp_path / "ray", progress=False, write_report=False,
+                           executor=functools.partial(RayExecutor, actors=1, cpus_per_actor=1))
+    assert result.failed_units == [] and result.new == 4
+    assert without_timings(_records(tmp_path / "ray")) == without_timings(_records(tmp_path / "local"))
