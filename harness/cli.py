@@ -31,7 +31,7 @@ BATCH_INVARIANT_HELP = ("on (default for a new folder): every problem decodes to
                         "whose sums round differently from batch to batch. A folder being resumed keeps its mode; "
                         "records and spec.json say which mode made them")
 # The commands that load models or do work; `redumix lm-eval` takes --verbose too (see main).
-VERBOSE_COMMANDS = ("run", "sweep", "report", "distill")
+VERBOSE_COMMANDS = ("run", "sweep", "report", "distill", "serve")
 DEBUG_HELP = (f"on an error, show the traceback above its one-line message (also {DEBUG_ENV}=1)")
 VERBOSE_HELP = ("also show what transformers and huggingface_hub print: their progress bars (loading weights, "
                 "converting a GGUF) and logged warnings, hidden by default")
@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("lm-eval", add_help=False,
                    help="lm-evaluation-harness's CLI with the redumix model and the rg_* tasks, e.g. "
                         "redumix lm-eval run --model redumix --tasks rg_easy --apply_chat_template")
+
+    from harness.serve.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
 
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
@@ -510,6 +514,10 @@ def _context(args: argparse.Namespace) -> Context:
                                 f"--dtype {args.dtype}", inputs=f"SOURCE {args.source} or --model",
                        memory_hint="lower --batch-size (raise --grad-accum to keep the effective batch), or add "
                                    "--lora")
+    if args.command == "serve":
+        return Context(settings=f"--model {args.model}, --device {args.device}, --dtype {args.dtype}",
+                       inputs=f"--model {args.model}", memory_hint="lower --batch-size or --max-new-tokens, or use a "
+                                                                   "smaller --model")
     if args.command in ("report", "harvest"):
         folders = args.run_dir if isinstance(args.run_dir, list) else [args.run_dir]
         return Context(inputs=f"RUN_DIR {' '.join(folders)}", memory_hint="report fewer or smaller folders at once")

@@ -1,0 +1,295 @@
+"""The request queue and the one worker thread that owns the models.
+
+Requests wait in a bounded queue; the worker takes every request waiting when it is free,
+groups them by method and settings (`Ask.group_key`), and answers each group in engine calls of
+at most `batch_size` rows, through the method's `solve` as lm-eval requests are answered: no
+environment (`Method.without_env`), the prompt's token ids as `given`. A row's seed comes from
+the request alone (its prompt ids, its seed and the choice's index), and the engine decodes a
+row as it would alone (batch invariance), so an answer does not depend on what shared its call.
+Identical rows in one call are decoded once. A call that fails is retried row by row, so one
+request's error answers that request only.
+
+Only this thread tokenizes, renders chats and runs models. Rows join an engine call only
+between calls; joining a running call at a step boundary (continuous batching) is not done.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import math
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from envs import Problem
+from harness.engine.models import LoadedModel
+from harness.engine.prompts import encode, render_chat
+from harness.methods import Generation, MethodCache
+from harness.methods.base import role_model_names
+from harness.methods.request_env import RequestEnv, answer_fields, cut_at_stop
+from harness.runs.record_json import finite
+from harness.serve.protocol import Answer, ApiError, Ask, Result, finish_reason
+
+
+@dataclass
+class _Job:
+    ask: Ask
+    future: concurrent.futures.Future
+    rows: list[_Row] | None = None  # per prompt, then per choice; made by the worker
+    prompt_tokens: int = 0
+
+
+@dataclass
+class _Row:
+    """One choice of one prompt of a job, as a problem for the method."""
+
+    key: str  # the problem id: what the row's seed is drawn from
+    ids: list[int]
+    user_turn: str | None  # None: the chat is not one user message (see `_user_turn`)
+    turns: int  # messages of the chat (0 for a completion)
+
+
+class Batcher:
+    """Answers `Ask`s on `pool`'s models (see the module docstring).
+
+    Args:
+        models: the loaded models by name (those a request's method may use).
+        model_name: the served model's name (what roles left open run on).
+        seed: the generation seed every row's seed is drawn from, with the row's own key.
+        batch_size: rows per engine call.
+        max_queue: requests that may wait; one more is refused (429).
+        default_max_tokens: new tokens when a request gives no max_tokens (cut to the window).
+        context_window: the model's, in tokens.
+    """
+
+    def __init__(self, models: Mapping[str, LoadedModel], model_name: str, *, seed: int, batch_size: int,
+                 max_queue: int, default_max_tokens: int, context_window: int, debug: bool = False) -> None:
+        self.models = dict(models)
+        self.model_name = model_name
+        self.seed = seed
+        self.batch_size = batch_size
+        self.default_max_tokens = default_max_tokens
+        self.context_window = context_window
+        self.debug = debug
+        self.answered = 0
+        self.failed = 0
+        self.calls = 0  # engine calls (method solves) made
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        self._busy = threading.Lock()  # held while the worker answers a batch
+        self._closing = threading.Event()
+        self._last_batch_s = 1.0
+        self._thread = threading.Thread(target=self._loop, name="redumix-serve-worker", daemon=True)
+
+    @property
+    def tokenizer(self):
+        return self.models[self.model_name].tokenizer
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, ask: Ask) -> concurrent.futures.Future:
+        """Queue `ask`; its future gets a `Result` or an `ApiError`.
+
+        Raises:
+            ApiError: 429 with Retry-After when the queue is full, 503 once the server is stopping.
+        """
+        if self._closing.is_set():
+            raise ApiError(503, "the server is shutting down; send the request to another server or try again later")
+        job = _Job(ask, concurrent.futures.Future())
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            wait = max(1, math.ceil(self._last_batch_s))
+            raise ApiError(429, f"the request queue is full ({self._max_queue} requests waiting, redumix serve "
+                                f"--max-queue); retry after {wait} s", code="queue_full",
+                           headers={"Retry-After": str(wait)}) from None
+        return job.future
+
+    def close(self) -> None:
+        """Stop taking requests; those still queued are answered 503. The batch in progress
+        runs on (its thread is a daemon: the process can end without it)."""
+        self._closing.set()
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._fail(job, ApiError(503, "the server stopped before answering this request; send it again"))
+        try:
+            self._queue.put_nowait(None)  # wakes the worker
+        except queue.Full:
+            pass
+
+    def idle(self, timeout: float) -> bool:
+        """Wait until no batch is running (at most `timeout` s); whether none is."""
+        if self._busy.acquire(timeout=max(timeout, 0.0)):
+            self._busy.release()
+            return True
+        return False
+
+    # -- the worker ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if first is None:
+                break
+            with self._busy:
+                jobs = [first]
+                while True:  # everything that queued meanwhile goes into this round
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is not None:
+                        jobs.append(job)
+                began = time.perf_counter()
+                self._answer(jobs)
+                self._last_batch_s = time.perf_counter() - began
+
+    def _answer(self, jobs: list[_Job]) -> None:
+        groups: dict[tuple, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            if job.future.cancelled():
+                continue
+            try:
+                self._prepare(job)
+            except ApiError as err:
+                self._fail(job, err)
+                continue
+            except Exception as err:  # noqa: BLE001 (one request's failure must not end the worker)
+                self._fail(job, self._internal(err))
+                continue
+            groups[(*job.ask.group_key(), self._max_tokens(job))].append(job)
+        for group in groups.values():
+            self._answer_group(group)
+
+    def _prepare(self, job: _Job) -> None:
+        """Render and tokenize the job's prompts, check they fit, and name its rows."""
+        ask, tok = job.ask, self.tokenizer
+        rows, total = [], 0
+        vocab = len(tok)
+        for i, prompt in enumerate(ask.prompts):
+            where = "messages" if ask.kind == "chat" else ("prompt" if len(ask.prompts) == 1 else f"prompt[{i}]")
+            turns = 0
+            if ask.kind == "chat":
+                ids = encode(tok, render_chat(tok, prompt))
+                turns = len(prompt)
+                user = prompt[0]["content"] if turns == 1 and prompt[0]["role"] == "user" else None
+            elif isinstance(prompt, str):
+                ids, user = encode(tok, prompt), prompt
+            else:
+                bad = [t for t in prompt if not 0 <= t < vocab]
+                if bad:
+                    raise ApiError(400, f"{where} holds token ids outside the vocabulary (0 to {vocab - 1}): "
+                                        f"{bad[:5]}", param=where)
+                ids, user = list(prompt), tok.decode(prompt)
+            if not ids:  # an empty prompt still needs one input
+                ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+            max_new = ask.max_tokens or self.default_max_tokens
+            if len(ids) + (ask.max_tokens or 1) > self.context_window:
+                name = "max_tokens" if ask.max_tokens else where
+                raise ApiError(400, f"{where} ({len(ids)} tokens) and max_tokens ({max_new}) exceed the model's "
+                                    f"context window of {self.context_window} tokens; shorten {where} or lower "
+                                    "max_tokens",
+                               param=name, code="context_length_exceeded")
+            total += len(ids)
+            digest = hashlib.sha256(json.dumps([ids, ask.seed]).encode()).hexdigest()[:20]
+            rows += [_Row(key=f"req-{digest}" + (f"#{k}" if k else ""), ids=ids, user_turn=user, turns=turns)
+                     for k in range(ask.n)]
+        job.rows, job.prompt_tokens = rows, total
+
+    def _max_tokens(self, job: _Job) -> int:
+        """The request's max_tokens, or the server's default cut to what its longest prompt leaves."""
+        if job.ask.max_tokens is not None:
+            return job.ask.max_tokens
+        longest = max(len(r.ids) for r in job.rows or [])
+        return max(1, min(self.default_max_tokens, self.context_window - longest))
+
+    def _answer_group(self, group: list[_Job]) -> None:
+        ask = group[0].ask
+        rows = {row.key: row for job in group for row in job.rows or []}  # identical rows decode once
+        keys = list(rows)
+        done: dict[str, object] = {}
+        failed: dict[str, ApiError] = {}
+        for start in range(0, len(keys), self.batch_size):
+            chunk = keys[start : start + self.batch_size]
+            try:
+                done.update(self._solve(ask, self._max_tokens(group[0]), [rows[k] for k in chunk]))
+            except Exception as err:  # noqa: BLE001
+                if len(chunk) == 1:
+                    failed[chunk[0]] = self._api_error(err)
+                    continue
+                for key in chunk:  # alone, so that one row's failure is that row's request's only
+                    try:
+                        done.update(self._solve(ask, self._max_tokens(group[0]), [rows[key]]))
+                    except Exception as alone:  # noqa: BLE001
+                        failed[key] = self._api_error(alone)
+        for job in group:
+            errors = [failed[r.key] for r in job.rows if r.key in failed]
+            if errors:
+                self._fail(job, errors[0])
+                continue
+            answers = [self._answer_of(job, done[r.key]) for r in job.rows]
+            self.answered += 1
+            job.future.set_result(Result(answers=answers, prompt_tokens=job.prompt_tokens))
+
+    def _solve(self, ask: Ask, max_tokens: int, rows: list[_Row]) -> dict[str, object]:
+        """One engine call (one method solve) over `rows`: {row key: its Attempt}."""
+        method = ask.method
+        problems = [Problem(env="serve", problem_id=r.key, index=0, seed=ask.seed, question=r.user_turn or "",
+                            gold="", metadata={}) for r in rows]
+        by_key = {r.key: r for r in rows}
+        env = RequestEnv(None, lambda p: _user_turn(method.name, by_key[p.problem_id]), name="serve")
+        names = role_model_names(method, self.model_name)
+        models = {role: self.models[name] for role, name in names.items()}
+        gen = Generation(max_new_tokens=max_tokens, stop=ask.stop, seed=self.seed)
+        self.calls += 1
+        attempts = method.solve(env, models, problems, gen, cache=MethodCache(), given={r.key: r.ids for r in rows})
+        return {a.problem.problem_id: a for a in attempts}
+
+    def _answer_of(self, job: _Job, attempt) -> Answer:
+        fields = answer_fields(attempt, verified=False)
+        for key in ("decoder", "decoder_config", "completion"):  # in the response already
+            fields.pop(key, None)
+        row = attempt.row
+        return Answer(text=cut_at_stop(row.text, job.ask.stop), finish_reason=finish_reason(row.finish_reason),
+                      completion_tokens=row.new_tokens, fields=finite(fields))
+
+    def _fail(self, job: _Job, err: ApiError) -> None:
+        self.failed += 1
+        if not job.future.done():
+            job.future.set_exception(err)
+
+    def _api_error(self, err: Exception) -> ApiError:
+        if isinstance(err, ApiError):
+            return err
+        if isinstance(err, ValueError):
+            return ApiError(400, str(err))
+        return self._internal(err)
+
+    def _internal(self, err: Exception) -> ApiError:
+        traceback.print_exception(err, file=sys.stderr)
+        return ApiError(500, f"internal error: {type(err).__name__}: {err}. This is a bug in redumix; please report "
+                             "it with the request and the server's output")
+
+
+def _user_turn(method: str, row: _Row) -> str:
+    """The user turn a method that builds its own conversations (ReDuMix) starts from."""
+    if row.user_turn is None:
+        raise ApiError(400, f"decoder {method!r} builds its own conversation from one user message, but this request "
+                            f"sends {row.turns} messages; send the question as one user message (no system message, "
+                            "no earlier turns)", param="messages")
+    return row.user_turn
