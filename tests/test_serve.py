@@ -198,12 +198,14 @@ def test_malformed_json_and_a_body_over_the_limit(server):
     assert status == 404 and "/v1/chat/completions" in body["error"]["message"]
 
 
-def _held(monkeypatch):
-    """Hold the worker before each batch until the returned event is set."""
+def _held(monkeypatch, taken: list | None = None):
+    """Hold the worker before each batch until the returned event is set; `taken` gets each batch's size."""
     release = threading.Event()
     answer = Batcher._answer
 
     def held(self, jobs):
+        if taken is not None:
+            taken.append(len(jobs))
         release.wait(60)
         answer(self, jobs)
 
@@ -262,14 +264,17 @@ def test_concurrent_clients_get_the_answers_sent_alone_give_in_fewer_engine_call
     with running(tiny_model_dir) as (service, url):
         alone = [_send(url, kind, args)[1] for kind, args in asks]
         calls_alone = service.batcher.calls
-    release = _held(monkeypatch)
+    taken: list[int] = []
+    release = _held(monkeypatch, taken)
     with running(tiny_model_dir) as (service, url), concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
         futures = [pool.submit(_send, url, kind, args) for kind, args in asks]
-        _wait_for(lambda: service.batcher._queue.qsize() == len(asks) - 1)  # one held by the worker
+        # The worker holds its first batch (the requests that had come by then); the rest wait in the queue.
+        _wait_for(lambda: bool(taken) and taken[0] + service.batcher._queue.qsize() == len(asks))
         release.set()
         together = [f.result() for f in futures]
         assert service.batcher.answered == len(asks) and service.batcher.failed == 0
-        assert service.batcher.calls <= 1 + 3 < calls_alone  # the first alone, then one call per group
+        assert len(taken) == 2  # two rounds: the first batch, then everything that queued meanwhile
+        assert service.batcher.calls <= 2 * 3 < calls_alone  # at most one call per group and round
     assert [answers for _, answers in together] == alone
     assert len({resp_id for resp_id, _ in together}) == len(asks)  # none lost, none answered twice
 
