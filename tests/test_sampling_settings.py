@@ -155,7 +155,8 @@ def test_mixtures_and_derived_decoders_carry_their_owners_settings():
 def test_new_settings_at_their_defaults_are_the_config_without_them():
     assert get_decoder("redumix", min_p="0", stage1_top_k="0", stage1_min_p="0") == get_decoder("redumix")
     assert get_decoder("soft", after_thinking_min_p="0") == get_decoder("soft")
-    keys = get_decoder("redumix").config().keys() - {"min_p", "stage1_top_k", "stage1_min_p"}
+    # Every other key is one ReDuMix had before (stage1_thinking was added with thinking models).
+    keys = get_decoder("redumix").config().keys() - {"min_p", "stage1_top_k", "stage1_min_p", "stage1_thinking"}
     assert keys == {"lam", "feedback", "sample", "temperature", "top_p", "top_k", "reflect_prompt", "redo_prompt",
                     "reflection_max_new_tokens", "context_budget", "summary_prompt", "summary_max_new_tokens",
                     "lambdas_per_batch", "stage1_sample", "stage1_temperature", "stage1_top_p"}
