@@ -23,13 +23,17 @@ class Problem:
 
     Attributes:
         env: Environment name, e.g. "basic_arithmetic".
-        problem_id: Deterministic id "<env>-s<seed>-<index>", e.g. "basic_arithmetic-s0-3".
+        problem_id: Deterministic id, e.g. "basic_arithmetic-s0-3" ("<env>-s<seed>-<index>"); a problem
+            that has an id of its own keeps it whatever its position (a problem file's rows:
+            "file:data.jsonl#p7", see `envs.file_dataset`).
         index: Position of the problem in the seeded stream.
         seed: Seed of the stream.
         question: The task's own question text.
         gold: The reference answer as a string ("" when the task has none, see
             `envs.reasoning_gym_env`).
         metadata: The task's metadata converted to JSON types.
+        columns: The columns a user's problem file has beside question, answer and id (JSON
+            types); empty for generated tasks. Records carry them as `columns`.
     """
 
     env: str
@@ -40,6 +44,8 @@ class Problem:
     gold: str
     # A dict cannot be hashed; leaving it out of the hash keeps Problem usable as a dict key.
     metadata: dict = field(hash=False)
+    # A problem file's other columns (topic, source, ...), which every record of the problem carries.
+    columns: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

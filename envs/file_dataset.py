@@ -19,15 +19,17 @@ Env config (all optional):
 * ``split``: the split of a `DatasetDict` folder.
 
 Problems: `problems(n, seed)` gives the first n rows in file order, the same for every seed
-(the seed does not shuffle them; seeds still draw their own sampling streams). A problem's
-`problem_id` is the position-based ``<env>-s<seed>-<index>`` that every run and sweep folder
-computes its records from; its own id (the id column, else the question's hash) is
-``metadata["id"]``, unique in the file; ``metadata["location"]`` says where its row is
-(``line 5``: lines of JSONL and CSV files count from 1, as editors number them; ``row 4``: rows
-of Parquet files and datasets folders count from 0, as pandas and datasets index them) and
-``metadata["columns"]`` holds the row's other columns. A file edited between two runs of one
-folder is caught when resuming: a kept record whose question is no longer its problem's stops
-the run (`harness.runs.held_questions`).
+(the seed does not shuffle them; seeds still draw their own sampling streams). A problem's own
+id (the id column, else the question's hash) is ``metadata["id"]``, unique in the file, and its
+`problem_id` is ``<env>#<own id>`` (``file:data.jsonl#p7``; a ``|`` or ``%`` in an id is written
+``%7C`` / ``%25``, as record keys split at ``|``): rows moved, added or removed between two runs
+of one folder leave every other problem's records in place. ``metadata["location"]`` says where
+its row is (``line 5``: lines of JSONL and CSV files count from 1, as editors number them;
+``row 4``: rows of Parquet files and datasets folders count from 0, as pandas and datasets index
+them), and `columns` (also ``metadata["columns"]``) holds the row's other columns, which every
+record of the problem carries. A question edited under the same id is caught when resuming: a
+kept record whose question is no longer its problem's stops the run
+(`harness.runs.held_questions`).
 
 Every mistake in the file or the config is one line naming the file, the line or row and the
 column, with the fix. Grading never raises because of an answer: a checker that raises scores
@@ -50,7 +52,7 @@ from typing import Any
 from harness.naming import did_you_mean
 
 from .answer import ANSWER_INSTRUCTION, check_extraction_mode, extract_answer, extract_answer_flexible
-from .base import Problem, Verdict, problem_id
+from .base import Problem, Verdict
 from .checkers import OPTIONS, Check, make_checker
 from .feedback import render_feedback
 from .jsonable import to_jsonable
@@ -148,9 +150,10 @@ class FileEnv:
                                  f"(checker {self.checker.spec}). Fix: correct the answer or choose another "
                                  "checker") from None
             problems.append(Problem(
-                env=self.name, problem_id=problem_id(self.name, seed, index), index=index, seed=seed,
+                env=self.name, problem_id=own_problem_id(self.name, row["id"]), index=index, seed=seed,
                 question=row["question"], gold=row["gold"],
                 metadata={"id": row["id"], "location": row["location"], "columns": row["columns"]},
+                columns=row["columns"],
             ))
         return problems
 
@@ -257,6 +260,12 @@ class FileEnv:
             while len(self._checks) > _CHECKS_KEPT:
                 self._checks.popitem(last=False)
         return result
+
+
+def own_problem_id(env: str, own_id: str) -> str:
+    """The problem id of the row whose own id is `own_id`: ``<env>#<own id>``, with ``%`` and ``|``
+    escaped (``|`` separates the parts of a record key)."""
+    return f"{env}#{own_id.replace('%', '%25').replace('|', '%7C')}"
 
 
 def _rebuild(name: str, extraction: str, config: dict) -> Any:

@@ -90,8 +90,9 @@ def test_every_format_gives_the_same_problems(tmp_path):
     for kind, path in _formats(tmp_path).items():
         problems = env_of(path).problems(3, 0)
         seen[kind] = [(p.question, p.gold, p.metadata["id"], p.index) for p in problems]
-        assert [p.problem_id for p in problems] == [f"file:{path}-s0-{i}" for i in range(3)]
-        topics = [p.metadata["columns"]["topic"] for p in problems]
+        assert [p.problem_id for p in problems] == [f"file:{path}#p{i}" for i in (1, 2, 3)]
+        assert [p.columns for p in problems] == [p.metadata["columns"] for p in problems]
+        topics = [p.columns["topic"] for p in problems]
         assert topics == ["fractions", "sums", "units"], kind
         # CSV holds text only; the others keep the column's type.
         assert problems[2].metadata["columns"]["level"] == ("2" if kind == "csv" else 2)
@@ -136,13 +137,27 @@ def test_ids_come_from_the_id_column_else_from_the_question(tmp_path, jsonl):
     shuffled = write_jsonl(tmp_path / "s.jsonl", [{k: v for k, v in r.items() if k != "id"} for r in reordered])
     again = {p.question: p.metadata["id"] for p in env_of(shuffled).problems(4, 0)}
     assert [again[r["question"]] for r in ROWS] == hashed
+    # Problem ids are made of the own ids, so they too stay with their rows.
+    assert {p.question: p.problem_id for p in env_of(shuffled).problems(4, 0)}[ROWS[0]["question"]] == \
+        f"file:{shuffled}#{hashed[0]}"
+
+
+def test_ids_with_the_record_keys_separator_are_escaped(tmp_path):
+    from envs.file_dataset import own_problem_id
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a|1", "question": "Q1?", "answer": 1},
+                                             {"id": "a%7C1", "question": "Q2?", "answer": 2}])
+    ids = [p.problem_id for p in env_of(path).problems(2, 0)]
+    assert ids == [f"file:{path}#a%7C1", f"file:{path}#a%257C1"] and "|" not in "".join(ids)
+    assert own_problem_id("file:x", "%|") == "file:x#%25%7C"
 
 
 def test_problems_are_the_first_n_rows_in_file_order_for_every_seed(jsonl):
     env = env_of(jsonl)
     first, other = env.problems(2, 0), env.problems(2, 5)
     assert [p.question for p in first] == [p.question for p in other] == [r["question"] for r in ROWS[:2]]
-    assert [p.problem_id for p in other] == [f"file:{jsonl}-s5-0", f"file:{jsonl}-s5-1"]
+    assert [p.problem_id for p in other] == [p.problem_id for p in first] == [f"file:{jsonl}#p1", f"file:{jsonl}#p2"]
+    assert {p.seed for p in other} == {5}
     assert env.problems(1, 0, start=2)[0].question == ROWS[2]["question"]
     assert env_of(jsonl).problems(3, 0) == env.problems(3, 0)  # rebuilt: the same problems
 
@@ -478,7 +493,8 @@ def _records(folder: Path) -> list[dict]:
 def test_a_run_on_a_file_and_a_checker_that_raises_on_every_answer(tiny_model_dir, tmp_path, jsonl):
     _run(tiny_model_dir, jsonl, tmp_path / "r", checker="math")
     records = _records(tmp_path / "r")
-    assert [r["problem_id"] for r in records] == [f"file:{jsonl}-s0-{i}" for i in range(3)]
+    assert [r["problem_id"] for r in records] == [f"file:{jsonl}#p{i}" for i in (1, 2, 3)]
+    assert [r["columns"]["topic"] for r in records] == [r["topic"] for r in ROWS]  # the row's other columns
     assert [r["question"] for r in records] == [r["question"] for r in ROWS]
     assert [r["gold"] for r in records] == [r["answer"] for r in ROWS]
     (tmp_path / "checks.py").write_text("def boom(answer, gold):\n    raise RuntimeError('checker bug')\n")
@@ -501,9 +517,29 @@ def test_resuming_after_the_file_changed_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"whose question is 'What is 2 \+ 2\?', but that problem is now "
                                          r"'What is 2 \+ 3\?'.*choose a new --out"):
         _run(tiny_model_dir, path, out, n=2)
-    write_jsonl(path, [ROWS[1], ROWS[0], ROWS[2]])  # the same rows in another order
-    with pytest.raises(ValueError, match=r"already holds a record of file:.*-s0-0\|- whose question is"):
+    write_jsonl(path, [ROWS[1] | {"id": "p1"}, ROWS[0] | {"id": "p2"}, ROWS[2]])  # ids swapped between questions
+    with pytest.raises(ValueError, match=r"already holds a record of file:.*#p1\|- whose question is"):
         _run(tiny_model_dir, path, out, n=2)
+
+
+def test_rows_moved_added_or_removed_keep_the_other_problems_records(tiny_model_dir, tmp_path):
+    from harness.analysis.report import analyse_folder
+
+    path = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    out = tmp_path / "r"
+    _run(tiny_model_dir, path, out, n=2)
+    before = {r["problem_id"]: r["completion"] for r in _records(out)}
+    new_row = {"id": "p0", "question": "What is 5 - 1?", "answer": "4", "topic": "sums", "level": 1}
+    write_jsonl(path, [ROWS[1], new_row, ROWS[0], ROWS[2]])  # p2 first, then a new row; p1 moved down
+    summary = _run(tiny_model_dir, path, out, n=2)
+    assert (summary.n, summary.skipped) == (1, 1)  # only the new row is decoded
+    records = _records(out)
+    assert {r["problem_id"]: r["completion"] for r in records}[f"file:{path}#p2"] == before[f"file:{path}#p2"]
+    # The folder now holds the file's first two rows: p1's record is kept on disk but not counted.
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["problem_ids"] == [f"file:{path}#p2", f"file:{path}#p0"]
+    assert sorted(analyse_folder(out).records["problem_id"]) == [f"file:{path}#p0", f"file:{path}#p2"]
+    assert len(records) == 3
 
 
 def test_a_sweep_over_a_file_resumes_and_refuses_an_edited_file(tiny_model_dir, tmp_path):
@@ -517,6 +553,10 @@ def test_a_sweep_over_a_file_resumes_and_refuses_an_edited_file(tiny_model_dir, 
     records = _records(out)
     assert {r["env"] for r in records} == {f"file:{path}"}
     assert all(r["feedback_policy"] == "verifier" for r in records if r["decoder"] == "redumix")
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["problem_ids"] == {f"file:{path}": {"0": [f"file:{path}#p1", f"file:{path}#p2"]}}
+    write_jsonl(path, [ROWS[1], ROWS[0], ROWS[2]])  # moved rows: the same problems, nothing to do
+    assert run_sweep(parse_config(data), out, progress=False, write_report=False).new == 0
     write_jsonl(path, [ROWS[0] | {"question": "What is half of two?"}, *ROWS[1:]])
     with pytest.raises(ValueError, match=r"whose question is 'What is half of 1\?'.*--force-new"):
         run_sweep(parse_config(data), out, progress=False, write_report=False)
@@ -564,7 +604,7 @@ def test_redumix_lm_eval_runs_a_file_task_asked_for_by_its_env_name(tiny_model_d
     assert set(json.loads(results.read_text())["results"]) == {name}
     date = results.stem.removeprefix("results_")
     samples = [json.loads(line) for line in (results.parent / f"samples_{name}_{date}.jsonl").open()]
-    assert [s["doc"]["problem_id"] for s in samples] == [f"file:{jsonl}-s0-0", f"file:{jsonl}-s0-1"]
+    assert [s["doc"]["problem_id"] for s in samples] == [f"file:{jsonl}#p1", f"file:{jsonl}#p2"]
     assert all(json.loads(s["doc"]["env_config"])["checker"] == "math" for s in samples)
     assert (results.parent / f"telemetry_{name}_{date}.jsonl").is_file()
 

@@ -7,7 +7,9 @@ so, such as ReDuMix's lambda); the unit part holds the values of the method's un
 (`harness.methods.axes.unit_key`: ReDuMix's feedback policy, or "-"). The grid of a spec is the set
 of identities its config asks for: reading a folder counts a record only when its
 identity is in the grid, and only once; resuming decodes exactly the missing ones.
-Problem ids are deterministic ("<env>-s<seed>-<index>"), so no problem is generated.
+Problem ids are deterministic ("<env>-s<seed>-<index>"), so no problem is generated; problems
+with ids of their own (a problem file's rows, `envs.file_dataset`) are listed in spec.json's
+"problem_ids" (`own_problem_ids`), as the env gave them when the folder was last written.
 """
 
 from __future__ import annotations
@@ -67,19 +69,33 @@ class Grid:
         return len(self.expected)
 
 
+def own_problem_ids(problems: Mapping[tuple[str, int], list]) -> dict[str, dict[str, list[str]]]:
+    """spec.json's "problem_ids" of a sweep: {env label: {seed: ids}} of the (env label, seed)
+    pairs of `problems` (each: its `envs.Problem`s) whose ids are not their positions'."""
+    listed: dict[str, dict[str, list[str]]] = {}
+    for (label, seed), found in problems.items():
+        ids = [p.problem_id for p in found]
+        if ids != [problem_id(p.env, p.seed, p.index) for p in found]:
+            listed.setdefault(label, {})[str(seed)] = ids
+    return listed
+
+
 def sweep_grid(resolved: dict, variants: Mapping[str, list[dict]] | None = None,
-               units: Mapping[str, list[dict]] | None = None) -> Grid:
+               units: Mapping[str, list[dict]] | None = None,
+               problem_ids: Mapping[str, Mapping[str, list[str]]] | None = None) -> Grid:
     """The grid of a sweep's resolved config (`SweepConfig.resolved()`, as spec.json stores it).
 
     `variants` and `units`: each decoder label's variants and unit-axis values (spec.json's
     "variants" and "units"); a decoder not in them has the ones its method declares for the
-    values the entry lists (specs written before they were recorded).
+    values the entry lists (specs written before they were recorded). `problem_ids`: the ids of
+    problems that have their own (`own_problem_ids`); any other problem's id is its position's.
     """
     keys = set()
     for model in resolved["models"]:
         for env in resolved["envs"]:
             for seed in resolved["seeds"]:
-                problems = [problem_id(env["name"], seed, i) for i in range(env["n"])]
+                problems = ((problem_ids or {}).get(env["label"]) or {}).get(str(seed)) or \
+                    [problem_id(env["name"], seed, i) for i in range(env["n"])]
                 for dec in resolved["decoders"]:
                     for unit in _units(dec, units):
                         for variant in _variants(dec, variants):
@@ -88,12 +104,13 @@ def sweep_grid(resolved: dict, variants: Mapping[str, list[dict]] | None = None,
     return Grid(frozenset(keys), "sweep")
 
 
-def run_grid(run: dict, variants: list[dict] | None = None) -> Grid:
+def run_grid(run: dict, variants: list[dict] | None = None, problem_ids: list[str] | None = None) -> Grid:
     """The grid of a `redumix run` spec (spec.json's "run"): its problems under each variant it
-    decodes (`variants`: spec.json's; without them, those its method has for the stored config)."""
+    decodes (`variants`: spec.json's; without them, those its method has for the stored config;
+    `problem_ids`: spec.json's, for problems with ids of their own, else their positions')."""
     if variants is None:
         variants = _config_variants(run["decoder"], run.get("decoder_config") or {})
-    problems = [problem_id(run["env"], run["seed"], i) for i in range(run["n"])]
+    problems = problem_ids or [problem_id(run["env"], run["seed"], i) for i in range(run["n"])]
     return Grid(frozenset(run_record_identity(p, v) for p in problems for v in variants), "run")
 
 
@@ -102,8 +119,8 @@ def grid_of(spec: dict | None) -> Grid | None:
     if spec is None:
         return None
     if "sweep" in spec:
-        return sweep_grid(spec["sweep"], spec.get("variants"), spec.get("units"))
-    return run_grid(spec["run"], spec.get("variants"))
+        return sweep_grid(spec["sweep"], spec.get("variants"), spec.get("units"), spec.get("problem_ids"))
+    return run_grid(spec["run"], spec.get("variants"), spec.get("problem_ids"))
 
 
 def _variants(dec: dict, variants: Mapping[str, list[dict]] | None) -> list[dict]:

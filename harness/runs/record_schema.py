@@ -39,6 +39,7 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "format_ok": bool,
     "dtype": str,  # the dtype the model ran in; records written before it was recorded lack it
     "batch_invariant": bool,  # whether rows computed as they would alone; older records lack it (off)
+    "columns": dict,  # a problem file's other columns (envs.file_dataset)
 }
 
 

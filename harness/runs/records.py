@@ -20,8 +20,8 @@ CORE_FIELDS = frozenset({
 # The thinking of a completion that has one (`envs.answer.split_thinking`): its text, its tokens
 # (new tokens before the `</think>` that ends it, or all of them when it never ends) and whether it ended.
 THINKING_FIELDS = frozenset({"thinking", "thinking_tokens", "thinking_closed"})
-RESERVED_FIELDS = frozenset({"key", "env_label", "decoder_label", "stage_s", "cost_s", "reused_s", "steps"}) \
-    | THINKING_FIELDS
+RESERVED_FIELDS = frozenset({"key", "env_label", "decoder_label", "stage_s", "cost_s", "reused_s", "steps",
+                             "columns"}) | THINKING_FIELDS
 # How thinking ended under a thinking budget (`harness.engine.lockstep.think_budget`), as the soft
 # decoders record it; a method that reports them itself (the soft decoders) keeps its own values.
 BUDGET_FIELDS = ("think_end", "think_end_step")
@@ -60,6 +60,8 @@ def attempt_record(attempt: Attempt, model, seed: int) -> dict:
     }
     if attempt.reused_s:
         record["reused_s"] = round(attempt.reused_s, 4)
+    if problem.columns:  # a problem file's other columns (envs.file_dataset)
+        record["columns"] = dict(problem.columns)
     thinking = split_thinking(with_open_thinking(attempt.prompt, row.text))
     if thinking is not None:
         record |= {"thinking": thinking.text, "thinking_tokens": _thinking_tokens(row, model.tokenizer, thinking),

@@ -28,7 +28,7 @@ from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.invariance_mode import mode_to_run
 from harness.runs.output_paths import prepare_folder
-from harness.runs.record_grid import record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
+from harness.runs.record_grid import own_problem_ids, record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
 from harness.runs.run_dtype import dtype_to_run
 from harness.runs.store import RunDir
 from harness.runs.sweep_config import SweepConfig
@@ -89,12 +89,14 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         units = plan(config)
         problems = [unit_problems(config, unit) for unit in units]  # once: checked against the folder, then decoded
         resolved = config.resolved()
-        grid = sweep_grid(resolved, config.variants(), config.units())
+        problem_ids = own_problem_ids({(unit.env.label, unit.seed): ps
+                                       for unit, ps in zip(units, problems, strict=True)})
+        grid = sweep_grid(resolved, config.variants(), config.units(), problem_ids)
         contents = claim_and_read(store, "sweep", resolved, grid, adopted=adopted, force_new=force_new, note=note,
                                   questions=lambda: {k: p.question for unit, ps in zip(units, problems, strict=True)
                                                      for p in ps for k in unit.keys(p.problem_id)})
         return _sweep_into(config, list(zip(units, problems, strict=True)), store, contents.identities, models,
-                           progress, write_report, began, prefix_cache, executor)
+                           progress, write_report, began, prefix_cache, executor, problem_ids)
 
 
 def unit_problems(config: SweepConfig, unit: Unit) -> list:
@@ -109,9 +111,9 @@ def _without_variant(key: str) -> str:
 
 
 def _sweep_into(config, units, store, present, models, progress, write_report, began,
-                prefix_cache, make_executor=LocalExecutor) -> SweepResult:
+                prefix_cache, make_executor=LocalExecutor, problem_ids=None) -> SweepResult:
     """Decode every unit's missing records into `store` (claimed and locked by the caller);
-    `units`: (unit, its problems) pairs.
+    `units`: (unit, its problems) pairs; `problem_ids`: spec.json's (`own_problem_ids`).
 
     The executor runs the units; this driver alone writes: each batch of records is appended
     as it arrives, and spec.json is written once a model has loaded.
@@ -133,7 +135,8 @@ def _sweep_into(config, units, store, present, models, progress, write_report, b
 
     def write_spec() -> None:
         store.write_spec({SWEEP_SPEC_KEY: resolved, "models": described, "reference": config.reference,
-                          "variants": config.variants(), "units": config.units()})
+                          "variants": config.variants(), "units": config.units()}
+                         | ({"problem_ids": problem_ids} if problem_ids else {}))
 
     def model_loaded(name: str, loaded) -> None:
         # Written once a model has loaded, so a model that fails to load leaves no spec behind.
