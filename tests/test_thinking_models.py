@@ -225,6 +225,38 @@ def test_without_a_marker_a_one_hot_soft_token_is_greedy_token_for_token(tiny, e
             assert s.extras["think_end"] == "eos"
 
 
+class _GradedTexts:
+    """An env that keeps every text it grades (the texts a method's answers are extracted from)."""
+
+    def __init__(self, env):
+        self.env, self.graded = env, []
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def verify(self, problem, completion):
+        self.graded.append(completion)
+        return self.env.verify(problem, completion)
+
+
+@pytest.mark.parametrize("name, config, roles", [
+    ("self_consistency", {"n": "3", "temperature": "1.0"}, ("policy",)),
+    ("best_of_n", {"n": "2", "temperature": "1.0"}, ("policy",)),
+    ("dera", {"lam": "0.5", "aligned": "other"}, ("ref", "aligned")),
+])
+def test_methods_of_several_answers_grade_each_as_thinking_when_the_template_opened_it(thinker, env, name, config,
+                                                                                       roles):
+    graded = _GradedTexts(env)
+    method = get_method(name, **config)
+    models = dict.fromkeys(roles, thinker)
+    attempts = method.solve(graded, models, env.problems(2, 0), Generation(max_new_tokens=6, stop=(), seed=0))
+    assert attempts and graded.graded
+    # The template opened <think> and no sample closed it: every text graded reads as unclosed thinking,
+    # so nothing in it counts as an answer.
+    assert all(split_thinking(text) is not None and not split_thinking(text).closed for text in graded.graded)
+    assert all(a.verdict.answer is None for a in attempts)
+
+
 # -- ReDuMix ---------------------------------------------------------------------------------------------
 
 REDUMIX = {"lam": "0,1", "feedback": "ground_truth", "reflect_prompt": "Reflect.", "redo_prompt": "Redo.",

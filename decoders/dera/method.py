@@ -16,6 +16,7 @@ from decoders.dera.config import ROLES, DeRa
 from decoders.lambda_mixtures import LAMBDA, MIXTURE
 from decoders.registry import register_method
 from decoders.sampling import row_generator
+from envs.answer import with_open_thinking
 from harness.engine import lockstep
 from harness.methods.axes import Axes
 from harness.methods.base import (
@@ -88,7 +89,8 @@ class DeRaMethod(DecoderMethod):
             attempts.append(Attempt(
                 problem=problems[i], variant={"lambda": lam}, method=self.name,
                 method_config=self.config() | {"lam": lam}, prompt=prompts[i], row=row,
-                verdict=env.verify(problems[i], row.text), answer_s=share, cost_s=share, extras=extras,
+                verdict=env.verify(problems[i], with_open_thinking(prompts[i], row.text)),
+                answer_s=share, cost_s=share, extras=extras,
                 steps=step_tokens(row, ref.tokenizer) | stats.per_step(j) if gen.save_steps else None,
             ))
         return attempts

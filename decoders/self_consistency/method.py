@@ -25,6 +25,7 @@ from decoders.registry import register_method
 from decoders.sampling import row_generator
 from decoders.self_consistency.config import SelfConsistency
 from decoders.self_consistency.report import SELF_CONSISTENCY
+from envs.answer import with_open_thinking
 from harness.engine import lockstep
 from harness.methods.axes import Axes, Axis
 from harness.methods.base import (
@@ -109,7 +110,9 @@ def draw_samples(sampler, env, loaded, problems, n: int, gen: Generation, given=
         on_step=on_step,
     )
     per_sample = (time.perf_counter() - began) / (len(problems) * n)
-    verdicts = [env.verify(problems[r // n], row.text) for r, row in enumerate(rows)]
+    # Graded as a single pass grades: a thinking the template opened counts as thinking.
+    verdicts = [env.verify(problems[r // n], with_open_thinking(prompts[r // n], row.text))
+                for r, row in enumerate(rows)]
     return Samples(list(problems), prompts, rows, verdicts, n, per_sample)
 
 
