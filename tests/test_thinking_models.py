@@ -156,6 +156,20 @@ def test_the_budget_forces_the_end_of_thinking_for_any_decoder(thinker, env, tmp
         assert r["answer"] == env.verify(problem, r["completion"].split("</think>")[-1]).answer
 
 
+def test_summaries_show_how_long_groups_thought_and_how_their_thinking_ended(thinker, tiny, tmp_path):
+    from harness.analysis.report import analyse_folder
+
+    _run(thinker, tmp_path / "budget", max_new_tokens=14, think_budget=5)
+    _run(thinker, tmp_path / "unclosed", max_new_tokens=10)
+    _run(tiny, tmp_path / "none", max_new_tokens=4)
+    columns = ["thinking_tokens_mean", "unclosed_thinking_rate", "budget_end_rate"]
+    (budget,), (unclosed,), (none,) = (analyse_folder(tmp_path / name).summary[columns].to_dict("records")
+                                       for name in ("budget", "unclosed", "none"))
+    assert budget == {"thinking_tokens_mean": 5.0, "unclosed_thinking_rate": 0.0, "budget_end_rate": 1.0}
+    assert unclosed == {"thinking_tokens_mean": 10.0, "unclosed_thinking_rate": 1.0, "budget_end_rate": 0.0}
+    assert all(value != value for value in none.values())  # NaN: nothing thought
+
+
 def test_a_row_that_ends_its_thinking_itself_is_not_forced(thinker):
     close = thinker.tokenizer.convert_tokens_to_ids("</think>")
     prompt = encode(thinker.tokenizer, render_chat(thinker.tokenizer, [{"role": "user", "content": "hi"}]))

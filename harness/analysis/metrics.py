@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.paired import axis_columns, compare_to_reference, side_columns
+from harness.analysis.thinking_columns import THINKING_COLUMNS, THINKING_FIELDS, thinking_metrics
 from harness.methods.base import variant_key
 from harness.methods.contributions import Contributions, SummaryColumns
 from harness.methods.registry import column_axes, contributions_of
@@ -36,6 +37,7 @@ METRIC_COLUMNS = [
     "decoder", "n", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "mean_score", "score_lo", "score_hi",
     "latency_p50_s", "latency_p95_s", "s_per_token", "cost_s", "overhead_vs_greedy",
     "new_tokens_mean", "new_tokens_total", "format_failure_rate",
+    *THINKING_COLUMNS,
 ]
 
 
@@ -76,7 +78,8 @@ def summary_columns(present: Iterable[str] = ()) -> list[str]:
     among `present` (a table's columns), in increasing k."""
     present = list(present)
     own = [name for block in contributed().columns for c in block.columns for name in _expanded(c, present)]
-    return [*side_columns(), *METRIC_COLUMNS, *dict.fromkeys(own), *PAIRED_COLUMNS]
+    # A method may declare one of every group's columns (soft thinking's budget_end_rate): listed once.
+    return list(dict.fromkeys([*side_columns(), *METRIC_COLUMNS, *own, *PAIRED_COLUMNS]))
 
 
 def _family(template: str) -> re.Pattern:
@@ -131,7 +134,7 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
         df["decoder_label"] = df["decoder"]
     extra = contributed()
     reads = [field for block in extra.columns for field in block.reads]
-    for name in ("cost_s", *column_axes(), *reads):
+    for name in ("cost_s", *THINKING_FIELDS, *column_axes(), *reads):
         if name not in df:
             df[name] = None
     df["variant"] = [_variant_label(v) for v in (df["variant"] if "variant" in df else [None] * len(df))]
@@ -176,7 +179,7 @@ def summarize(records: pd.DataFrame, seed: int = 0, reference: str | None = None
 
 def group_metrics(group: pd.DataFrame, seed: int = 0) -> dict:
     """Every metric of one group's records (already `normalize`d): its own, then the columns its
-    decoder contributes."""
+    decoder contributes (which take the place of its own of the same name)."""
     n = len(group)
     correct = int(group["correct"].astype(bool).sum())
     lo, hi = wilson_interval(correct, n)
@@ -200,6 +203,7 @@ def group_metrics(group: pd.DataFrame, seed: int = 0) -> dict:
         "new_tokens_mean": float(group["new_tokens"].mean()),
         "new_tokens_total": int(group["new_tokens"].sum()),
         "format_failure_rate": 1.0 - float(group["format_ok"].astype(bool).mean()),
+        **thinking_metrics(group),
     }
     for block in contributions_of(str(group["decoder"].iloc[0])).columns:
         out |= _contributed_columns(block, group)
