@@ -95,12 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     harvest.set_defaults(handler=_cmd_harvest)
 
     distill = sub.add_parser("distill", help="fine-tune the base model on a ReDuMix run's redos (GKD towards the "
-                                             "mixture, or DPO) into a new model folder")
-    distill.add_argument("source", metavar="SOURCE", help="a run or sweep folder made with --decoder redumix, or a "
-                         "pairs file from `redumix harvest`")
+                                             "mixture, or DPO), or on gold answers read with soft inputs (soft SFT), "
+                                             "into a new model folder")
+    distill.add_argument("source", metavar="SOURCE", nargs="?", help="a run or sweep folder made with --decoder "
+                         "redumix, or a pairs file from `redumix harvest` (or --env instead, for soft-sft)")
     distill.add_argument("--out", required=True, help="folder for the new model (what `redumix run --model` loads)")
     distill.add_argument("--objective", default="gkd", help="gkd (default): distil the ReDuMix mixture of the base "
-                         "model under x and x2 into the model reading x alone; dpo: TRL's DPO, redo over first attempt")
+                         "model under x and x2 into the model reading x alone; dpo: TRL's DPO, redo over first "
+                         "attempt; soft-sft: the answers' cross-entropy with soft inputs "
+                         "alpha*E[gold] + (1-alpha)*(p @ E)")
+    distill.add_argument("--env", help="soft-sft: train on the gold answers of this environment's problems instead "
+                         "of SOURCE")
+    distill.add_argument("--env-config", action="append", metavar="KEY=VALUE",
+                         help="with --env: task config override (repeatable), as for `redumix run`")
+    distill.add_argument("--env-seed", type=int, action="append", metavar="SEED",
+                         help="with --env: problem seed to train on (repeatable; default 0); hold other seeds out")
+    distill.add_argument("--n", type=int, help="with --env: problems per seed (default 64)")
     distill.add_argument("--model", help="base model to train (default: the one the pairs were decoded with)")
     distill.add_argument("--rule", help="which records of a run folder become pairs: improved (default: first "
                          "attempt wrong, redo right) or all (every redo that differs)")
@@ -108,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: each pair's own lambda; 0 distils the redo context x2 alone)")
     distill.add_argument("--beta", type=float, help="gkd: generalised JSD in [0, 1] (default 0: forward KL, the "
                          "seed's cross-entropy under the mixture; 1: reverse KL); dpo: KL strength (default 0.1)")
+    soft = distill.add_argument_group("soft-sft", "the inputs' guidance weight alpha and how p is filtered")
+    soft.add_argument("--guidance-start", type=float, help="alpha of the first step (default 1: teacher forcing)")
+    soft.add_argument("--guidance-floor", type=float, help="alpha after the warm-up (default 0: the model's own "
+                      "filtered distribution alone, as soft decoding feeds it)")
+    soft.add_argument("--guidance-warmup", type=int, metavar="STEPS",
+                      help="optimizer steps from start to floor (default: half of the run's steps)")
+    soft.add_argument("--guidance-schedule", help="linear (default) or cosine")
+    soft.add_argument("--clamp-gold", action="store_true", help="raise the gold token's weight in p to at least "
+                      "alpha (the model's own p where it already gives it that much) instead of mixing")
+    soft.add_argument("--soft-grad", help="stop (default: p is a given input, as when decoding) or flow (later "
+                      "losses also reshape the distributions that made their inputs)")
+    soft.add_argument("--temperature", type=float, help="p's temperature (default 0.6, as the soft decoders)")
+    soft.add_argument("--top-k", type=int, help="p's top-k (default 30)")
+    soft.add_argument("--top-p", type=float, help="p's top-p (default 0.95)")
+    soft.add_argument("--min-p", type=float, help="p's min-p (default 0.001)")
+    soft.add_argument("--max-topk", type=int, help="tokens mixed into each input at most (default 10)")
     distill.add_argument("--lora", action="store_true",
                          help="train LoRA adapters (merged into the saved model) instead of every weight")
     distill.add_argument("--lora-r", type=int, help="adapter rank (default 16)")
@@ -289,11 +315,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
         batch_size=args.batch_size, grad_accum=args.grad_accum, save_steps=args.save_steps, seed=args.seed,
         dtype=args.dtype, device=args.device, rule=args.rule, force=args.force,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_checkpoints=args.keep_checkpoints, guidance_start=args.guidance_start,
+        guidance_floor=args.guidance_floor, guidance_warmup=args.guidance_warmup,
+        guidance_schedule=args.guidance_schedule, clamp_gold=args.clamp_gold, soft_grad=args.soft_grad,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, max_topk=args.max_topk,
     ).resolved()  # every flag checked before torch threads or anything else is touched
+    source = _distill_source(args)
     _set_threads(args.threads)
     try:
-        summary = distill(args.source, args.out, options)
+        summary = distill(source, args.out, options)
     except KeyboardInterrupt:
         from harness.distill.out_folder import interrupted_message
 
@@ -311,6 +341,27 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     print(f"  or realign at decoding time (DeRa): redumix run --model {base} --decoder dera "
           f"--decoder-config aligned={out} --env ENV ...")
     return 0
+
+
+def _distill_source(args: argparse.Namespace):
+    """SOURCE, or the `EnvSource` of --env and its flags; exactly one of them."""
+    from harness.distill.env_answers import EnvSource, check_env_source
+
+    env_flags = [flag for flag, value in (("--env-config", args.env_config), ("--env-seed", args.env_seed),
+                                          ("--n", args.n)) if value is not None]
+    if args.env is None:
+        if env_flags:
+            raise ValueError(f"{env_flags[0]} sets the problems of --env; add --env NAME, or leave {env_flags[0]} out")
+        if args.source is None:
+            raise ValueError("give SOURCE (a run folder or pairs file), or --env NAME with --objective soft-sft to "
+                             "train on an environment's gold answers")
+        return args.source
+    if args.source is not None:
+        raise ValueError(f"give SOURCE (={args.source!r}) or --env (={args.env!r}), not both")
+    source = EnvSource(env=args.env, config=parse_key_values(args.env_config, "--env-config"),
+                       seeds=tuple(args.env_seed or (0,)), n=args.n if args.n is not None else 64)
+    check_env_source(source)
+    return source
 
 
 def _mode_flag(value: str | None) -> bool | None:
@@ -511,7 +562,8 @@ def _context(args: argparse.Namespace) -> Context:
                        kept=kept)
     if args.command == "distill":
         return Context(settings=f"--model {args.model or '(the base model of SOURCE)'}, --device {args.device}, "
-                                f"--dtype {args.dtype}", inputs=f"SOURCE {args.source} or --model",
+                                f"--dtype {args.dtype}",
+                       inputs=(f"SOURCE {args.source}" if args.source else f"--env {args.env}") + " or --model",
                        memory_hint="lower --batch-size (raise --grad-accum to keep the effective batch), or add "
                                    "--lora")
     if args.command == "serve":

@@ -16,7 +16,8 @@ from pathlib import Path
 from harness.analysis.harvest import redumix_records, select_pairs
 
 # Fields each objective reads from a pair; text fields must be strings.
-NEEDED = {"gkd": ("prompt", "chosen", "reflective_prompt"), "dpo": ("prompt", "chosen", "rejected")}
+NEEDED = {"gkd": ("prompt", "chosen", "reflective_prompt"), "dpo": ("prompt", "chosen", "rejected"),
+          "soft-sft": ("prompt", "chosen")}
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,20 @@ class PairSet:
     """The pairs, where they came from, and a digest that tells a changed source apart."""
 
     pairs: list[dict]
-    source: Path  # absolute
-    kind: str  # "run" (a run or sweep folder) or "pairs" (a JSONL file)
+    source: Path | None  # absolute; None for an environment's problems (see `env`)
+    kind: str  # "run" (a run or sweep folder), "pairs" (a JSONL file) or "env" (gold answers of problems)
     records: int | None  # ReDuMix records read (run folders only)
     rule: str | None  # the harvest rule applied (run folders only)
     digest: str  # sha256 of the pairs' JSON
     lines: list[int] | None = None  # line number of each pair (pairs files only), for messages
+    env: dict | None = None  # the environment, its config, seeds and count (kind "env" only)
+
+    @property
+    def label(self) -> str:
+        """Where the pairs come from, in a word: the path, or the environment and its seeds."""
+        if self.source is not None:
+            return str(self.source)
+        return f"env {self.env['env']}, seeds {self.env['seeds']}, {self.env['n']} problems each"
 
 
 def load_pairs(source: str | Path, rule: str | None = None) -> PairSet:
@@ -57,6 +66,8 @@ def check_pairs(pair_set: PairSet, objective: str, lam: float | None) -> None:
     Raises:
         ValueError: naming the first pair that lacks a field, and the fix.
     """
+    if pair_set.kind == "env":
+        return  # built from the problems themselves (`harness.distill.env_answers`)
     where = _describe(pair_set)
     for index, pair in enumerate(pair_set.pairs):
         for key in NEEDED[objective]:
@@ -108,7 +119,7 @@ def _from_run(path: Path, rule: str) -> PairSet:
         raise ValueError(f"SOURCE (={str(path)!r}): empty harvest: none of its {len(records)} ReDuMix records "
                          f"gives a pair under --rule {rule} ({identical} redos equal their first attempt){hint}")
     return PairSet(pairs=pairs, source=path.resolve(), kind="run", records=len(records), rule=rule,
-                   digest=_digest(pairs))
+                   digest=pairs_digest(pairs))
 
 
 def _from_file(path: Path) -> PairSet:
@@ -136,11 +147,11 @@ def _from_file(path: Path) -> PairSet:
     if not pairs:
         raise ValueError(f"SOURCE (={str(path)!r}) holds no pairs; harvest some first (`redumix harvest RUN_DIR "
                          "--out pairs.jsonl`, with --all if none improved) or distil the run folder itself")
-    return PairSet(pairs=pairs, source=path.resolve(), kind="pairs", records=None, rule=None, digest=_digest(pairs),
-                   lines=lines)
+    return PairSet(pairs=pairs, source=path.resolve(), kind="pairs", records=None, rule=None,
+                   digest=pairs_digest(pairs), lines=lines)
 
 
-def _digest(pairs: list[dict]) -> str:
+def pairs_digest(pairs: list[dict]) -> str:
     return hashlib.sha256(json.dumps(pairs, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -149,6 +160,8 @@ def _is_weight(value) -> bool:
 
 
 def _describe(pair_set: PairSet) -> str:
+    if pair_set.source is None:
+        return f"--env (={pair_set.env['env']!r})"
     return f"SOURCE (={str(pair_set.source)!r})"
 
 

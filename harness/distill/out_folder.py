@@ -40,11 +40,12 @@ class OutPlan:
     move_aside: list[str]  # entries moved to replaced-<time>/ before training (--force)
 
 
-def inspect_out(out: str | Path, training: dict, source: Path, force: bool, base: Path | None = None) -> OutPlan:
+def inspect_out(out: str | Path, training: dict, source: Path | None, force: bool,
+                base: Path | None = None) -> OutPlan:
     """Decide what to do with `out` for a distillation whose config is `training`; nothing is changed.
 
-    `source`: the pairs' file or folder; `base`: the base model's folder, if it is one. Neither
-    may be (inside) `out`, even with `force`.
+    `source`: the pairs' file or folder (None: an environment's problems, no path); `base`: the
+    base model's folder, if it is one. Neither may be (inside) `out`, even with `force`.
 
     Raises:
         ValueError: naming --out, what it holds and the fix.
@@ -53,7 +54,7 @@ def inspect_out(out: str | Path, training: dict, source: Path, force: bool, base
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out (={str(out)!r}) is a file; give a folder (it is created if missing)")
     resolved = out.resolve()
-    if resolved == source or resolved in source.parents:
+    if source is not None and (resolved == source or resolved in source.parents):
         raise ValueError(f"--out (={str(out)!r}) holds SOURCE ({source}); give an --out folder apart from it")
     if base is not None and (resolved == base or resolved in base.parents):
         raise ValueError(f"--out (={str(out)!r}) holds the base model ({base}); give a new folder for the trained "

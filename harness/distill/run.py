@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.metadata
 import json
 import shutil
@@ -17,8 +18,9 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 from harness.console import note
 from harness.distill.callbacks import set_up_reporting
 from harness.distill.deps import require
+from harness.distill.env_answers import EnvSource, load_env_answers
 from harness.distill.examples import PairSet, base_model, check_pairs, lambda_summary, load_pairs
-from harness.distill.options import DistillOptions
+from harness.distill.options import SOFT_DEFAULTS, DistillOptions
 from harness.distill.out_folder import (
     CHECKPOINTS,
     claim_out,
@@ -28,8 +30,9 @@ from harness.distill.out_folder import (
     staging_folder,
 )
 from harness.distill.sequences import MixtureCollator, gkd_examples, preference_examples
+from harness.distill.soft_sft import soft_sft_examples
 from harness.distill.training_log import curve_png, log_csv, step_rows
-from harness.engine.models import LoadedModel, context_window, load_model, resolve_source
+from harness.engine.models import DEFAULT_MODEL, LoadedModel, context_window, load_model, resolve_source
 
 CONFIG_FILE, LOG_FILE, CURVE_FILE = "distill_config.json", "training_log.csv", "training_curve.png"
 VERSIONED = ("torch", "transformers", "accelerate", "trl", "peft")
@@ -53,9 +56,12 @@ class DistillSummary:
     resumed_from: int | None  # step of the checkpoint the distillation resumed from
 
 
-def distill(source: str | Path, out: str | Path, options: DistillOptions | None = None, *,
+def distill(source: str | Path | EnvSource, out: str | Path, options: DistillOptions | None = None, *,
             callbacks: Sequence[TrainerCallback] = ()) -> DistillSummary:
     """Train the base model on the pairs in `source` and save it as the model folder `out`.
+
+    `source`: a run or sweep folder, a pairs file, or (soft-sft only) an `EnvSource`, whose
+    problems' gold answers are the pairs; its base model is --model, else the embedded default.
 
     Everything is checked before the model loads: the options, the source and its pairs,
     the base model's name and the output folder (a folder holding a model is refused
@@ -67,9 +73,9 @@ def distill(source: str | Path, out: str | Path, options: DistillOptions | None 
     """
     began = time.perf_counter()
     options = (options or DistillOptions()).resolved()
-    pair_set = load_pairs(source, options.rule)
+    pair_set = _load(source, options)
     check_pairs(pair_set, options.objective, options.lam)
-    model_name = base_model(pair_set, options.model)
+    model_name = base_model(pair_set, options.model) if pair_set.kind != "env" else options.model or DEFAULT_MODEL
     kind, model_path = resolve_source(model_name)
     if options.lora:
         require("peft", "--lora")
@@ -82,11 +88,14 @@ def distill(source: str | Path, out: str | Path, options: DistillOptions | None 
     max_length = context_window(loaded.model) or 2048
     if options.objective == "gkd":
         examples, skipped = gkd_examples(loaded.tokenizer, pair_set.pairs, options.lam, max_length)
+    elif options.objective == "soft-sft":
+        examples, skipped = soft_sft_examples(loaded.tokenizer, pair_set.pairs, max_length)
     else:
         examples, skipped = preference_examples(loaded.tokenizer, pair_set.pairs, max_length)
     if not examples:
         reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
-        raise ValueError(f"SOURCE (={str(pair_set.source)!r}): none of its {len(pair_set.pairs)} pairs can be trained "
+        where = f"SOURCE (={str(pair_set.source)!r})" if pair_set.source is not None else f"--env ({pair_set.label})"
+        raise ValueError(f"{where}: none of its {len(pair_set.pairs)} pairs can be trained "
                          f"on ({reasons}; the model's context window is {max_length} tokens)")
     if skipped:
         note(f"left out {sum(skipped.values())} of {len(pair_set.pairs)} pairs: "
@@ -114,10 +123,13 @@ def distill(source: str | Path, out: str | Path, options: DistillOptions | None 
     )
     config = {
         "training": training,
-        "source": {"path": str(pair_set.source), "kind": pair_set.kind, "rule": pair_set.rule,
-                   "records": pair_set.records, "pairs": len(pair_set.pairs), "pairs_sha256": pair_set.digest},
+        "source": {"path": str(pair_set.source) if pair_set.source is not None else None, "kind": pair_set.kind,
+                   "rule": pair_set.rule, "records": pair_set.records, "pairs": len(pair_set.pairs),
+                   "pairs_sha256": pair_set.digest, **({"env": pair_set.env} if pair_set.env is not None else {})},
         "base_model": loaded.describe(),
         "lambda": lambda_summary(pair_set.pairs, options.lam) if options.objective == "gkd" else None,
+        **({"guidance": dataclasses.asdict(trainer.schedule), "soft_inputs": dataclasses.asdict(trainer.soft)}
+           if options.objective == "soft-sft" else {}),
         "examples": len(examples),
         "skipped": skipped,
         "trainer": {key: _plain(getattr(trainer.args, key)) for key in TRAINER_SETTINGS},
@@ -128,12 +140,26 @@ def distill(source: str | Path, out: str | Path, options: DistillOptions | None 
         "versions": versions(),
         "written": datetime.now().isoformat(timespec="seconds"),
     }
-    title = f"redumix distill: {options.objective} on {len(examples)} pairs from {model_name}"
+    what = "gold answers" if pair_set.kind == "env" else "pairs"
+    title = f"redumix distill: {options.objective} on {len(examples)} {what} from {model_name}"
     _save(model, loaded.tokenizer, out, {CONFIG_FILE: json.dumps(config, indent=2) + "\n", LOG_FILE: log_csv(rows),
                                          CURVE_FILE: curve_png(rows, title)})
     if not options.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # only for resuming; the model supersedes them
     return summary
+
+
+def _load(source: str | Path | EnvSource, options: DistillOptions) -> PairSet:
+    if not isinstance(source, EnvSource):
+        return load_pairs(source, options.rule)
+    if options.objective != "soft-sft":
+        raise ValueError(f"--env (={source.env!r}) gives gold answers, which only --objective soft-sft trains on; "
+                         f"add --objective soft-sft, or give --objective {options.objective} a run folder or pairs "
+                         "file as SOURCE")
+    if options.rule is not None:
+        raise ValueError(f"--rule (={options.rule!r}) selects records of a run folder; --env trains on every problem's "
+                         "gold answer, leave --rule out")
+    return load_env_answers(source)
 
 
 def _save(model, tokenizer, out: Path, files: dict[str, str | bytes]) -> None:
@@ -155,8 +181,9 @@ def _plain(value):
 
 def training_config(pair_set: PairSet, model_name: str, options: DistillOptions) -> dict:
     """Everything that decides the trained weights: checkpoints resume only under the same values."""
+    soft = {name: getattr(options, name) for name in (*SOFT_DEFAULTS, "guidance_warmup", "clamp_gold")}
     return {
-        "source": str(pair_set.source),
+        "source": pair_set.label,
         "pairs_sha256": pair_set.digest,
         "rule": pair_set.rule,
         "base_model": model_name,
@@ -173,6 +200,7 @@ def training_config(pair_set: PairSet, model_name: str, options: DistillOptions)
         "grad_accum": options.grad_accum,
         "seed": options.seed,
         "dtype": options.dtype,
+        **(soft if options.objective == "soft-sft" else {}),
     }
 
 
@@ -199,6 +227,18 @@ def _trainer(loaded: LoadedModel, examples: list, options: DistillOptions, out: 
         trainer = MixtureGKDTrainer(
             model=model, args=_arguments(TrainingArguments, options, out, loaded.device), train_dataset=examples,
             data_collator=MixtureCollator(loaded.tokenizer.pad_token_id), beta=options.beta, teacher=teacher,
+        )
+    elif options.objective == "soft-sft":
+        from harness.distill.soft_sft import SoftSftCollator, SoftSftTrainer
+
+        model = loaded.model
+        if options.lora:
+            model = require("peft", "--lora").get_peft_model(model, _lora_config(options))
+        trainer = SoftSftTrainer(
+            model=model, args=_arguments(TrainingArguments, options, out, loaded.device), train_dataset=examples,
+            data_collator=SoftSftCollator(loaded.tokenizer.pad_token_id), soft=options.soft_inputs(),
+            start=options.guidance_start, floor=options.guidance_floor, warmup_steps=options.guidance_warmup,
+            shape=options.guidance_schedule,
         )
     else:
         from harness.distill.dpo import dpo_trainer
