@@ -312,3 +312,30 @@ def test_a_sweep_forces_its_budget_and_names_options_its_model_never_reads(tiny_
     assert len(records) == 2
     assert all(r["think_end"] == "budget" or r["finish_reason"] == "eos" for r in records)
     assert "never reads enable_thinking" in capsys.readouterr().err
+
+
+# -- lm-eval ---------------------------------------------------------------------------------------------
+
+def test_lm_eval_takes_template_options_and_a_budget_and_answers_as_redumix_run(thinker, env, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    from harness.lmeval.model import RedumixLM
+
+    records = _run(thinker, tmp_path / "r", max_new_tokens=12, think_budget=5,
+                   chat_template_options={"enable_thinking": True})
+    lm = RedumixLM(loaded=thinker, max_gen_toks=12, think_budget=5, batch_size=2,
+                   **{"chat_template.enable_thinking": "true"})
+    assert lm.chat_template_options == {"enable_thinking": True}
+    assert lm.get_model_info()["redumix"]["think_budget"] == 5
+    prompts = [lm.apply_chat_template([{"role": "user", "content": env.user_prompt(p)}]) for p in env.problems(3, 0)]
+    assert prompts == [r["prompt"] for r in records]
+    requests = [Instance("generate_until", {}, (prompt, {"until": [], "max_gen_toks": 12}), i, ("t", i, 1))
+                for i, prompt in enumerate(prompts)]
+    assert lm.generate_until(requests) == [r["completion"] for r in records]
+    assert all(r["think_end"] == "budget" for r in records)
+    off = RedumixLM(loaded=thinker, **{"chat_template.enable_thinking": False})
+    assert off.apply_chat_template([{"role": "user", "content": "Hi"}]).endswith("<think></think>")
+    with pytest.raises(ValueError, match=r"think_budget \(=12\) leaves no room for the answer"):
+        RedumixLM(loaded=thinker, max_gen_toks=12, think_budget=12)
+    with pytest.raises(ValueError, match=r"model_args chat_template.enable_thinking \(=\[1\]\) must be true, false"):
+        RedumixLM(loaded=thinker, **{"chat_template.enable_thinking": [1]})

@@ -7,8 +7,11 @@
 Importing this module registers the model. Model arguments: `model` (embedded name,
 HF folder or .gguf file), `decoder` (any registered decoder), `dtype` (default auto:
 bfloat16 where the hardware runs it natively, else float32; the results' config names the
-one that ran), `device`, `seed`, `max_length`, and every other key is a parameter of the
-decoder (`lam`, `feedback`, `temperature`, ...). lm-eval's `batch_size` is the number of requests decoded together.
+one that ran), `device`, `seed`, `max_length`, `think_budget` (budget forcing, as `redumix run
+--think-budget`), `chat_template.NAME` (a chat template variable, as `redumix run
+--chat-template-option NAME=VALUE`: `chat_template.enable_thinking=false`), and every other key
+is a parameter of the decoder (`lam`, `feedback`, `temperature`, ...). lm-eval's `batch_size` is
+the number of requests decoded together.
 
 Generation runs on the batched engine; rows are seeded from (seed, problem id) for our
 environments' tasks, so outputs equal `redumix run` on the same problems, and from
@@ -39,10 +42,17 @@ from tqdm.auto import tqdm
 
 from decoders import get_decoder
 from envs import Problem
+from harness.engine.lockstep import think_budget as thinking_budget
 from harness.engine.loglikelihood import ContinuationScore, score_continuations, score_rows
 from harness.engine.model_pool import ModelPool
 from harness.engine.models import DEFAULT_MODEL, LoadedModel, context_window, load_model
-from harness.engine.prompts import encode, render_chat
+from harness.engine.prompts import (
+    chat_template_options,
+    check_chat_template_options,
+    encode,
+    parse_chat_template_options,
+    render_chat,
+)
 from harness.lmeval import tasks as lm_eval_tasks
 from harness.methods import Generation, MethodCache, method_of
 from harness.methods.base import role_model_names
@@ -52,6 +62,7 @@ from harness.methods.request_env import answer_fields as _telemetry
 from harness.methods.request_env import unverified_units as _unverified_units
 
 MODEL_NAME = "redumix"
+TEMPLATE_PREFIX = "chat_template."  # model_args keys naming chat template variables
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's own default when a task sets none
 
 _latest: dict[str, Any] = {"model": None}
@@ -78,6 +89,7 @@ class RedumixLM(LM):
         max_length: int | None = None,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         loaded: LoadedModel | None = None,
+        think_budget: int | None = None,
         **decoder_config: Any,
     ) -> None:
         """Build the decoder (checking its config) before loading the model.
@@ -88,6 +100,7 @@ class RedumixLM(LM):
                 that cannot be loaded; each message names the argument and the fix.
         """
         super().__init__()
+        self.chat_template_options = _template_options(decoder_config)
         _check_items(decoder_config)
         self.decoder = get_decoder(str(decoder), **decoder_config)
         variants = method_of(self.decoder).variants()
@@ -102,6 +115,10 @@ class RedumixLM(LM):
         self.seed = seed
         self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         method_of(self.decoder).check_settings(self.max_gen_toks)
+        from harness.runs.runner import check_think_budget
+
+        check_think_budget(think_budget, self.max_gen_toks, flag="think_budget")
+        self.think_budget = think_budget or None
         self.loaded = loaded if loaded is not None else load_model(str(model), dtype=dtype, device=device or "cpu")
         # The method's models by role: `model` itself, and any other its config names (DeRa's aligned model),
         # those in the dtype `model` runs in when "auto" chose it.
@@ -128,11 +145,12 @@ class RedumixLM(LM):
         """Messages -> prompt text, exactly as `redumix run` renders them."""
         tok = self.loaded.tokenizer
         if add_generation_prompt:
-            text = render_chat(tok, chat_history)
+            with chat_template_options(self.chat_template_options):
+                text = render_chat(tok, chat_history)
         elif getattr(tok, "chat_template", None):
             # A task's gen_prefix arrives as an unfinished assistant turn to continue.
             text = tok.apply_chat_template(chat_history, tokenize=False, add_generation_prompt=False,
-                                           continue_final_message=True)
+                                           continue_final_message=True, **(self.chat_template_options or {}))
         else:
             text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in chat_history)
         self._chats[text] = [dict(m) for m in chat_history]
@@ -142,7 +160,8 @@ class RedumixLM(LM):
         """Merged into lm-eval's results["config"], so results say what decoded them."""
         return {"redumix": {"model": self.loaded.describe(), "decoder": self.decoder.name,
                             "decoder_config": self.decoder.config(), "seed": self.seed,
-                            "batch_size": self.batch_size}}
+                            "batch_size": self.batch_size, "think_budget": self.think_budget,
+                            "chat_template_options": self.chat_template_options}}
 
     # -- generation -----------------------------------------------------------------
 
@@ -163,7 +182,9 @@ class RedumixLM(LM):
             group.sort(key=lambda it: -len(it.ids))
             for start in range(0, len(group), self.batch_size):
                 batch = group[start : start + self.batch_size]
-                texts = self._method_batch(batch)
+                # Every prompt a method renders (ReDuMix's stages) with the options, every decode under the budget.
+                with chat_template_options(self.chat_template_options), thinking_budget(self.think_budget):
+                    texts = self._method_batch(batch)
                 for item, text in zip(batch, texts, strict=True):
                     outputs[item.position] = text
                     self.cache_hook.add_partial("generate_until", item.request.args, text)
@@ -425,6 +446,21 @@ def _positive_int(name: str, value: Any) -> int:
         hint = " (automatic batch sizes are not supported)" if str(value).startswith("auto") else ""
         raise ValueError(f"{name} (={value!r}) must be a positive integer{hint}; e.g. {name}=8")
     return value
+
+
+def _template_options(config: dict) -> dict[str, Any] | None:
+    """Take the `chat_template.NAME=VALUE` items out of `config`: the chat template options (None: none).
+    lm-eval reads true/false and numbers already; a value still text is read as `--chat-template-option`
+    reads it."""
+    items = {key: config.pop(key) for key in [k for k in config if k.startswith(TEMPLATE_PREFIX)]}
+    options = {}
+    for key, value in items.items():
+        name = key.removeprefix(TEMPLATE_PREFIX)
+        if isinstance(value, str):
+            value = (parse_chat_template_options([f"{name}={value}"], flag="model_args chat_template") or {})[name]
+        options[name] = value
+    check_chat_template_options(options, "model_args chat_template")
+    return options or None
 
 
 def _check_items(config: dict) -> None:
