@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
 
+    from harness.train.command import add_parser as add_train_parser
+
+    add_train_parser(sub)
+
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
     lister.add_argument("--format", choices=["grouped", "names"], default=None,
@@ -566,6 +570,10 @@ def _context(args: argparse.Namespace) -> Context:
                        inputs=(f"SOURCE {args.source}" if args.source else f"--env {args.env}") + " or --model",
                        memory_hint="lower --batch-size (raise --grad-accum to keep the effective batch), or add "
                                    "--lora")
+    if args.command == "train":
+        from harness.train.command import context
+
+        return context(args)
     if args.command == "serve":
         return Context(settings=f"--model {args.model}, --device {args.device}, --dtype {args.dtype}",
                        inputs=f"--model {args.model}", memory_hint="lower --batch-size or --max-new-tokens, or use a "

@@ -72,6 +72,22 @@ def dataset_rows(problems: list[TrainProblem], tokenizer) -> list[dict]:
             for p in problems]
 
 
+def in_training_order(rows: list[dict], count: int, seed: int) -> list[dict]:
+    """At least `count` rows: passes over `rows`, each in its own seeded random order.
+
+    The order is laid out before training (and TRL's sampler told not to shuffle), so a run
+    resumed from a checkpoint sees the same prompts in the same order as one never stopped:
+    TRL's sampler draws each pass's order from one generator that a resumed run would restart.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    out: list[dict] = []
+    while len(out) < count:
+        out.extend(rows[i] for i in torch.randperm(len(rows), generator=generator).tolist())
+    return out
+
+
 def _problems(config, seeds, n: int | None) -> list[TrainProblem]:
     from envs import get_env
 
