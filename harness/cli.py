@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
 
+    from harness.analysis.dera_check_command import add_parser as add_dera_check_parser
+
+    add_dera_check_parser(sub)
+
     lister = sub.add_parser("list", help="list available environments, decoders or models")
     lister.add_argument("what", choices=["envs", "decoders", "models"])
     lister.add_argument("--format", choices=["grouped", "names"], default=None,
@@ -578,7 +582,7 @@ def _context(args: argparse.Namespace) -> Context:
         return Context(settings=f"--model {args.model}, --device {args.device}, --dtype {args.dtype}",
                        inputs=f"--model {args.model}", memory_hint="lower --batch-size or --max-new-tokens, or use a "
                                                                    "smaller --model")
-    if args.command in ("report", "harvest"):
+    if args.command in ("report", "harvest", "dera-check"):
         folders = args.run_dir if isinstance(args.run_dir, list) else [args.run_dir]
         return Context(inputs=f"RUN_DIR {' '.join(folders)}", memory_hint="report fewer or smaller folders at once")
     return Context()
