@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,38 +29,12 @@ from harness.engine.prompts import encode, render_chat  # noqa: E402
 from harness.methods import Generation, get_method  # noqa: E402
 from harness.methods.request_env import RequestEnv  # noqa: E402
 from harness.serve.batcher import Batcher  # noqa: E402
-from harness.serve.server import ServeOptions, bind, build_service, uvicorn_server  # noqa: E402
+from harness.serve.server import ServeOptions  # noqa: E402
+from tests.helpers.serve import client, running  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 HI = [{"role": "user", "content": "What is 2 + 3?"}]
-
-
-@contextmanager
-def running(tiny_model_dir, **settings):
-    """A server on a free loopback port, in this process; stopped at the end."""
-    options = ServeOptions(model=str(tiny_model_dir), dtype="float32", served_model_name="tiny", port=0,
-                           **settings)
-    service = build_service(options)
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn_server(service, options)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield service, f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        service.batcher.close()
-        sock.close()
-
-
-def client(url: str, key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from harness.engine.loglikelihood import continuation_logprobs
 from harness.engine.prompts import encode
 from harness.methods.axes import Axes, Axis
 from harness.methods.base import Attempt, DecoderMethod, Generation, MethodCache, TeacherRows
+from harness.methods.request_env import HUMAN, human_feedback
 
 
 def stage_cache(cache: MethodCache) -> redumix_pipeline.Stage13Cache:
@@ -61,11 +62,13 @@ class ReDuMixMethod(DecoderMethod):
 
     def solve(self, env, models, problems, gen: Generation, *, skip=frozenset(),
               cache: MethodCache | None = None, given=None) -> list[Attempt]:
-        # `given` prompts are not used: x and x2 are built from the env's user turn.
+        # `given` prompts are not used: x and x2 are built from the env's user turn, and from the
+        # first attempt and feedback a conversation holds (stages 1-2 then do not run).
+        humans = {p.problem_id: h for p in problems if (h := human_feedback(env, p)) is not None}
         results = redumix_pipeline.solve_batch(
             env, models["policy"], self.decoder, problems, max_new_tokens=gen.max_new_tokens, stop=list(gen.stop),
             seed=gen.seed, skip=skip, cache=stage_cache(cache if cache is not None else MethodCache()),
-            save_steps=gen.save_steps,
+            save_steps=gen.save_steps, given=humans,
         )
         return [self._attempt(res) for res in results]
 
@@ -126,7 +129,7 @@ class ReDuMixMethod(DecoderMethod):
         one = self.decoder.for_lambda(res.lam)
         extras = {
             "lambda": res.lam,
-            "feedback_policy": self.decoder.feedback,
+            "feedback_policy": HUMAN if stage.human else self.decoder.feedback,
             "stage1_completion": stage.stage1_completion,
             "stage1_answer": stage.stage1_answer,
             "stage1_correct": stage.stage1_correct,

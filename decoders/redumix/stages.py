@@ -8,14 +8,16 @@
    with weights (lam, 1 - lam): both contexts of every (problem, lam) row in one batch.
 
 Stages 1-3 do not depend on lam, so they run once per problem and are shared by
-every lam of a sweep (see `Stage13Cache`).
+every lam of a sweep (see `Stage13Cache`). A problem given a first attempt and a person's
+feedback on it (`given`, a conversation sent to the server) skips stages 1-2: the reflection
+and the mixture start from those.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
 from harness.methods.base import answer_key, is_deterministic, step_tokens, variant_key
 from harness.methods.mixture_stats import STAT_NAMES, MixtureStats  # noqa: F401 (STAT_NAMES: importable here)
+from harness.methods.request_env import HumanFeedback
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Stage13:
     compress_s: float = 0.0
     stage1_reused: bool = False  # y1 is a greedy answer decoded elsewhere; stage1_s is that decode's share
     thinking_summary: str | None = None  # under stage1_thinking=summary, the summary of y1's thinking x2 holds
+    human: bool = False  # y1 and the feedback came with the request (a conversation), not from stages 1-2
 
 
 @dataclass
@@ -98,7 +102,7 @@ def first_attempt_key(loaded: LoadedModel, user_prompt: str, max_new_tokens: int
 
 
 def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_tokens: int,
-              stop: Sequence[str], seed: int = 0) -> tuple:
+              stop: Sequence[str], seed: int = 0, given: HumanFeedback | None = None) -> tuple:
     return (
         loaded.name, problem.env, problem.problem_id, problem.question,
         max_new_tokens, tuple(stop), decoder.reflect_prompt, decoder.redo_prompt,
@@ -106,7 +110,7 @@ def stage_key(loaded: LoadedModel, problem: Problem, decoder: ReDuMix, max_new_t
         decoder.summary_max_new_tokens, decoder.context_budget, decoder.stage1_thinking,
         # A sampled first attempt depends on the seed; a greedy one does not.
         (decoder.stage1_sampling, seed) if decoder.stage1_sample else None,
-    )
+    ) + ((given,) if given is not None else ())
 
 
 def solve_batch(
@@ -122,8 +126,12 @@ def solve_batch(
     skip: set[tuple[str, str]] | frozenset = frozenset(),
     cache: Stage13Cache | None = None,
     save_steps: bool = False,
+    given: Mapping[str, HumanFeedback] | None = None,
 ) -> list[MixedAnswer]:
     """Run the pipeline on `problems`; one `MixedAnswer` per (problem, lam) not in `skip`.
+
+    `given`: by problem id, a first attempt and the feedback on it; those problems run stages 3-4
+    only (the reflection on that feedback, then the mixture).
 
     Raises:
         ValueError: a reflective context x2 that, with max_new_tokens, does not fit
@@ -131,7 +139,7 @@ def solve_batch(
     """
     cache = cache if cache is not None else Stage13Cache()
     lambdas = list(lambdas) if lambdas is not None else list(decoder.lambdas)
-    stages = _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, seed=seed)
+    stages = _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, seed=seed, given=given)
     for problem, stage in zip(problems, stages, strict=True):
         _check_fits(loaded, decoder, problem, "the reflective context x2", stage.x2, max_new_tokens)
 
@@ -185,8 +193,10 @@ def first_stages(env, loaded: LoadedModel, decoder: ReDuMix, problems: Sequence[
                           cache if cache is not None else Stage13Cache(), seed=seed)
 
 
-def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, *, seed: int = 0) -> list[Stage13]:
-    keys = [stage_key(loaded, p, decoder, max_new_tokens, stop, seed) for p in problems]
+def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, *, seed: int = 0,
+                   given: Mapping[str, HumanFeedback] | None = None) -> list[Stage13]:
+    given = given or {}
+    keys = [stage_key(loaded, p, decoder, max_new_tokens, stop, seed, given.get(p.problem_id)) for p in problems]
     missing = [i for i, k in enumerate(keys) if k not in cache.entries]
     if missing:
         todo = [problems[i] for i in missing]
@@ -195,13 +205,15 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
         # Timings: each stage's batch wall time is split evenly over the batch's rows.
         users = [env.user_prompt(p) for p in todo]
         xs = [render_chat(tok, [{"role": "user", "content": u}]) for u in users]
-        first, stage1_s, reused = _first_attempts(loaded, decoder, todo, users, xs, max_new_tokens, stop, cache,
-                                                  seed)
+        human = [given.get(p.problem_id) for p in todo]
+        first, stage1_s, reused = _given_or_first_attempts(loaded, decoder, todo, users, xs, human, max_new_tokens,
+                                                           stop, cache, seed)
 
         began = time.perf_counter()
         # Graded on what follows the thinking (a `<think>` the prompt opened included), as every answer is.
         verdicts = [env.verify(p, with_open_thinking(x, y1)) for p, x, y1 in zip(todo, xs, first, strict=True)]
-        feedbacks = [env.feedback(p, v, decoder.feedback) for p, v in zip(todo, verdicts, strict=True)]
+        feedbacks = [h.feedback if h is not None else env.feedback(p, v, decoder.feedback)
+                     for p, v, h in zip(todo, verdicts, human, strict=True)]
         feedback_s = (time.perf_counter() - began) / len(todo)
 
         began = time.perf_counter()
@@ -232,9 +244,22 @@ def _stages_1_to_3(env, loaded, decoder, problems, max_new_tokens, stop, cache, 
                 stage1_correct=verdicts[n].correct, feedback=feedbacks[n], reflection=reflections[n].text,
                 x2=x2, stage1_s=stage1_s[n], feedback_s=feedback_s, reflection_s=reflection_s,
                 compressed=tokens_cut > 0, tokens_cut=tokens_cut, summary=summary, compress_s=compress_s,
-                stage1_reused=reused[n], thinking_summary=thinking_summaries[n],
+                stage1_reused=reused[n], thinking_summary=thinking_summaries[n], human=human[n] is not None,
             )
     return [cache.entries[k] for k in keys]
+
+
+def _given_or_first_attempts(loaded, decoder, problems, users, xs, human, max_new_tokens, stop, cache, seed):
+    """`_first_attempts` for the problems without a given first attempt; the given ones as they came."""
+    texts = [h.first_attempt if h is not None else "" for h in human]
+    seconds, reused = [0.0] * len(problems), [False] * len(problems)
+    open_rows = [n for n, h in enumerate(human) if h is None]
+    if open_rows:
+        done = _first_attempts(loaded, decoder, [problems[n] for n in open_rows], [users[n] for n in open_rows],
+                               [xs[n] for n in open_rows], max_new_tokens, stop, cache, seed)
+        for n, text, took, was_reused in zip(open_rows, *done, strict=True):
+            texts[n], seconds[n], reused[n] = text, took, was_reused
+    return texts, seconds, reused
 
 
 def _first_attempts(loaded, decoder, problems, users, xs, max_new_tokens, stop, cache, seed):

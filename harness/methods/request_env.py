@@ -1,7 +1,8 @@
 """Answering requests that come without an environment of ours: lm-eval tasks of their own
 (`harness.lmeval.model`) and the OpenAI-compatible server (`harness.serve`).
 
-`RequestEnv` is the environment a method sees there; `sampling_decoder` is a decoder asked by a
+`RequestEnv` is the environment a method sees there; `HumanFeedback` is a first attempt and a
+person's feedback on it, sent as a conversation; `sampling_decoder` is a decoder asked by a
 request to sample; `answer_fields` is what an answer tells beyond its text (telemetry, the
 server's extension object), with what no verifier could say left empty.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from decoders import get_decoder
@@ -18,6 +20,24 @@ from harness.methods.base import is_deterministic
 from harness.methods.registry import axes_of, contributions_of
 
 NO_VERIFIER = "none (the task has no environment to verify answers)"
+HUMAN = "human (the request's last user message)"  # the feedback policy of feedback a person wrote
+
+
+@dataclass(frozen=True)
+class HumanFeedback:
+    """A conversation's first attempt (its assistant turn) and a person's feedback on it (the user
+    turn after it). A method that builds its own conversations from the user turn (ReDuMix) takes
+    them in place of its own first attempt and the environment's feedback."""
+
+    first_attempt: str
+    feedback: str
+
+
+def human_feedback(env, problem) -> HumanFeedback | None:
+    """The first attempt and feedback `env` holds for `problem` (a `RequestEnv` of a conversation),
+    else None (every environment of ours: the method makes its own)."""
+    given = getattr(env, "human_feedback", None)
+    return given(problem) if given is not None else None
 
 
 class RequestEnv:
@@ -25,16 +45,23 @@ class RequestEnv:
 
     The user turn is the request's own prompt. With an environment (our tasks) answers
     are graded and feedback given by it; without one nothing is graded and feedback is empty.
+    `earlier`: per problem, the first attempt and a person's feedback on it that the request's
+    conversation holds (None: the conversation is the user turn alone).
     """
 
-    def __init__(self, inner, user_turn: Callable[[Problem], str], name: str = "lm-eval") -> None:
+    def __init__(self, inner, user_turn: Callable[[Problem], str], name: str = "lm-eval",
+                 earlier: Callable[[Problem], HumanFeedback | None] | None = None) -> None:
         self.inner = inner
         self.user_turn = user_turn  # asked only by methods that build conversations from the user turn
+        self.earlier = earlier
         self.name = inner.name if inner is not None else name
         self.has_verifier = inner is not None and inner.has_verifier
 
     def user_prompt(self, problem) -> str:
         return self.user_turn(problem)
+
+    def human_feedback(self, problem) -> HumanFeedback | None:
+        return self.earlier(problem) if self.earlier is not None else None
 
     def verify(self, problem, completion: str) -> Verdict:
         if self.inner is not None:
@@ -75,7 +102,8 @@ def answer_fields(attempt, verified: bool) -> dict:
     if not verified:  # nothing graded these answers: say so instead of a policy or a verdict
         graded = contributions_of(attempt.method).graded_fields
         values.update({k: None for k in graded if k in values})
-        values.update({k: v for k, v in unverified_units(attempt.method).items() if k in values})
+        # Feedback a person wrote keeps its policy: nothing was missing.
+        values.update({k: v for k, v in unverified_units(attempt.method).items() if k in values and values[k] != HUMAN})
     return values
 
 

@@ -33,7 +33,7 @@ from harness.engine.models import LoadedModel
 from harness.engine.prompts import encode, render_chat
 from harness.methods import Generation, MethodCache
 from harness.methods.base import role_model_names
-from harness.methods.request_env import RequestEnv, answer_fields, cut_at_stop
+from harness.methods.request_env import HumanFeedback, RequestEnv, answer_fields, cut_at_stop
 from harness.runs.record_json import finite
 from harness.serve.protocol import Answer, ApiError, Ask, Result, finish_reason
 
@@ -52,8 +52,9 @@ class _Row:
 
     key: str  # the problem id: what the row's seed is drawn from
     ids: list[int]
-    user_turn: str | None  # None: the chat is not one user message (see `_user_turn`)
+    user_turn: str | None  # None: the chat is not one a method building its own conversations takes
     turns: int  # messages of the chat (0 for a completion)
+    earlier: HumanFeedback | None = None  # a chat [user, assistant, user]: its first attempt and the feedback
 
 
 class Batcher:
@@ -183,11 +184,11 @@ class Batcher:
         vocab = len(tok)
         for i, prompt in enumerate(ask.prompts):
             where = "messages" if ask.kind == "chat" else ("prompt" if len(ask.prompts) == 1 else f"prompt[{i}]")
-            turns = 0
+            turns, earlier = 0, None
             if ask.kind == "chat":
                 ids = encode(tok, render_chat(tok, prompt))
                 turns = len(prompt)
-                user = prompt[0]["content"] if turns == 1 and prompt[0]["role"] == "user" else None
+                user, earlier = _conversation(prompt)
             elif isinstance(prompt, str):
                 ids, user = encode(tok, prompt), prompt
             else:
@@ -207,8 +208,8 @@ class Batcher:
                                param=name, code="context_length_exceeded")
             total += len(ids)
             digest = hashlib.sha256(json.dumps([ids, ask.seed]).encode()).hexdigest()[:20]
-            rows += [_Row(key=f"req-{digest}" + (f"#{k}" if k else ""), ids=ids, user_turn=user, turns=turns)
-                     for k in range(ask.n)]
+            rows += [_Row(key=f"req-{digest}" + (f"#{k}" if k else ""), ids=ids, user_turn=user, turns=turns,
+                          earlier=earlier) for k in range(ask.n)]
         job.rows, job.prompt_tokens = rows, total
 
     def _max_tokens(self, job: _Job) -> int:
@@ -252,7 +253,8 @@ class Batcher:
         problems = [Problem(env="serve", problem_id=r.key, index=0, seed=ask.seed, question=r.user_turn or "",
                             gold="", metadata={}) for r in rows]
         by_key = {r.key: r for r in rows}
-        env = RequestEnv(None, lambda p: _user_turn(method.name, by_key[p.problem_id]), name="serve")
+        env = RequestEnv(None, lambda p: _user_turn(method.name, by_key[p.problem_id]), name="serve",
+                         earlier=lambda p: by_key[p.problem_id].earlier)
         names = role_model_names(method, self.model_name)
         models = {role: self.models[name] for role, name in names.items()}
         gen = Generation(max_new_tokens=max_tokens, stop=ask.stop, seed=self.seed)
@@ -286,10 +288,23 @@ class Batcher:
                              "it with the request and the server's output")
 
 
+def _conversation(messages: list[dict]) -> tuple[str | None, HumanFeedback | None]:
+    """The user turn a method that builds its own conversations (ReDuMix) starts from, and the
+    first attempt and feedback after it: one user message, or [user, assistant, user]."""
+    roles = [m["role"] for m in messages]
+    if roles == ["user"]:
+        return messages[0]["content"], None
+    if roles == ["user", "assistant", "user"]:
+        return messages[0]["content"], HumanFeedback(messages[1]["content"], messages[2]["content"])
+    return None, None
+
+
 def _user_turn(method: str, row: _Row) -> str:
     """The user turn a method that builds its own conversations (ReDuMix) starts from."""
     if row.user_turn is None:
-        raise ApiError(400, f"decoder {method!r} builds its own conversation from one user message, but this request "
-                            f"sends {row.turns} messages; send the question as one user message (no system message, "
-                            "no earlier turns)", param="messages")
+        raise ApiError(400, f"decoder {method!r} builds its own conversation, and this request's {row.turns} "
+                            "messages are not one it takes; send the task as one user message (the method makes "
+                            "its own first attempt), or [user: the task, assistant: a first attempt, user: feedback "
+                            "on it] (the method reflects on that feedback and answers again), with no system "
+                            "message", param="messages")
     return row.user_turn
