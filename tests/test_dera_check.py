@@ -119,3 +119,20 @@ def test_folders_the_check_cannot_read_are_refused_in_one_line(folder, tiny_mode
     gkd = _dpo_folder(tmp_path / "gkd", seed=3, beta=0.0, objective="gkd")
     with pytest.raises(ValueError, match=r"objective 'gkd', not DPO"):
         dera_check._dpo_beta(str(gkd))
+
+
+def test_the_config_pairs_each_lambda_with_a_retrained_model_on_held_out_seeds(tiny_model_dir):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from harness.runs.sweep_config import load_config
+
+    text = Path("configs/dera-check.yaml").read_text()
+    betas = {float(b) for b in re.findall(r"results/dera-check/dpo-b([0-9.]+)\b", text)}
+    config = parse_config(yaml.safe_load(re.sub(r"results/dera-check/dpo-b[0-9.]+", str(tiny_model_dir), text)))
+    dera = next(d for d in config.decoders if d.name == "dera")
+    anchor = float(re.search(r"aligned: results/dera-check/dpo-b([0-9.]+)", text).group(1))
+    assert betas == {0.05, 0.1, 0.2} and {anchor / lam for lam in dera.listed["lambdas"]} == betas
+    assert set(load_config("configs/loop-harvest.yaml").seeds).isdisjoint(config.seeds)
