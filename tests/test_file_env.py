@@ -542,6 +542,25 @@ def test_rows_moved_added_or_removed_keep_the_other_problems_records(tiny_model_
     assert len(records) == 3
 
 
+def test_a_folder_that_named_problems_by_position_goes_on_doing_so(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    out = tmp_path / "r"
+    _run(tiny_model_dir, path, out, n=2)
+    # As folders were written when problem files' problems were named by position: no "problem_ids".
+    spec = json.loads((out / "spec.json").read_text())
+    del spec["problem_ids"]
+    (out / "spec.json").write_text(json.dumps(spec))
+    first, second = _records(out)
+    first["problem_id"] = f"file:{path}-s0-0"
+    (out / "samples.jsonl").write_text(json.dumps(first) + "\n")  # the second problem left to do
+    summary = _run(tiny_model_dir, path, out, n=2)
+    assert (summary.n, summary.skipped) == (1, 1)  # the record kept, the other problem decoded
+    again = _records(out)
+    assert [r["problem_id"] for r in again] == [f"file:{path}-s0-0", f"file:{path}-s0-1"]
+    assert again[1]["completion"] == second["completion"]
+    assert "problem_ids" not in json.loads((out / "spec.json").read_text())
+
+
 def test_a_sweep_over_a_file_resumes_and_refuses_an_edited_file(tiny_model_dir, tmp_path):
     from harness.runs.sweep import run_sweep
     from harness.runs.sweep_config import parse_config

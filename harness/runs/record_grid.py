@@ -14,6 +14,7 @@ with ids of their own (a problem file's rows, `envs.file_dataset`) are listed in
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,6 +68,14 @@ class Grid:
 
     def __len__(self) -> int:
         return len(self.expected)
+
+
+def by_position(problems: list, stored_spec: dict | None) -> list:
+    """`problems`, named by position when the folder's spec.json lists no "problem_ids": a folder
+    written before problems with ids of their own were listed goes on naming them as it did."""
+    if stored_spec is None or "problem_ids" in stored_spec:
+        return problems
+    return [dataclasses.replace(p, problem_id=problem_id(p.env, p.seed, p.index)) for p in problems]
 
 
 def own_problem_ids(problems: Mapping[tuple[str, int], list]) -> dict[str, dict[str, list[str]]]:

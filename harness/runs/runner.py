@@ -26,7 +26,7 @@ from harness.runs.folder_lock import folder_locked
 from harness.runs.invariance_mode import mode_to_run
 from harness.runs.limits import MAX_PROBLEMS
 from harness.runs.output_paths import prepare_folder
-from harness.runs.record_grid import own_problem_ids, record_variant, run_grid, run_record_identity
+from harness.runs.record_grid import by_position, own_problem_ids, record_variant, run_grid, run_record_identity
 from harness.runs.record_json import shape_problem
 from harness.runs.records import attempt_record
 from harness.runs.run_dtype import dtype_to_run
@@ -153,7 +153,7 @@ def run(spec: RunSpec, out: str | Path, loaded: LoadedModel | None = None, progr
         adopted = "\n".join(line for line in (kept_mode, adopted) if line) or None
         spec = dataclasses.replace(spec, dtype=dtype)
         resolved = identity(dtype)
-        problems = env.problems(spec.n, spec.seed)
+        problems = by_position(env.problems(spec.n, spec.seed), run_dir.read_spec())
         problem_ids = own_problem_ids({(spec.env, spec.seed): problems}).get(spec.env, {}).get(str(spec.seed))
         grid = run_grid(resolved["run"], method.variants(), problem_ids)
         contents = claim_and_read(run_dir, "run", resolved["run"], grid, adopted=adopted, note=note,

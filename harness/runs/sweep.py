@@ -28,7 +28,12 @@ from harness.runs.folder_claim import claim_and_read
 from harness.runs.folder_lock import folder_locked
 from harness.runs.invariance_mode import mode_to_run
 from harness.runs.output_paths import prepare_folder
-from harness.runs.record_grid import own_problem_ids, record_key, sweep_grid  # noqa: F401 (record_key: importable from here too)
+from harness.runs.record_grid import (  # noqa: F401 (record_key: importable from here too)
+    by_position,
+    own_problem_ids,
+    record_key,
+    sweep_grid,
+)
 from harness.runs.run_dtype import dtype_to_run
 from harness.runs.store import RunDir
 from harness.runs.sweep_config import SweepConfig
@@ -87,7 +92,9 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force_new: bool = False,
         adopted = "\n".join(line for line in (kept_mode, adopted) if line) or None
         config = dataclasses.replace(config, dtype=dtype)
         units = plan(config)
-        problems = [unit_problems(config, unit) for unit in units]  # once: checked against the folder, then decoded
+        stored = store.read_spec()
+        # Once: checked against the folder, then decoded.
+        problems = [by_position(unit_problems(config, unit), stored) for unit in units]
         resolved = config.resolved()
         problem_ids = own_problem_ids({(unit.env.label, unit.seed): ps
                                        for unit, ps in zip(units, problems, strict=True)})
