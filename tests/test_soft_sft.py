@@ -74,12 +74,15 @@ def pairs_file(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("soft", [FILTER, SoftInputs(clamp_gold=True), SoftInputs(gradient="flow")],
                          ids=["filtered", "clamped", "flowing"])
-def test_at_alpha_1_loss_and_gradients_are_plain_teacher_forcing(soft):
+@pytest.mark.parametrize("step_by_step", [True, False], ids=["cached-steps", "one-pass"])
+def test_at_alpha_1_loss_and_gradients_are_plain_teacher_forcing(soft, step_by_step):
     loaded = tiny_model()
     model = loaded.model.train()
     examples, batch = _batch(loaded)
 
-    result = soft_forward(model, batch, 1.0, soft)
+    # Asking for the fed inputs keeps the step-by-step path, which alpha 1 otherwise skips.
+    result = soft_forward(model, batch, 1.0, soft, keep_fed=step_by_step)
+    assert (result.fed is not None) == step_by_step
     result.loss.backward()
     soft_grads = _grads(model)
     model.zero_grad()

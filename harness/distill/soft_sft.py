@@ -162,11 +162,13 @@ def soft_forward(model: nn.Module, batch: dict[str, Tensor], alpha: float, soft:
     """Read the batch's answers position by position (KV cache), feeding soft inputs at `alpha`.
 
     At alpha 1 every input is the gold token's embedding, so the logits and the loss are those
-    of plain teacher forcing.
+    of plain teacher forcing, and the answer is read in one pass (unless `keep_fed`).
     """
     ids, mask, positions = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     labels, target_mask = batch["labels"], batch["target_mask"]
     rows, width = labels.shape
+    if alpha >= 1.0 and not keep_fed:
+        return _teacher_forced(model, batch)
     embed = model.get_input_embeddings()
     cache = _new_cache(model)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
@@ -177,7 +179,7 @@ def soft_forward(model: nn.Module, batch: dict[str, Tensor], alpha: float, soft:
     gold_weight, gold_kept, fed_all = [], [], []
     for t in range(width - 1):
         gold = labels[:, t]
-        if alpha >= 1.0:  # teacher forcing: p has no weight, so it is not computed
+        if alpha >= 1.0:  # teacher forcing (step by step only when the fed inputs are asked for)
             fed = embed(gold)
             gold_weight.append(torch.ones(rows, device=labels.device))
         else:
@@ -191,15 +193,36 @@ def soft_forward(model: nn.Module, batch: dict[str, Tensor], alpha: float, soft:
                     use_cache=True, **cache)
         logits.append(out.logits[:, -1])
     logits = torch.stack(logits, dim=1)
-    per_token = F.cross_entropy(logits.float().reshape(rows * width, -1), labels.reshape(-1),
-                                reduction="none").view(rows, width)
     empty = torch.zeros((rows, 0), device=labels.device)
     return SoftForward(
-        loss=masked_mean(per_token, target_mask), logits=logits,
+        loss=_answer_loss(logits, labels, target_mask), logits=logits,
         gold_weight=torch.stack(gold_weight, dim=1) if gold_weight else empty,
         gold_kept=torch.stack(gold_kept, dim=1) if gold_kept else (empty.bool() if width == 1 else None),
         fed=fed_all if keep_fed else None,
     )
+
+
+def _teacher_forced(model: nn.Module, batch: dict[str, Tensor]) -> SoftForward:
+    """`soft_forward` at alpha 1 in one pass: every input is a gold token, none depends on the step
+    before, so the prompt and the answer are read together as plain teacher forcing."""
+    mask, labels, target_mask = batch["attention_mask"], batch["labels"], batch["target_mask"]
+    rows, width = labels.shape
+    steps = torch.arange(width - 1, device=labels.device)
+    logits = model(
+        input_ids=torch.cat([batch["input_ids"], labels[:, :-1]], dim=1),
+        attention_mask=torch.cat([mask, torch.ones_like(labels[:, :-1], dtype=mask.dtype)], dim=1),
+        position_ids=torch.cat([batch["position_ids"], mask.sum(dim=-1, keepdim=True) + steps], dim=1),
+        logits_to_keep=width, use_cache=False,
+    ).logits
+    return SoftForward(loss=_answer_loss(logits, labels, target_mask), logits=logits,
+                       gold_weight=torch.ones((rows, width - 1), device=labels.device), gold_kept=None, fed=None)
+
+
+def _answer_loss(logits: Tensor, labels: Tensor, target_mask: Tensor) -> Tensor:
+    rows, width = labels.shape
+    per_token = F.cross_entropy(logits.float().reshape(rows * width, -1), labels.reshape(-1),
+                                reduction="none").view(rows, width)
+    return masked_mean(per_token, target_mask)
 
 
 def _new_cache(model: nn.Module) -> dict[str, DynamicCache]:
