@@ -37,8 +37,8 @@ def log_csv(rows: list[dict]) -> str:
 
 
 def curve_png(rows: list[dict], title: str) -> bytes:
-    """Loss against optimizer step (and, on a second axis, the cross-entropy under the teacher when
-    logged), as PNG bytes."""
+    """Loss against optimizer step (and, on a second axis, the cross-entropy under the teacher or soft
+    SFT's guidance alpha when logged), as PNG bytes."""
     figure = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
@@ -47,12 +47,14 @@ def curve_png(rows: list[dict], title: str) -> bytes:
     ax.plot(steps, [row["loss"] for row in rows], marker=marker, color="C0")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss", color="C0")
-    if any("teacher_ce" in row for row in rows):
-        # Its own axis: it carries the teacher's entropy, a far larger near-constant offset.
-        right = ax.twinx()
-        right.plot(steps, [row.get("teacher_ce", math.nan) for row in rows], marker=marker, color="C1",
-                   linestyle="--")
-        right.set_ylabel("cross-entropy under the teacher", color="C1")
+    for key, label in (("teacher_ce", "cross-entropy under the teacher"), ("guidance_alpha", "guidance alpha")):
+        if any(key in row for row in rows):
+            # Its own axis: the teacher's cross-entropy carries its entropy, a far larger near-constant
+            # offset; soft SFT's alpha is a weight in [0, 1].
+            right = ax.twinx()
+            right.plot(steps, [row.get(key, math.nan) for row in rows], marker=marker, color="C1", linestyle="--")
+            right.set_ylabel(label, color="C1")
+            break
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     figure.tight_layout()
