@@ -302,3 +302,33 @@ def test_sigterm_drains_the_request_in_flight_then_exits_with_one_line(tiny_mode
         proc.kill() if proc.poll() is None else None
     assert proc.returncode == 0
     assert err.strip().splitlines() == ["redumix serve: stopped; 1 request answered, none left in flight"]
+
+
+def test_a_drain_that_runs_out_of_time_exits_130_with_one_line(tiny_model_dir):
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", "--model", str(tiny_model_dir), "--port",
+                             "0", "--dtype", "float32", "--served-model-name", "tiny", "--drain-timeout", "0.2",
+                             "--batch-size", "1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)
+        assert client(url).completions.create(model="tiny", prompt="1", max_tokens=2).choices  # answered
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            # 16 rows of up to 480 sampled tokens, one engine call each: far longer than the drain's 0.2 s.
+            reply = pool.submit(client(url).completions.create, model="tiny", prompt="1 2 3", max_tokens=480, n=16,
+                                temperature=1.0)
+            time.sleep(1.5)
+            assert not reply.done()
+            proc.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            _, err = proc.communicate(timeout=60)
+            stopped_s = time.monotonic() - began
+            with pytest.raises(openai.InternalServerError) as caught:  # told why, not cut off
+                reply.result()
+        assert caught.value.status_code == 503 and "--drain-timeout" in caught.value.body["message"]
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["redumix serve: stopped after waiting 0.2 s (--drain-timeout): 1 request in "
+                                        "flight not answered, 1 answered"]
+    assert stopped_s < 10  # the drain's 0.2 s and the shutdown, not the rest of the batch

@@ -75,7 +75,10 @@ async def _complete(service: Service, request: Request, parse):
         return _error(err)
     except asyncio.CancelledError:  # the drain after Ctrl-C or SIGTERM ran out of time
         service.dropped += 1
-        raise
+        # Answered rather than cut off, so that the client can tell why (the connection closes after it).
+        return _error(ApiError(503, "the server stopped before answering this request: it was shutting down and "
+                                    "its wait for requests in flight (redumix serve --drain-timeout) ran out; send "
+                                    "the request again once the server is back", code="server_shutting_down"))
     if ask.stream:
         return StreamingResponse(iter(stream_events(ask, result)), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})

@@ -244,8 +244,11 @@ class Batcher:
                 self._fail(job, errors[0])
                 continue
             answers = [self._answer_of(job, done[r.key]) for r in job.rows]
+            try:
+                job.future.set_result(Result(answers=answers, prompt_tokens=job.prompt_tokens))
+            except concurrent.futures.InvalidStateError:  # cancelled meanwhile: the drain ran out of time
+                continue
             self.answered += 1
-            job.future.set_result(Result(answers=answers, prompt_tokens=job.prompt_tokens))
 
     def _solve(self, ask: Ask, max_tokens: int, rows: list[_Row]) -> dict[str, object]:
         """One engine call (one method solve) over `rows`: {row key: its Attempt}."""

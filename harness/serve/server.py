@@ -3,12 +3,14 @@
 The address is loopback (127.0.0.1) unless `--host` says otherwise, and an address other
 machines can reach is refused without an API key: the server runs any prompt it is sent. On
 Ctrl-C or SIGTERM the socket closes, requests in flight are answered for up to
-`drain_timeout` seconds, and the command ends with one line saying how many were answered.
+`drain_timeout` seconds (those left then are answered 503), and the command ends with one line
+saying how many were answered.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from collections.abc import Mapping
@@ -174,8 +176,15 @@ def serve(options: ServeOptions) -> int:
     if left:
         print(f"redumix serve: stopped after waiting {options.drain_timeout:g} s (--drain-timeout): {left} request"
               f"{'' if left == 1 else 's'} in flight not answered, {answered} answered", file=sys.stderr)
-        return 130
-    print(f"redumix serve: stopped; {answered} request{'' if answered == 1 else 's'} answered, none left in flight",
-          file=sys.stderr)
-    return 0
+    else:
+        print(f"redumix serve: stopped; {answered} request{'' if answered == 1 else 's'} answered, none left in "
+              "flight", file=sys.stderr)
+    code = 130 if left else 0
+    if not service.batcher.idle(0):
+        # A batch still decodes on the worker thread, and ending the interpreter under it aborts the
+        # process: end it here, the line above written.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
