@@ -26,7 +26,9 @@ def _dpo_folder(path, seed: int, beta: float | None, objective: str = "dpo"):
     loaded.model.save_pretrained(path)
     loaded.tokenizer.save_pretrained(path)
     if beta is not None:
-        (path / "distill_config.json").write_text(json.dumps({"objective": objective, "beta": beta}))
+        # As `redumix distill` writes it: the training settings, then where the pairs came from.
+        (path / "distill_config.json").write_text(json.dumps({"training": {"objective": objective, "beta": beta},
+                                                              "source": {"kind": "pairs"}}))
         (path / "training_log.csv").write_text("step,loss,rewards/accuracies,rewards/margins\n1,0.7,0.5,0.01\n"
                                                "2,0.6,0.75,0.2\n")
     return path

@@ -6,11 +6,14 @@ mixture approximates the model trained from the same reference at beta0 / lam. D
 beta, so `redumix dera-check FOLDER` tests the claim on a sweep folder that holds, for the
 same problems:
 
-* DeRa's greedy answers (`name: dera`, `models: {aligned: ANCHOR}`, several lambdas), with the
-  sweep's model as the reference;
-* greedy answers of DPO models trained from that reference on the same pairs at other betas
-  (`name: greedy`, `models: {policy: PATH}`), and of the anchor itself; each model folder's
-  distill_config.json (written by `redumix distill`) says it was DPO and at which beta.
+* DeRa's greedy answers (`name: dera`, `models: {aligned: ANCHOR}`, several lambdas: records
+  naming their `ref_model` and `aligned_model`), with the sweep's model as the reference;
+* answers of DPO models trained from that reference on the same pairs at other betas (entries
+  naming their own model, `models: {policy: PATH}`: greedy ones in configs/dera-check.yaml),
+  and of the anchor itself; each model folder's distill_config.json (written by `redumix
+  distill`) says it was DPO and at which beta;
+* the reference entry's answers (the sweep's `reference`, the base's greedy answers), which the
+  accuracies are paired with.
 
 Per (lam, retrained model) it computes the per-token KL(P_retrained || P_DeRa(lam)),
 teacher-forced along both of their greedy answers to every problem (an answer that ended on
@@ -107,22 +110,26 @@ def check_folder(folder: str | Path, *, dtype: str = "float32", device: str = "c
     folder = Path(folder)
     records, _, spec = read_folder(folder)
     records = normalize(records)
-    dera = records[records["decoder"] == "dera"]
+    # DeRa's records are the ones that name both of the models they mixed.
+    dera = records[records["aligned_model"].notna()] if "aligned_model" in records else records[:0]
     if dera.empty:
         raise ValueError(f"{folder} holds no DeRa answers; sweep `name: dera` with `models: {{aligned: ANCHOR}}` "
-                         "beside greedy entries of the retrained models (see configs/dera-check.yaml)")
+                         "beside entries of the retrained models (see configs/dera-check.yaml)")
     base, anchor = _one(dera, "ref_model", folder), _one(dera, "aligned_model", folder)
     anchor_beta = _dpo_beta(anchor)
-    greedy = records[records["decoder"] == "greedy"]
-    # Greedy entries that name their own model (`models: {policy: PATH}`) are the retrained models.
-    policies = {d["label"]: (d.get("models") or {}).get("policy") for d in (spec.get("sweep") or {}).get("decoders", [])
-                if d.get("name") == "greedy"}
+    # Entries that name their own model (`models: {policy: PATH}`) answer with the retrained models.
+    entries = (spec.get("sweep") or {}).get("decoders", [])
+    policies = {d["label"]: (d.get("models") or {}).get("policy") for d in entries}
+    policies = {label: path for label, path in policies.items() if path and path != base}
+    answered = set(records["decoder_label"])
     retrained = sorted((Retrained(path, _dpo_beta(path), label) for label, path in policies.items()
-                        if path and path != base and label in set(greedy["decoder_label"])), key=lambda r: r.beta)
-    greedy = greedy.assign(model=greedy["decoder_label"].map(lambda label: policies.get(label) or base))
+                        if label in answered), key=lambda r: r.beta)
     if not retrained:
-        raise ValueError(f"{folder} holds no greedy answers of retrained models; add `name: greedy` entries with "
-                         "`models: {policy: PATH}` for each DPO model (see configs/dera-check.yaml)")
+        raise ValueError(f"{folder} holds no answers of retrained models; add entries with `models: {{policy: PATH}}` "
+                         "for each DPO model, e.g. `name: greedy` (see configs/dera-check.yaml)")
+    reference = records[records["decoder_label"] == spec.get("reference")]
+    greedy = records[records["decoder_label"].isin(policies)]
+    greedy = greedy.assign(model=greedy["decoder_label"].map(policies))
     models = dict(loaded or {})
     for name in [base, anchor, *(r.name for r in retrained)]:
         if name not in models:
@@ -131,7 +138,7 @@ def check_folder(folder: str | Path, *, dtype: str = "float32", device: str = "c
             models[name] = load_model(name, dtype=dtype, device=device)
     scorer = _Scorer(models, batch_size)
     pairs = _pair_table(dera, greedy, base, anchor, anchor_beta, retrained, scorer)
-    table = _model_table(dera, greedy, base, anchor, retrained, scorer)
+    table = _model_table(dera, greedy, reference, base, anchor, retrained, scorer)
     result = DeraCheck(pairs, table, anchor_beta)
     if write:
         result.paths = _write(folder, result)
@@ -184,10 +191,9 @@ def _pair_table(dera, greedy, base, anchor, anchor_beta, retrained, scorer) -> p
     return pd.DataFrame(rows)
 
 
-def _model_table(dera, greedy, base, anchor, retrained, scorer) -> pd.DataFrame:
+def _model_table(dera, greedy, reference, base, anchor, retrained, scorer) -> pd.DataFrame:
     """Each DeRa setting's and each retrained model's mean KL from the base along its own answers,
-    its accuracy with the paired difference against the base's greedy answers, and how far DPO got."""
-    reference = greedy[greedy["model"] == base]
+    its accuracy with the paired difference against the reference's answers, and how far DPO got."""
     rows = []
     for lam, answers in dera.groupby("lambda", sort=True):
         sequences = [s for s in map(scorer.sequence, _records(answers)) if s is not None]
@@ -208,7 +214,7 @@ def _model_row(label, kind, lam, own, base, answers, reference) -> dict:
 
     kls = [token_kls(o, b) for o, b in zip(own, base, strict=True)]
     tokens = sum(len(k) for k in kls)
-    # Paired with the base's greedy answer to the same problem, every env pooled.
+    # Paired with the reference's answer to the same problem, every env pooled.
     paired = paired_statistics(answers, reference, ["env_label", "problem_id", "seed"], seed=0) \
         if len(reference) else {}
     return {"label": label, "kind": kind, "lam": lam, "beta": math.nan, "model": "",
@@ -237,6 +243,7 @@ def _dpo_beta(model: str) -> float:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"model {model!r}: cannot read {path} ({type(err).__name__}); the check needs models "
                          "written by `redumix distill --objective dpo`, which names their beta there") from None
+    config = config.get("training", config) if isinstance(config, dict) else {}  # the settings that trained it
     if config.get("objective") != "dpo" or not isinstance(config.get("beta"), int | float):
         raise ValueError(f"model {model!r} was trained with objective {config.get('objective')!r}, not DPO with a "
                          f"beta ({path}); train it with `redumix distill --objective dpo --beta B`")
