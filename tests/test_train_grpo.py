@@ -104,7 +104,8 @@ def test_the_model_folder_and_its_log(tiny_model_dir, problems_file, tmp_path):
     # What `redumix run --model` loads.
     from harness.engine.models import load_model
 
-    assert load_model(str(out), "float32").model.config.vocab_size == load_model(str(tiny_model_dir)).model.config.vocab_size
+    trained, base = load_model(str(out), "float32"), load_model(str(tiny_model_dir))
+    assert trained.model.config.vocab_size == base.model.config.vocab_size
 
 
 def test_the_same_config_and_seed_give_the_same_weights(tiny_model_dir, problems_file, tmp_path):

@@ -80,7 +80,8 @@ def test_mixture_rollouts_name_their_mix_and_its_log_prob():
     (with_(rollout={"kind": "mixture", "mix": "dirichlet", "config": {"alpha": -1}}), "alpha (=-1) must be > 0"),
     (with_(rewards={"score": 0}), "every weight is 0"),
     (with_(rewards={"scores": 1}), "rewards.scores: unknown key. Did you mean: score?"),
-    (with_(train__envs=[{"name": "basic_arithmetc"}]), "train.envs[0].name (='basic_arithmetc') is not an environment. Did you mean: basic_arithmetic"),
+    (with_(train__envs=[{"name": "basic_arithmetc"}]),
+     "train.envs[0].name (='basic_arithmetc') is not an environment. Did you mean: basic_arithmetic"),
     (with_(model="no/such/model"), "model"),
     (with_(eval={"seeds": [1, 1]}), "eval.seeds[1] repeats the entry 1"),
 ])
@@ -90,7 +91,8 @@ def test_bad_configs_are_refused_naming_the_key_and_the_fix(data, expected):
 
 def test_evaluation_problems_overlapping_training_ones_are_refused_naming_one():
     message = refused(with_(eval={"seeds": [0]}))
-    assert "evaluation problem basic_arithmetic-s0-0 of 'basic_arithmetic' is training problem basic_arithmetic-s0-0" in message
+    assert ("evaluation problem basic_arithmetic-s0-0 of 'basic_arithmetic' is training problem "
+            "basic_arithmetic-s0-0") in message
     # Different seeds can still draw the same question from a small task: compared by prompt, not seed.
     one_digit = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
     message = refused(with_(train={"envs": [{"name": "basic_arithmetic", "n": 8, "config": one_digit}], "seeds": [0]}))

@@ -121,7 +121,8 @@ def test_the_training_forward_feeds_the_rollouts_inputs_tensor_for_tensor(mix, d
                     assert kind == "embeds" and torch.equal(tensor[0, -1], ours[step])
                     soft_steps += 1
                 else:
-                    assert torch.equal(ours[step], loaded.model.get_input_embeddings()(input_ids[0, len(prompt) + step]))
+                    fed = loaded.model.get_input_embeddings()(input_ids[0, len(prompt) + step])
+                    assert torch.equal(ours[step], fed)
             if mix == "gumbel":  # the kept noise gives back the weights that were fed
                 fed_at = padded["soft_fed"][0]
                 kept, scores = padded["soft_kept"][0][fed_at], padded["soft_scores"][0][fed_at]

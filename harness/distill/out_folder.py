@@ -171,3 +171,17 @@ def _read_pending(out: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return pending if isinstance(pending, dict) else None
+
+
+def save_model_folder(model, tokenizer, out: Path, files: dict[str, str | bytes]) -> None:
+    """The model, its tokenizer and `files` (name -> text or bytes), saved beside each other in a
+    staging folder and moved into OUT together (see `install`)."""
+    staged = staging_folder(out)
+    try:
+        model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        for name, data in files.items():
+            (staged / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        install(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)

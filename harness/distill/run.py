@@ -25,9 +25,8 @@ from harness.distill.out_folder import (
     CHECKPOINTS,
     claim_out,
     inspect_out,
-    install,
     last_checkpoint,
-    staging_folder,
+    save_model_folder,
 )
 from harness.distill.sequences import MixtureCollator, gkd_examples, preference_examples
 from harness.distill.soft_sft import soft_sft_examples
@@ -142,8 +141,8 @@ def distill(source: str | Path | EnvSource, out: str | Path, options: DistillOpt
     }
     what = "gold answers" if pair_set.kind == "env" else "pairs"
     title = f"redumix distill: {options.objective} on {len(examples)} {what} from {model_name}"
-    _save(model, loaded.tokenizer, out, {CONFIG_FILE: json.dumps(config, indent=2) + "\n", LOG_FILE: log_csv(rows),
-                                         CURVE_FILE: curve_png(rows, title)})
+    save_model_folder(model, loaded.tokenizer, out, {CONFIG_FILE: json.dumps(config, indent=2) + "\n",
+                                                     LOG_FILE: log_csv(rows), CURVE_FILE: curve_png(rows, title)})
     if not options.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # only for resuming; the model supersedes them
     return summary
@@ -160,19 +159,6 @@ def _load(source: str | Path | EnvSource, options: DistillOptions) -> PairSet:
         raise ValueError(f"--rule (={options.rule!r}) selects records of a run folder; --env trains on every problem's "
                          "gold answer, leave --rule out")
     return load_env_answers(source)
-
-
-def _save(model, tokenizer, out: Path, files: dict[str, str | bytes]) -> None:
-    """The model, its tokenizer and `files`, saved beside each other and moved into OUT together."""
-    staged = staging_folder(out)
-    try:
-        model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
-        for name, data in files.items():
-            (staged / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        install(staged, out)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _plain(value):

@@ -172,11 +172,17 @@ def load_config(path: str | Path) -> SweepConfig:
         ConfigError: unreadable file, bad YAML, or any invalid setting.
     """
     path = Path(path)
+    data = read_yaml_config(path, "sweep config", "configs/quick.yaml")
+    return parse_config(data, source=str(path), default_name=path.stem)
+
+
+def read_yaml_config(path: Path, kind: str, example: str) -> Any:
+    """The YAML document of the `kind` config file `path` (e.g. "sweep config"), a key given twice
+    refused; every way it cannot be read is a ConfigError naming the file and the fix."""
     if not path.is_file():
-        raise ConfigError(f"sweep config {str(path)!r} does not exist; give the path of a YAML file such as "
-                          "configs/quick.yaml")
+        raise ConfigError(f"{kind} {str(path)!r} does not exist; give the path of a YAML file such as {example}")
     try:
-        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except _DuplicateKey as err:
@@ -185,10 +191,9 @@ def load_config(path: str | Path) -> SweepConfig:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read (brackets or indentation hundreds of levels deep); "
-                          "a sweep config nests a few levels") from None
+                          f"a {kind} nests a few levels") from None
     except ValueError as err:  # e.g. an integer of more digits than Python converts
         raise ConfigError(f"{path}: not valid YAML: {str(err).split(':', 1)[0]}") from None
-    return parse_config(data, source=str(path), default_name=path.stem)
 
 
 class _DuplicateKey(Exception):

@@ -39,21 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.naming import did_you_mean
 from harness.runs.record_json import shape_problem
 from harness.runs.sweep_config import (
     ConfigError,
     EnvEntry,
     _Checker,
-    _DuplicateKey,
     _int,
     _list,
     _mapping,
     _string,
     _unique,
-    _UniqueKeyLoader,
+    read_yaml_config,
 )
 
 TOP_KEYS: dict[str, tuple[bool, Any]] = {
@@ -198,20 +195,7 @@ def load_train_config(path: str | Path) -> GRPOTrainConfig:
         ConfigError: unreadable file, bad YAML, or any invalid setting (the message names the fix).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"training config {str(path)!r} does not exist; give the path of a YAML file such as "
-                          "configs/rl-discrete.yaml")
-    try:
-        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
-    except _DuplicateKey as err:
-        raise ConfigError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    except (RecursionError, ValueError) as err:
-        raise ConfigError(f"{path}: not a readable training config ({type(err).__name__}); check its nesting and "
-                          "numbers") from None
+    data = read_yaml_config(path, "training config", "configs/rl-discrete.yaml")
     return parse_train_config(data, source=str(path), default_name=path.stem)
 
 
@@ -249,7 +233,8 @@ def _parse(data: Any, default_name: str) -> GRPOTrainConfig:
     extraction = checker._choice(top["extraction"], "extraction", EXTRACTION_MODES)
 
     train = _mapping(top["train"], "train", TRAIN_KEYS)
-    envs = tuple(checker._env(e, f"train.envs[{i}]", extraction) for i, e in enumerate(_list(train["envs"], "train.envs")))
+    envs = tuple(checker._env(e, f"train.envs[{i}]", extraction)
+                 for i, e in enumerate(_list(train["envs"], "train.envs")))
     _unique([e.label for e in envs], "train.envs", what="label", fix="give one of them a distinct `label`")
     train_seeds = _seeds(train["seeds"], "train.seeds")
     if top["eval"] is not None:

@@ -26,7 +26,7 @@ from harness.distill.deps import require
 from harness.distill.whole_checkpoints import SavesWhole
 from harness.engine.prompts import encode
 from harness.train.soft_logprobs import soft_step_logprob
-from harness.train.soft_rollout import row_generators, rollout_decoder, soft_rollout
+from harness.train.soft_rollout import rollout_decoder, row_generators, soft_rollout
 
 SOFT_KEYS = ("soft_fed", "soft_ids", "soft_weights", "soft_kept", "soft_scores")
 

@@ -14,7 +14,7 @@ from transformers import TrainerCallback, set_seed
 
 from harness.console import note
 from harness.distill.deps import require
-from harness.distill.out_folder import claim_out, inspect_out, install, last_checkpoint, staging_folder
+from harness.distill.out_folder import claim_out, inspect_out, last_checkpoint, save_model_folder
 from harness.distill.run import TRAINER_SETTINGS, versions
 from harness.distill.training_log import log_csv, step_rows
 from harness.engine.models import load_model, resolve_source
@@ -111,24 +111,12 @@ def train_grpo(config: GRPOTrainConfig, out: str | Path, *, source: str | Path |
         "written": datetime.now().isoformat(timespec="seconds"),
     }
     title = f"redumix train grpo: {rollout} rollouts, {config.model}"
-    _save(model, loaded.tokenizer, out, {CONFIG_FILE: json.dumps(record, indent=2) + "\n", LOG_FILE: log_csv(rows),
-                                         CURVE_FILE: reward_curve_png(rows, title)})
+    files = {CONFIG_FILE: json.dumps(record, indent=2) + "\n", LOG_FILE: log_csv(rows),
+             CURVE_FILE: reward_curve_png(rows, title)}
+    save_model_folder(model, loaded.tokenizer, out, files)
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # only for resuming; the model supersedes them
     return summary
-
-
-def _save(model, tokenizer, out: Path, files: dict[str, str | bytes]) -> None:
-    """The model, its tokenizer and `files`, saved beside each other and moved into OUT together."""
-    staged = staging_folder(out)
-    try:
-        model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
-        for name, data in files.items():
-            (staged / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        install(staged, out)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _plain(value):
