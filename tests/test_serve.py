@@ -308,14 +308,15 @@ def test_a_drain_that_runs_out_of_time_exits_130_with_one_line(tiny_model_dir):
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", "--model", str(tiny_model_dir), "--port",
                              "0", "--dtype", "float32", "--served-model-name", "tiny", "--drain-timeout", "0.2",
-                             "--batch-size", "1"],
+                             "--batch-size", "1", "--max-n", "128"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)
         assert client(url).completions.create(model="tiny", prompt="1", max_tokens=2).choices  # answered
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            # 16 rows of up to 480 sampled tokens, one engine call each: far longer than the drain's 0.2 s.
-            reply = pool.submit(client(url).completions.create, model="tiny", prompt="1 2 3", max_tokens=480, n=16,
+            # 128 rows of up to 480 sampled tokens, one engine call each: about 20 s on an idle CPU, far longer
+            # than the drain's 0.2 s even where the decoding thread keeps the server's event loop waiting.
+            reply = pool.submit(client(url).completions.create, model="tiny", prompt="1 2 3", max_tokens=480, n=128,
                                 temperature=1.0)
             time.sleep(1.5)
             assert not reply.done()
