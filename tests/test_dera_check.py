@@ -137,4 +137,6 @@ def test_the_config_pairs_each_lambda_with_a_retrained_model_on_held_out_seeds(t
     dera = next(d for d in config.decoders if d.name == "dera")
     anchor = float(re.search(r"aligned: results/dera-check/dpo-b([0-9.]+)", text).group(1))
     assert betas == {0.05, 0.1, 0.2} and {anchor / lam for lam in dera.listed["lambdas"]} == betas
-    assert set(load_config("configs/loop-harvest.yaml").seeds).isdisjoint(config.seeds)
+    # The pairs come from the check's own harvest (or the closed loop's): seeds the evaluation never draws.
+    for harvest in ("configs/dera-check-harvest.yaml", "configs/loop-harvest.yaml"):
+        assert set(load_config(harvest).seeds).isdisjoint(config.seeds), harvest
