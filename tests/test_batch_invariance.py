@@ -1,7 +1,8 @@
 """Batch invariance: a problem decodes to the same tokens and numbers whatever shares its batch.
 
 Every registered method and decoder is decoded in a batch of 16 problems of mixed lengths,
-each problem alone, with a warm prefix cache (in reverse order), and with 1 and 2 threads;
+each problem alone, with a warm prefix cache (in reverse order), with 1 and 2 threads, and
+split over threads whose calls join each other's running batches (continuous batching);
 tokens, per-step statistics and every stage's text must be identical. The seeds' identities
 (ReDuMix at lambda 1 and 0, DeRa of a model with itself, a one-hot soft token, self-consistency
 with one sample) hold token for token. The integration tests run the same on the embedded model
@@ -14,7 +15,9 @@ are expected to fail: that is how one sees they can.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,6 +32,7 @@ from harness.engine.lockstep import decode, eos_ids
 from harness.engine.models import load_model
 from harness.engine.prefix_cache import PrefixCache
 from harness.engine.prompts import encode
+from harness.engine.shared_decoding import SharedDecoding
 from harness.methods import Generation, get_method
 from harness.methods.base import variant_key
 from tests.tiny import tiny_model
@@ -59,6 +63,32 @@ def _solve(loaded, method, env, problems, gen, *, thread_count: int, cache: Pref
     return {(a.problem.problem_id, variant_key(a.variant)): _numbers(a) for a in attempts}
 
 
+def _solve_shared(loaded, method, env, problems, gen, parts: int = 4) -> dict:
+    """`_solve`'s numbers with the problems solved by `parts` threads sharing the engine's batches,
+    each started once the one before has decoded a few steps: their calls join running batches."""
+    loaded.prefix_cache = None
+    sharing = SharedDecoding(max_rows=64)
+    found: dict = {}
+
+    def solve(part):
+        with sharing.worker():
+            attempts = method.solve(env, dict.fromkeys(method.roles(), loaded), part, gen)
+        found.update({(a.problem.problem_id, variant_key(a.variant)): _numbers(a) for a in attempts})
+
+    with threads(2), concurrent.futures.ThreadPoolExecutor(parts) as pool:
+        started = []
+        for i in range(parts):
+            steps = sharing.steps
+            while started and sharing.steps < steps + 3 and not started[-1].done():
+                time.sleep(0.001)
+            started.append(pool.submit(solve, problems[i::parts]))
+        for future in started:
+            future.result()
+    sharing.close()
+    assert sharing.joined > 0  # calls joined batches already decoding
+    return found
+
+
 def _numbers(attempt) -> dict:
     extras = {k: v for k, v in attempt.extras.items() if not k.endswith("_s") and k != "stage1_reused"}
     return {"tokens": attempt.row.token_ids, "text": attempt.row.text, "steps": attempt.steps, "extras": extras}
@@ -74,7 +104,8 @@ def _differences(a: dict, b: dict) -> dict:
 
 
 def check_contract(loaded, name: str, n: int, max_new_tokens: int) -> None:
-    """One problem's numbers alone, in a batch of `n` mixed problems, warm, and on 1 or 2 threads."""
+    """One problem's numbers alone, in a batch of `n` mixed problems, warm, on 1 or 2 threads, and in
+    batches shared with concurrent calls (continuous batching)."""
     env = get_env("basic_arithmetic", **MIXED)
     problems = env.problems(n, 0)
     assert len({len(p.question) for p in problems}) > 2  # the batch mixes prompt lengths
@@ -89,8 +120,11 @@ def check_contract(loaded, name: str, n: int, max_new_tokens: int) -> None:
     cold = _solve(loaded, method, env, problems, gen, thread_count=2, cache=cache)
     warm = _solve(loaded, method, env, problems[::-1], gen, thread_count=1, cache=cache)
     assert cache.stats.reused_tokens > 0
+    shared = _solve_shared(loaded, method, env, problems, gen)
+    assert shared.keys() == batched.keys()
     for label, other in (("alone, 1 thread", alone), ("prefix cache on, 2 threads", cold),
-                         ("warm prefix cache, reversed batch, 1 thread", warm)):
+                         ("warm prefix cache, reversed batch, 1 thread", warm),
+                         ("in batches shared with other threads' calls, joining as they decode", shared)):
         for key, numbers in other.items():
             differ = _differences(numbers, batched[key])
             assert not differ, f"{name}: {key} differs {label} from in a batch of {n}, 2 threads: {differ}"

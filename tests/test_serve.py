@@ -172,7 +172,7 @@ def test_malformed_json_and_a_body_over_the_limit(server):
 
 
 def _held(monkeypatch, taken: list | None = None):
-    """Hold the worker before each batch until the returned event is set; `taken` gets each batch's size."""
+    """Hold each worker before it answers until the returned event is set; `taken` counts the requests taken."""
     release = threading.Event()
     answer = Batcher._answer
 
@@ -195,10 +195,11 @@ def _wait_for(predicate, seconds: float = 30) -> None:
 
 def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, monkeypatch):
     release = _held(monkeypatch)
-    with running(tiny_model_dir, max_queue=1) as (service, url), concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with (running(tiny_model_dir, max_queue=1, batch_size=1) as (service, url),
+          concurrent.futures.ThreadPoolExecutor(2) as pool):
         ask = {"model": "tiny", "messages": HI, "max_tokens": 4}
         first = pool.submit(client(url).chat.completions.create, **ask)
-        _wait_for(lambda: service.batcher._queue.qsize() == 0 and service.batcher._busy.locked())
+        _wait_for(lambda: service.batcher._queue.qsize() == 0 and service.batcher.busy == 1)
         second = pool.submit(client(url).chat.completions.create, **ask)
         _wait_for(lambda: service.batcher._queue.qsize() == 1)
         with pytest.raises(openai.RateLimitError) as caught:
@@ -210,7 +211,7 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, monkeypatch):
 
 
 def _requests() -> list[tuple[str, dict]]:
-    """12 requests of three groups (greedy, sampling, soft), two of them identical."""
+    """12 requests of three methods (greedy, sampling, soft), two of them identical."""
     asks = []
     for i in range(5):
         asks.append(("chat", {"messages": [{"role": "user", "content": f"What is {i} + {i + 2}?"}], "max_tokens": 10}))
@@ -232,24 +233,47 @@ def _send(url: str, kind: str, args: dict) -> tuple[str, list[str]]:
     return resp.id, [c.text for c in resp.choices]
 
 
-def test_concurrent_clients_get_the_answers_sent_alone_give_in_fewer_engine_calls(tiny_model_dir, monkeypatch):
+def test_concurrent_clients_share_batches_and_get_the_answers_sent_alone_give(tiny_model_dir, monkeypatch):
     asks = _requests()
     with running(tiny_model_dir) as (service, url):
         alone = [_send(url, kind, args)[1] for kind, args in asks]
-        calls_alone = service.batcher.calls
+        assert service.batcher.decoding.joined == 0  # one at a time: every call had a batch of its own
     taken: list[int] = []
     release = _held(monkeypatch, taken)
     with running(tiny_model_dir) as (service, url), concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
         futures = [pool.submit(_send, url, kind, args) for kind, args in asks]
-        # The worker holds its first batch (the requests that had come by then); the rest wait in the queue.
-        _wait_for(lambda: bool(taken) and taken[0] + service.batcher._queue.qsize() == len(asks))
+        _wait_for(lambda: len(taken) == len(asks))  # every request is with a worker
         release.set()
         together = [f.result() for f in futures]
         assert service.batcher.answered == len(asks) and service.batcher.failed == 0
-        assert len(taken) == 2  # two rounds: the first batch, then everything that queued meanwhile
-        assert service.batcher.calls <= 2 * 3 < calls_alone  # at most one call per group and round
+        # Greedy, sampling and soft rows decoded in shared batches: calls joined batches already decoding.
+        assert service.batcher.decoding.joined > 0
     assert [answers for _, answers in together] == alone
     assert len({resp_id for resp_id, _ in together}) == len(asks)  # none lost, none answered twice
+
+
+def test_a_request_joins_the_running_batch_and_leaves_before_a_longer_one(tiny_model_dir):
+    long = {"model": "tiny", "prompt": "Hello world", "max_tokens": 400}
+    short = {"model": "tiny", "prompt": "2 + 2 =", "max_tokens": 3}
+    with running(tiny_model_dir, max_new_tokens=400) as (service, url), \
+            concurrent.futures.ThreadPoolExecutor(2) as pool:
+        alone_long = client(url).completions.create(**long)
+        assert alone_long.choices[0].finish_reason == "length"  # this prompt runs the full 400 tokens
+        alone_short = client(url).completions.create(**short).choices[0].text
+        steps_alone = service.batcher.decoding.steps
+        ended: dict[str, float] = {}
+
+        def send(ask, name):
+            resp = client(url).completions.create(**ask)
+            ended[name] = time.monotonic()
+            return resp.choices[0].text
+
+        first = pool.submit(send, long, "long")
+        _wait_for(lambda: service.batcher.decoding.steps > steps_alone + 20)  # the long one is decoding
+        second = pool.submit(send, short, "short")
+        assert second.result() == alone_short and first.result() == alone_long.choices[0].text
+        assert service.batcher.decoding.joined == 1  # it joined at a step boundary ...
+        assert ended["short"] < ended["long"]  # ... and left when done, not when the batch drained
 
 
 def test_a_non_loopback_host_without_a_key_is_refused_before_loading(tiny_model_dir, capsys):

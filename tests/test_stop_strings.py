@@ -12,7 +12,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from decoders import get_decoder
-from harness.engine.lockstep import _TAIL_MARGIN, _end_of_row, decode
+from harness.engine.lockstep import decode
+from harness.engine.row_end import TAIL_MARGIN, end_of_row
 from tests.tiny import tiny_model, tiny_tokenizer
 
 ALPHABET = "ab .?\n答案🙂é"
@@ -38,7 +39,7 @@ def _assert_same_walk(ids, stops, tokenizer, eos=frozenset()):
     """Feed `ids` one token at a time, as the engine does, until the reference ends the row."""
     for n in range(1, len(ids) + 1):
         want = _reference(ids[:n], eos, stops, tokenizer, len(ids))
-        assert _end_of_row(ids[:n], eos, stops, tokenizer, len(ids)) == want, (n, ids, stops)
+        assert end_of_row(ids[:n], eos, stops, tokenizer, len(ids)) == want, (n, ids, stops)
         if want is not None:
             return want
     raise AssertionError("the reference always ends the row by max_new_tokens")
@@ -119,7 +120,7 @@ def test_stop_string_split_over_byte_tokens_ends_on_its_last_byte():
     assert all(tok.decode(ids[:n]).count(stop) == 0 for n in range(1, last_byte))
     ended = _assert_same_walk(ids, [stop, "zzz"], tok)
     assert ended == ("stop", stop, "Let's think. 答案：")
-    assert _end_of_row(ids[:last_byte], set(), [stop], tok, 100) == ended
+    assert end_of_row(ids[:last_byte], set(), [stop], tok, 100) == ended
 
 
 def test_long_stop_string_ends_an_engine_row_where_the_full_text_does():
@@ -151,8 +152,8 @@ def test_stop_check_decodes_a_bounded_window_not_the_row():
     tok = _CountingTokenizer(tiny_tokenizer())
     ids = tiny_tokenizer().encode("abc " * 150)
     for n in range(1, len(ids) + 1):
-        assert _end_of_row(ids[:n], set(), ["zzzz", "qq"], tok, 10_000) is None
-    assert max(tok.sizes) == len("zzzz") + _TAIL_MARGIN + 1
+        assert end_of_row(ids[:n], set(), ["zzzz", "qq"], tok, 10_000) is None
+    assert max(tok.sizes) == len("zzzz") + TAIL_MARGIN + 1
 
 
 def test_window_grows_over_tokens_that_decode_to_nothing():

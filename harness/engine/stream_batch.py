@@ -229,6 +229,31 @@ class StreamBatch:
         )
         return out.logits[:, -1]
 
+    @torch.inference_mode()
+    def join(self, other: StreamBatch, rows: int, new_rows: int, streams: int) -> None:
+        """Take `other`'s rows (just prefilled) into this batch between steps.
+
+        Both hold `streams` streams stream-major (this one `rows` rows each, `other`
+        `new_rows`); after the join stream j holds this batch's rows, then `other`'s. The
+        caches are left-padded to one width (padding is masked, and positions travel with
+        the keys), so every row attends over what it attended over before.
+        """
+        if not all(type(layer) in FULL_LAYERS for cache in (self.cache, other.cache) for layer in cache.layers):
+            raise ValueError("rows can join only a cache whose every layer keeps every position")
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        merged = growing_cache(self.model.config)
+        for layer_idx, (mine, theirs) in enumerate(zip(self.cache.layers, other.cache.layers, strict=True)):
+            keys = torch.cat([_pad_left(mine.keys, width, -2), _pad_left(theirs.keys, width, -2)])
+            values = torch.cat([_pad_left(mine.values, width, -2), _pad_left(theirs.values, width, -2)])
+            merged.update(keys, values, layer_idx)
+        self.cache = merged
+        self.mask = torch.cat([_pad_left(self.mask, width, -1), _pad_left(other.mask, width, -1)])
+        self.last_position = torch.cat([self.last_position, other.last_position])
+        order = []
+        for j in range(streams):
+            order += [j * rows + i for i in range(rows)] + [streams * rows + j * new_rows + i for i in range(new_rows)]
+        self.keep(torch.tensor(order, device=self.device))
+
     def keep(self, rows: Tensor) -> None:
         """Keep the rows listed in `rows` (indices into the current rows; a repeated
         index copies that row), dropping the others."""

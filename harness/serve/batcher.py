@@ -1,16 +1,14 @@
-"""The request queue and the one worker thread that owns the models.
+"""The request queue and the worker threads that answer requests on the shared engine.
 
-Requests wait in a bounded queue; the worker takes every request waiting when it is free,
-groups them by method and settings (`Ask.group_key`), and answers each group in engine calls of
-at most `batch_size` rows, through the method's `solve` as lm-eval requests are answered: no
-environment (`Method.without_env`), the prompt's token ids as `given`. A row's seed comes from
-the request alone (its prompt ids, its seed and the choice's index), and the engine decodes a
-row as it would alone (batch invariance), so an answer does not depend on what shared its call.
-Identical rows in one call are decoded once. A call that fails is retried row by row, so one
-request's error answers that request only.
-
-Only this thread tokenizes, renders chats and runs models. Rows join an engine call only
-between calls; joining a running call at a step boundary (continuous batching) is not done.
+Requests wait in a bounded queue. Each of `batch_size` worker threads takes one request at a
+time and answers it through the method's `solve`, as lm-eval requests are answered: no
+environment (`Method.without_env`), the prompt's token ids as `given`. The workers' engine
+calls go to one `SharedDecoding`: a request that arrives while others decode joins their
+batch at the next step boundary (continuous batching), and its rows leave it as they finish,
+so it waits for no one's longer answer. A method of several stages (ReDuMix) joins at each
+stage. A row's seed comes from the request alone (its prompt ids, its seed and the choice's
+index), and the engine decodes a row as it would alone (batch invariance), so an answer does
+not depend on what shared its batch. One request's failure answers that request only.
 """
 
 from __future__ import annotations
@@ -24,13 +22,13 @@ import sys
 import threading
 import time
 import traceback
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from envs import Problem
 from harness.engine.models import LoadedModel
 from harness.engine.prompts import encode, render_chat
+from harness.engine.shared_decoding import SharedDecoding
 from harness.methods import Generation, MethodCache
 from harness.methods.base import role_model_names
 from harness.methods.request_env import HumanFeedback, RequestEnv, answer_fields, cut_at_stop
@@ -81,20 +79,25 @@ class Batcher:
         self.debug = debug
         self.answered = 0
         self.failed = 0
-        self.calls = 0  # engine calls (method solves) made
+        self.calls = 0  # method solves made (one per request)
+        self.decoding = SharedDecoding(max_rows=batch_size)
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._max_queue = max_queue
-        self._busy = threading.Lock()  # held while the worker answers a batch
+        self._in_flight = 0  # requests a worker is answering
+        self._changed = threading.Condition()
         self._closing = threading.Event()
-        self._last_batch_s = 1.0
-        self._thread = threading.Thread(target=self._loop, name="redumix-serve-worker", daemon=True)
+        self._last_answer_s = 1.0
+        self._working = batch_size  # worker threads not yet stopped
+        self._threads = [threading.Thread(target=self._work, name=f"redumix-serve-worker-{i}", daemon=True)
+                         for i in range(batch_size)]
 
     @property
     def tokenizer(self):
         return self.models[self.model_name].tokenizer
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, ask: Ask) -> concurrent.futures.Future:
         """Queue `ask`; its future gets a `Result` or an `ApiError`.
@@ -108,15 +111,15 @@ class Batcher:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            wait = max(1, math.ceil(self._last_batch_s))
+            wait = max(1, math.ceil(self._last_answer_s))
             raise ApiError(429, f"the request queue is full ({self._max_queue} requests waiting, redumix serve "
                                 f"--max-queue); retry after {wait} s", code="queue_full",
                            headers={"Retry-After": str(wait)}) from None
         return job.future
 
     def close(self) -> None:
-        """Stop taking requests; those still queued are answered 503. The batch in progress
-        runs on (its thread is a daemon: the process can end without it)."""
+        """Stop taking requests; those still queued are answered 503. Requests being answered
+        run on (the threads are daemons: the process can end without them)."""
         self._closing.set()
         while True:
             try:
@@ -125,57 +128,59 @@ class Batcher:
                 break
             if job is not None:
                 self._fail(job, ApiError(503, "the server stopped before answering this request; send it again"))
-        try:
-            self._queue.put_nowait(None)  # wakes the worker
-        except queue.Full:
-            pass
+        for _ in self._threads:  # wakes the workers
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break
 
     def idle(self, timeout: float) -> bool:
-        """Wait until no batch is running (at most `timeout` s); whether none is."""
-        if self._busy.acquire(timeout=max(timeout, 0.0)):
-            self._busy.release()
-            return True
-        return False
+        """Wait until no request is being answered (at most `timeout` s); whether none is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._in_flight == 0, timeout=max(timeout, 0.0))
 
-    # -- the worker ----------------------------------------------------------------
+    @property
+    def busy(self) -> int:
+        """Requests being answered now."""
+        return self._in_flight
 
-    def _loop(self) -> None:
+    # -- the workers ----------------------------------------------------------------
+
+    def _work(self) -> None:
         while not self._closing.is_set():
             try:
-                first = self._queue.get(timeout=0.5)
+                job = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if first is None:
+            if job is None:
                 break
-            with self._busy:
-                jobs = [first]
-                while True:  # everything that queued meanwhile goes into this round
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is not None:
-                        jobs.append(job)
-                began = time.perf_counter()
-                self._answer(jobs)
-                self._last_batch_s = time.perf_counter() - began
+            with self._changed:
+                self._in_flight += 1
+            began = time.perf_counter()
+            try:
+                self._answer([job])
+            finally:
+                self._last_answer_s = time.perf_counter() - began
+                with self._changed:
+                    self._in_flight -= 1
+                    self._changed.notify_all()
+        with self._changed:
+            self._working -= 1
+            if self._working == 0:  # the last worker out stops the decoding thread
+                self.decoding.close()
 
     def _answer(self, jobs: list[_Job]) -> None:
-        groups: dict[tuple, list[_Job]] = defaultdict(list)
         for job in jobs:
             if job.future.cancelled():
                 continue
             try:
-                self._prepare(job)
+                with self.decoding.worker():
+                    self._prepare(job)
+                    self._answer_job(job)
             except ApiError as err:
                 self._fail(job, err)
-                continue
             except Exception as err:  # noqa: BLE001 (one request's failure must not end the worker)
-                self._fail(job, self._internal(err))
-                continue
-            groups[(*job.ask.group_key(), self._max_tokens(job))].append(job)
-        for group in groups.values():
-            self._answer_group(group)
+                self._fail(job, self._api_error(err))
 
     def _prepare(self, job: _Job) -> None:
         """Render and tokenize the job's prompts, check they fit, and name its rows."""
@@ -219,36 +224,17 @@ class Batcher:
         longest = max(len(r.ids) for r in job.rows or [])
         return max(1, min(self.default_max_tokens, self.context_window - longest))
 
-    def _answer_group(self, group: list[_Job]) -> None:
-        ask = group[0].ask
-        rows = {row.key: row for job in group for row in job.rows or []}  # identical rows decode once
-        keys = list(rows)
+    def _answer_job(self, job: _Job) -> None:
+        rows = list({row.key: row for row in job.rows or []}.values())
         done: dict[str, object] = {}
-        failed: dict[str, ApiError] = {}
-        for start in range(0, len(keys), self.batch_size):
-            chunk = keys[start : start + self.batch_size]
-            try:
-                done.update(self._solve(ask, self._max_tokens(group[0]), [rows[k] for k in chunk]))
-            except Exception as err:  # noqa: BLE001
-                if len(chunk) == 1:
-                    failed[chunk[0]] = self._api_error(err)
-                    continue
-                for key in chunk:  # alone, so that one row's failure is that row's request's only
-                    try:
-                        done.update(self._solve(ask, self._max_tokens(group[0]), [rows[key]]))
-                    except Exception as alone:  # noqa: BLE001
-                        failed[key] = self._api_error(alone)
-        for job in group:
-            errors = [failed[r.key] for r in job.rows if r.key in failed]
-            if errors:
-                self._fail(job, errors[0])
-                continue
-            answers = [self._answer_of(job, done[r.key]) for r in job.rows]
-            try:
-                job.future.set_result(Result(answers=answers, prompt_tokens=job.prompt_tokens))
-            except concurrent.futures.InvalidStateError:  # cancelled meanwhile: the drain ran out of time
-                continue
-            self.answered += 1
+        for start in range(0, len(rows), self.batch_size):  # engine calls of at most batch_size rows
+            done.update(self._solve(job.ask, self._max_tokens(job), rows[start : start + self.batch_size]))
+        answers = [self._answer_of(job, done[r.key]) for r in job.rows]
+        try:
+            job.future.set_result(Result(answers=answers, prompt_tokens=job.prompt_tokens))
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile: the drain ran out of time
+            return
+        self.answered += 1
 
     def _solve(self, ask: Ask, max_tokens: int, rows: list[_Row]) -> dict[str, object]:
         """One engine call (one method solve) over `rows`: {row key: its Attempt}."""

@@ -40,7 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                             "gets the same answer")
     serve.add_argument("--max-new-tokens", type=int, default=256,
                        help="new tokens of a request without max_tokens (default 256; cut to the context window)")
-    serve.add_argument("--batch-size", type=int, default=16, help="rows per engine call (default 16)")
+    serve.add_argument("--batch-size", type=int, default=16,
+                       help="rows decoded together at most, and requests answered at once (default 16)")
     serve.add_argument("--max-queue", type=int, default=64,
                        help="requests that may wait for the engine; more are answered 429 (default 64)")
     serve.add_argument("--max-n", type=int, default=16, help="largest n (choices per request; default 16)")
