@@ -103,6 +103,50 @@ def test_streaming_gives_the_same_text_usage_and_extension(server):
     assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
 
 
+def test_a_stream_comes_token_by_token_as_the_answer_is_written(tiny_model_dir):
+    long = {"model": "tiny", "prompt": "Hello world", "max_tokens": 200}
+    with running(tiny_model_dir, max_new_tokens=200) as (service, url):
+        whole = client(url).completions.create(**long)
+        arrived, texts = [], []
+        began = time.monotonic()
+        for chunk in client(url).completions.create(**long, stream=True, stop=["zz"]):
+            arrived.append(time.monotonic() - began)
+            texts.append(chunk.choices[0].text if chunk.choices else "")
+        assert len([t for t in texts if t]) > 20  # the text came in many pieces ...
+        first = next(at for at, text in zip(arrived, texts, strict=True) if text)
+        assert first < arrived[-1] / 3  # ... the first long before the answer's end
+        assert "".join(texts) == whole.choices[0].text
+        # n > 1 and a chat: each choice's pieces join to its answer.
+        ask = {"model": "tiny", "messages": HI, "max_tokens": 40, "n": 2, "temperature": 1.0, "seed": 3}
+        plain = client(url).chat.completions.create(**ask)
+        by_choice = ["", ""]
+        for chunk in client(url).chat.completions.create(**ask, stream=True):
+            for choice in chunk.choices:
+                by_choice[choice.index] += choice.delta.content or ""
+        assert by_choice == [c.message.content for c in plain.choices]
+
+
+def test_a_client_that_goes_away_mid_stream_frees_its_rows(tiny_model_dir):
+    long = {"model": "tiny", "prompt": "Hello world", "max_tokens": 400}
+    with running(tiny_model_dir, max_new_tokens=400) as (service, url):
+        began = time.monotonic()
+        client(url).completions.create(**long)
+        alone_s = time.monotonic() - began
+        steps = service.batcher.decoding.steps
+        stream = client(url).completions.create(**long, stream=True)
+        pieces = 0
+        for chunk in stream:
+            pieces += bool(chunk.choices and chunk.choices[0].text)
+            if pieces == 5:
+                break
+        stream.close()  # the client goes away
+        began = time.monotonic()
+        _wait_for(lambda: service.batcher.busy == 0)
+        assert time.monotonic() - began < alone_s / 2  # its rows left the batch, long before 400 tokens
+        assert service.batcher.decoding.steps - steps < 300
+        assert service.batcher.failed == 1
+
+
 def test_extra_body_chooses_the_method_and_its_results_come_in_the_extension(server):
     _, url = server
     soft = client(url).chat.completions.create(model="tiny", messages=HI, max_tokens=12,

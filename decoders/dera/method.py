@@ -18,6 +18,7 @@ from decoders.registry import register_method
 from decoders.sampling import row_generator
 from envs.answer import with_open_thinking
 from harness.engine import lockstep
+from harness.engine.token_stream import answer_rows
 from harness.methods.axes import Axes
 from harness.methods.base import (
     Attempt,
@@ -77,11 +78,12 @@ class DeRaMethod(DecoderMethod):
         context = [ids[i] for i, _ in rows]
         stats = MixtureStats(len(rows), keep_steps=gen.save_steps)
         began = time.perf_counter()
-        outs = lockstep.decode(
-            [ref, aligned], [context, context], self.decoder.mixture([lam for _, lam in rows]),
-            stream_models=[0, 1], max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
-            rngs=[row_generator(gen.seed, problems[i].problem_id, ref.device) for i, _ in rows], on_step=stats,
-        )
+        with answer_rows([problems[i].problem_id for i, _ in rows]):
+            outs = lockstep.decode(
+                [ref, aligned], [context, context], self.decoder.mixture([lam for _, lam in rows]),
+                stream_models=[0, 1], max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
+                rngs=[row_generator(gen.seed, problems[i].problem_id, ref.device) for i, _ in rows], on_step=stats,
+            )
         share = (time.perf_counter() - began) / len(rows)
         attempts = []
         for j, ((i, lam), row) in enumerate(zip(rows, outs, strict=True)):

@@ -32,6 +32,7 @@ from envs.base import Problem, Verdict
 from harness.engine import lockstep
 from harness.engine.models import LoadedModel, context_window
 from harness.engine.prompts import encode, render_chat
+from harness.engine.token_stream import answer_rows
 from harness.methods.base import answer_key, is_deterministic, step_tokens, variant_key
 from harness.methods.mixture_stats import STAT_NAMES, MixtureStats  # noqa: F401 (STAT_NAMES: importable here)
 from harness.methods.request_env import HumanFeedback
@@ -168,10 +169,11 @@ def _stage_4(env, loaded, decoder, problems, stages, rows, max_new_tokens, stop,
     ]
     stats = MixtureStats(len(rows), keep_steps=save_steps)
     began = time.perf_counter()
-    outs = lockstep.decode(
-        loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
-        rngs=[row_generator(seed, problems[i].problem_id, loaded.device) for i, _ in rows], on_step=stats,
-    )
+    with answer_rows([problems[i].problem_id for i, _ in rows]):
+        outs = lockstep.decode(
+            loaded, contexts, mix, max_new_tokens=max_new_tokens, stop_strings=stop,
+            rngs=[row_generator(seed, problems[i].problem_id, loaded.device) for i, _ in rows], on_step=stats,
+        )
     # Batch wall time split evenly over its rows (rows of one batch share every step).
     mix_s = (time.perf_counter() - began) / len(rows)
     results = []

@@ -108,6 +108,7 @@ class DecodeCall:
     on_step: Callable[[StepView], None] | None = None
     force_tokens: ForceTokens | None = None
     thinking: Callable[[int, list[int]], dict] | None = None
+    on_token: Callable[[int, int], None] | None = None  # (row, token) as each is recorded
     state: RowState = field(default_factory=dict)  # the active rows' decoder state
     active: list[int] = field(default_factory=list)  # its rows in the batch, in batch order
     steps: int = 0
@@ -181,6 +182,8 @@ class DecodeCall:
         for i, row in enumerate(self.active):
             ids = self.new_ids[row]
             ids.append(tokens[i])
+            if self.on_token is not None:
+                self.on_token(row, tokens[i])
             if no_stop[i]:
                 self.held[row] = len(ids)
             ended = end_of_row(ids, self.eos, self.stop_strings, tokenizer, self.max_new_tokens, self.held[row])
@@ -292,13 +295,14 @@ class LiveBatch:
             start += len(call.active)
             try:
                 step = call.step(span, width)
-            except Exception as err:  # noqa: BLE001 (one call's decoder failing ends that call only)
+                rows = call.record(step, self.tokenizer, time.perf_counter())
+            except Exception as err:  # noqa: BLE001 (one call's decoder or hooks failing end that call only)
                 call.error = err
                 steps.append(None)
                 going_on.append([False] * len(call.active))
                 continue
             steps.append(step)
-            going_on.append(call.record(step, self.tokenizer, time.perf_counter()))
+            going_on.append(rows)
         flat = [g for rows in going_on for g in rows]
         if not all(flat):
             self._remember_finished(going_on)

@@ -21,7 +21,7 @@ import torch
 
 from decoders.base import Decoder
 from decoders.thinking import ANSWER_MARKER, THINK_MARKER, marker_variants
-from harness.engine import shared_decoding
+from harness.engine import shared_decoding, token_stream
 from harness.engine.live_batch import DecodeCall, ForceTokens, LiveBatch, RowResult, StepView
 from harness.engine.models import LoadedModel
 
@@ -115,7 +115,8 @@ def decode(
     call = DecodeCall(contexts=[[list(row) for row in c] for c in contexts], decoder=decoder,
                       max_new_tokens=max_new_tokens, rngs=rngs, eos=frozenset(eos), stop_strings=tuple(stop_strings),
                       return_logprobs=return_logprobs, on_step=on_step, force_tokens=force_tokens,
-                      thinking=forcer.outcome if forcer is not None else None)
+                      thinking=forcer.outcome if forcer is not None else None,
+                      on_token=token_stream.row_sink(num_rows))
     sharing = shared_decoding.current()
     if sharing is not None:
         sharing.run(call, models, stream_models, split_streams=split_streams, vocab_size=vocab_size)

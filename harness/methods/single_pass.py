@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decoders.sampling import row_generator
 from envs.answer import with_open_thinking
 from harness.engine import lockstep
+from harness.engine.token_stream import answer_rows
 from harness.methods.base import (
     Attempt,
     DecoderMethod,
@@ -65,12 +66,13 @@ class SinglePass(DecoderMethod):
             decoder = bind(loaded.tokenizer)
         collected = _StepCollector(len(problems))
         began = time.perf_counter()
-        rows = lockstep.decode(
-            loaded, [ids], decoder,
-            max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
-            rngs=[row_generator(gen.seed, p.problem_id, loaded.device) for p in problems],
-            return_logprobs=gen.save_steps, on_step=collected,
-        )
+        with answer_rows([p.problem_id for p in problems]):
+            rows = lockstep.decode(
+                loaded, [ids], decoder,
+                max_new_tokens=gen.max_new_tokens, stop_strings=list(gen.stop),
+                rngs=[row_generator(gen.seed, p.problem_id, loaded.device) for p in problems],
+                return_logprobs=gen.save_steps, on_step=collected,
+            )
         share = (time.perf_counter() - began) / len(problems)
         if cache is not None and None not in users and is_deterministic(decoder):
             for user, row in zip(users, rows, strict=True):

@@ -17,7 +17,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from harness.serve.batcher import Batcher
-from harness.serve.protocol import ApiError, Defaults, parse_chat, parse_completion, read_json, response, stream_events
+from harness.serve.protocol import (
+    ApiError,
+    Defaults,
+    closing_events,
+    opening_events,
+    parse_chat,
+    parse_completion,
+    read_json,
+    response,
+    text_event,
+)
 from harness.serve.server import DEFAULT_MAX_BODY_BYTES
 
 
@@ -70,19 +80,72 @@ async def _complete(service: Service, request: Request, parse):
     try:
         _authorize(service, request)
         ask = parse(read_json(await _body(request, service.max_body_bytes)), service.defaults)
+        if ask.stream:
+            return await _stream(service, ask)
         result = await asyncio.wrap_future(service.batcher.submit(ask))
     except ApiError as err:
         return _error(err)
     except asyncio.CancelledError:  # the drain after Ctrl-C or SIGTERM ran out of time
-        service.dropped += 1
-        # Answered rather than cut off, so that the client can tell why (the connection closes after it).
-        return _error(ApiError(503, "the server stopped before answering this request: it was shutting down and "
-                                    "its wait for requests in flight (redumix serve --drain-timeout) ran out; send "
-                                    "the request again once the server is back", code="server_shutting_down"))
-    if ask.stream:
-        return StreamingResponse(iter(stream_events(ask, result)), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return _dropped(service)
     return JSONResponse(response(ask, result))
+
+
+async def _stream(service: Service, ask):
+    """A streamed answer: each choice's text as it is written, then its end, usage and extension.
+
+    The response starts once the first text or the whole answer is in, so that a request refused
+    by the worker (a prompt over the context window, say) still gets its error status. A client
+    that goes away cancels the request: its rows leave the batch at the next step.
+    """
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    future = service.batcher.submit(ask, on_text=lambda i, text: loop.call_soon_threadsafe(pieces.put_nowait,
+                                                                                            (i, text)))
+    answer = asyncio.wrap_future(future)
+    first = asyncio.ensure_future(pieces.get())
+    try:
+        await asyncio.wait([first, answer], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        future.cancel()
+        first.cancel()
+        raise
+    if answer.done() and answer.exception() is not None:
+        first.cancel()
+        raise answer.exception()
+
+    async def events():
+        sent = [""] * (len(ask.prompts) * ask.n)
+        try:
+            for event in opening_events(ask, len(sent)):
+                yield event
+            waiting = first
+            while True:
+                await asyncio.wait([waiting, answer], return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():  # the answer is in: the pieces still queued, then its end
+                    waiting.cancel()
+                    while not pieces.empty():
+                        i, text = pieces.get_nowait()
+                        sent[i] += text
+                        yield text_event(ask, i, text)
+                    break
+                i, text = waiting.result()
+                sent[i] += text
+                yield text_event(ask, i, text)
+                waiting = asyncio.ensure_future(pieces.get())
+            for event in closing_events(ask, answer.result(), sent):
+                yield event
+        finally:
+            future.cancel()  # the client went away (or the answer is in: then nothing to cancel)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _dropped(service: Service) -> JSONResponse:
+    service.dropped += 1
+    # Answered rather than cut off, so that the client can tell why (the connection closes after it).
+    return _error(ApiError(503, "the server stopped before answering this request: it was shutting down and "
+                                "its wait for requests in flight (redumix serve --drain-timeout) ran out; send "
+                                "the request again once the server is back", code="server_shutting_down"))
 
 
 def _authorize(service: Service, request: Request) -> None:

@@ -14,6 +14,8 @@ not depend on what shared its batch. One request's failure answers that request 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -22,24 +24,32 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from envs import Problem
 from harness.engine.models import LoadedModel
 from harness.engine.prompts import encode, render_chat
 from harness.engine.shared_decoding import SharedDecoding
+from harness.engine.token_stream import streaming
 from harness.methods import Generation, MethodCache
 from harness.methods.base import role_model_names
 from harness.methods.request_env import HumanFeedback, RequestEnv, answer_fields, cut_at_stop
 from harness.runs.record_json import finite
+from harness.serve.answer_text import AnswerText
 from harness.serve.protocol import Answer, ApiError, Ask, Result, finish_reason
+
+
+class StreamClosed(Exception):
+    """The client of a streamed request went away: its rows leave the batch."""
 
 
 @dataclass
 class _Job:
     ask: Ask
     future: concurrent.futures.Future
+    on_text: Callable[[int, str], None] | None = None  # (choice, new text) as the answer is written
     rows: list[_Row] | None = None  # per prompt, then per choice; made by the worker
     prompt_tokens: int = 0
 
@@ -99,15 +109,17 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, ask: Ask) -> concurrent.futures.Future:
-        """Queue `ask`; its future gets a `Result` or an `ApiError`.
+    def submit(self, ask: Ask, on_text: Callable[[int, str], None] | None = None) -> concurrent.futures.Future:
+        """Queue `ask`; its future gets a `Result` or an `ApiError`. With `on_text`, each choice's text
+        is handed over as it is written, (choice index, new text), from the decoding thread; cancelling
+        the future then takes the request's rows out of the batch at the next step.
 
         Raises:
             ApiError: 429 with Retry-After when the queue is full, 503 once the server is stopping.
         """
         if self._closing.is_set():
             raise ApiError(503, "the server is shutting down; send the request to another server or try again later")
-        job = _Job(ask, concurrent.futures.Future())
+        job = _Job(ask, concurrent.futures.Future(), on_text)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -179,6 +191,8 @@ class Batcher:
                     self._answer_job(job)
             except ApiError as err:
                 self._fail(job, err)
+            except StreamClosed:
+                self.failed += 1  # its client went away: nobody to answer
             except Exception as err:  # noqa: BLE001 (one request's failure must not end the worker)
                 self._fail(job, self._api_error(err))
 
@@ -227,14 +241,31 @@ class Batcher:
     def _answer_job(self, job: _Job) -> None:
         rows = list({row.key: row for row in job.rows or []}.values())
         done: dict[str, object] = {}
-        for start in range(0, len(rows), self.batch_size):  # engine calls of at most batch_size rows
-            done.update(self._solve(job.ask, self._max_tokens(job), rows[start : start + self.batch_size]))
+        with self._streamed(job):
+            for start in range(0, len(rows), self.batch_size):  # engine calls of at most batch_size rows
+                done.update(self._solve(job.ask, self._max_tokens(job), rows[start : start + self.batch_size]))
         answers = [self._answer_of(job, done[r.key]) for r in job.rows]
         try:
             job.future.set_result(Result(answers=answers, prompt_tokens=job.prompt_tokens))
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile: the drain ran out of time
             return
         self.answered += 1
+
+    def _streamed(self, job: _Job):
+        """A block in which `job`'s answer tokens reach its `on_text` as text (nothing without one)."""
+        if job.on_text is None:
+            return contextlib.nullcontext()
+        texts: dict[str, list[AnswerText]] = defaultdict(list)
+        for i, row in enumerate(job.rows):
+            texts[row.key].append(AnswerText(self.tokenizer, job.ask.stop, functools.partial(job.on_text, i)))
+
+        def sink(key: str, token: int) -> None:
+            if job.future.cancelled():
+                raise StreamClosed("the client went away")
+            for text in texts[key]:
+                text.add(token)
+
+        return streaming(sink)
 
     def _solve(self, ask: Ask, max_tokens: int, rows: list[_Row]) -> dict[str, object]:
         """One engine call (one method solve) over `rows`: {row key: its Attempt}."""

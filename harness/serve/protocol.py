@@ -353,31 +353,42 @@ def response(ask: Ask, result: Result) -> dict:
             "usage": usage(result), "system_fingerprint": None, "redumix": extension(ask, result)}
 
 
-def stream_events(ask: Ask, result: Result) -> list[str]:
-    """The server-sent events of a streamed answer: per choice its opening, its text and its end;
-    the usage (when asked for) and the extension object on the last chunk; then [DONE]."""
-    chat = ask.kind == "chat"
-    kind = "chat.completion.chunk" if chat else "text_completion"
+def opening_events(ask: Ask, choices: int) -> list[str]:
+    """A chat's first chunk of each choice (its role); none for a completion."""
+    if ask.kind != "chat":
+        return []
+    return [_chunk(ask, [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                          "logprobs": None}]) for i in range(choices)]
 
-    def chunk(choices: list, **extra) -> str:
-        body = {"id": ask.id, "object": kind, "created": ask.created, "model": ask.model_id, "choices": choices}
-        return f"data: {json.dumps(body | extra)}\n\n"
 
+def text_event(ask: Ask, index: int, text: str) -> str:
+    """A chunk of choice `index`'s text."""
+    if ask.kind == "chat":
+        return _chunk(ask, [{"index": index, "delta": {"content": text}, "finish_reason": None, "logprobs": None}])
+    return _chunk(ask, [{"index": index, "text": text, "finish_reason": None, "logprobs": None}])
+
+
+def closing_events(ask: Ask, result: Result, sent: list[str] | None = None) -> list[str]:
+    """The rest of each choice's text beyond what was `sent` already, each choice's end, the usage
+    (when asked for) and the extension object on the last chunk, then [DONE]."""
     events = []
     for i, a in enumerate(result.answers):
-        if chat:
-            events.append(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                                  "logprobs": None}]))
-            events.append(chunk([{"index": i, "delta": {"content": a.text}, "finish_reason": None, "logprobs": None}]))
-        else:
-            events.append(chunk([{"index": i, "text": a.text, "finish_reason": None, "logprobs": None}]))
-    ends = [({"index": i, "delta": {}} if chat else {"index": i, "text": ""})
+        rest = a.text[len(sent[i]):] if sent is not None and a.text.startswith(sent[i]) else ""
+        if rest:
+            events.append(text_event(ask, i, rest))
+    ends = [({"index": i, "delta": {}} if ask.kind == "chat" else {"index": i, "text": ""})
             | {"finish_reason": a.finish_reason, "logprobs": None} for i, a in enumerate(result.answers)]
     if ask.include_usage:
-        events.extend(chunk([end]) for end in ends)
-        events.append(chunk([], usage=usage(result), redumix=extension(ask, result)))
+        events.extend(_chunk(ask, [end]) for end in ends)
+        events.append(_chunk(ask, [], usage=usage(result), redumix=extension(ask, result)))
     else:
-        events.extend(chunk([end]) for end in ends[:-1])
-        events.append(chunk([ends[-1]], redumix=extension(ask, result)))
+        events.extend(_chunk(ask, [end]) for end in ends[:-1])
+        events.append(_chunk(ask, [ends[-1]], redumix=extension(ask, result)))
     events.append("data: [DONE]\n\n")
     return events
+
+
+def _chunk(ask: Ask, choices: list, **extra) -> str:
+    kind = "chat.completion.chunk" if ask.kind == "chat" else "text_completion"
+    body = {"id": ask.id, "object": kind, "created": ask.created, "model": ask.model_id, "choices": choices}
+    return f"data: {json.dumps(body | extra)}\n\n"
