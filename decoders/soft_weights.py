@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from decoders.canonical_rows import row_canonical
 from decoders.sampling import filter_logprobs
 
 
@@ -52,9 +53,12 @@ def kept_from_tempered(tempered: Tensor, top_k: int, top_p: float, min_p: float,
 
 
 def entropy(logprobs: Tensor) -> Tensor:
-    """(B, V) log-probs -> (B,) entropy in nats (0 * log 0 counted as 0)."""
+    """(B, V) log-probs -> (B,) entropy in nats (0 * log 0 counted as 0), each row's the same in
+    any batch (`row_canonical`)."""
+    rows = logprobs.shape[0]
+    logprobs = row_canonical(logprobs)
     probs = logprobs.exp()
-    return -(probs * logprobs.masked_fill(probs == 0, 0.0)).sum(dim=-1)
+    return -(probs * logprobs.masked_fill(probs == 0, 0.0)).sum(dim=-1)[:rows]
 
 
 def weight_statistics(weights: Tensor) -> dict[str, Tensor]:

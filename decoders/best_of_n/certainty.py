@@ -7,8 +7,8 @@ import math
 import torch
 
 from decoders.best_of_n.selection import LOGPROB_FLOOR
+from decoders.canonical_rows import row_canonical
 from harness.engine import lockstep
-from harness.methods.mixture_stats import row_canonical
 
 
 class SelfCertainty:

@@ -12,30 +12,12 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 
 from decoders import divergence
+from decoders.canonical_rows import row_canonical
 from harness.engine import lockstep
 
 STAT_NAMES = ("kl_mix_p1", "kl_mix_p2", "kl_p1_p2", "js_p1_p2", "entropy_mix", "top1_agree", "log_ratio_p1_p2")
-
-
-# Vocabularies are padded to a multiple of this many entries (zero probability) so that a
-# row's entries take the same SIMD lanes in any batch: elementwise kernels round a tail that
-# is not a full vector differently.
-LANES = 64
-
-
-def row_canonical(values: Tensor, fill: float = -math.inf) -> Tensor:
-    """(rows, V) -> at least 2 rows (the last repeated) of V padded with `fill` to a multiple of
-    LANES: the shape in which each row's statistics come out the same whatever shares the batch.
-
-    A sum over one long row is split between threads; over two or more rows it is not.
-    """
-    rows, width = values.shape
-    if width % LANES:
-        values = torch.nn.functional.pad(values, (0, LANES - width % LANES), value=fill)
-    return torch.cat([values, values[-1:]]) if rows == 1 else values
 
 
 class MixtureStats:
