@@ -13,6 +13,8 @@ import math
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.analysis.figure_bytes import png_bytes
+
 FIRST_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm")
 
 
@@ -57,7 +59,4 @@ def curve_png(rows: list[dict], title: str) -> bytes:
             break
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(figure)

@@ -17,6 +17,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.analysis.figure_bytes import png_bytes
 from harness.distill.training_log import step_rows
 
 LOG_FILE, CONFIG_FILE, CHECKPOINTS = "training_log.csv", "train_config.json", "checkpoints"
@@ -94,10 +95,7 @@ def reward_curves_png(runs: list[RunLog], title: str = "GRPO: mean reward per op
             ax.set_ylabel("mean over the step's completions")
             ax.legend(fontsize=8)
     figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def compare_runs(folders: list[str | Path], out: str | Path) -> list[RunLog]:

@@ -3,11 +3,12 @@ step's completions), and the KL to the reference model on a second axis when it 
 
 from __future__ import annotations
 
-import io
 import math
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from harness.analysis.figure_bytes import png_bytes
 
 
 def reward_curve_png(rows: list[dict], title: str) -> bytes:
@@ -31,7 +32,4 @@ def reward_curve_png(rows: list[dict], title: str) -> bytes:
         right.set_ylabel("KL to the reference", color="C1")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(figure)

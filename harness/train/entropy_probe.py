@@ -29,6 +29,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.analysis.figure_bytes import png_bytes
 from harness.train.hidden_entropy import (
     effective_tokens,
     energy_entropy,
@@ -143,10 +144,7 @@ def entropy_png(rows: list[dict], title: str, min_rows: int = 3) -> bytes:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
     figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def write_probe(rows: list[dict], out: str | Path, title: str) -> Path:
