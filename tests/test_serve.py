@@ -220,11 +220,11 @@ def _held(monkeypatch, taken: list | None = None):
     release = threading.Event()
     answer = Batcher._answer
 
-    def held(self, jobs):
+    def held(self, job):
         if taken is not None:
-            taken.append(len(jobs))
+            taken.append(job)
         release.wait(60)
-        answer(self, jobs)
+        answer(self, job)
 
     monkeypatch.setattr(Batcher, "_answer", held)
     return release

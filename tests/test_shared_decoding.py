@@ -174,7 +174,15 @@ def test_a_call_whose_decoder_fails_fails_alone_and_the_others_go_on(tiny):
         decode(tiny, [_ids(tiny, PROMPTS[2:4])], FailsAtStep(5), max_new_tokens=20)
 
 
-def test_calls_wait_for_room_and_a_closed_sharing_takes_no_calls(tiny):
+def test_calls_wait_for_room_and_a_closed_sharing_takes_no_calls(tiny, monkeypatch):
+    widths: list[int] = []
+    step = LiveBatch.step
+
+    def counted(self):
+        widths.append(self.rows)
+        return step(self)
+
+    monkeypatch.setattr(LiveBatch, "step", counted)
     sharing = SharedDecoding(max_rows=2)
     greedy = get_decoder("greedy")
     prompts = [[p] for p in PROMPTS[:5]]
@@ -187,6 +195,7 @@ def test_calls_wait_for_room_and_a_closed_sharing_takes_no_calls(tiny):
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         got = [f.result(timeout=120) for f in [pool.submit(run, p) for p in prompts]]
     assert all(_same(rows, w) for rows, w in zip(got, want, strict=True))
+    assert max(widths) == 2  # five one-row calls, never more than two rows decoding together
     sharing.close()
     with sharing.worker(), pytest.raises(RuntimeError, match="no more calls"):
         decode(tiny, [_ids(tiny, PROMPTS[:1])], greedy, max_new_tokens=4)

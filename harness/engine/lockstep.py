@@ -112,7 +112,7 @@ def decode(
             force_tokens = forcer.combined(force_tokens)
     if split_streams is None:
         split_streams = should_split_streams(num_rows, [sum(map(len, c)) / num_rows for c in contexts])
-    call = DecodeCall(contexts=[[list(row) for row in c] for c in contexts], decoder=decoder,
+    call = DecodeCall(contexts=contexts, decoder=decoder,
                       max_new_tokens=max_new_tokens, rngs=rngs, eos=frozenset(eos), stop_strings=tuple(stop_strings),
                       return_logprobs=return_logprobs, on_step=on_step, force_tokens=force_tokens,
                       thinking=forcer.outcome if forcer is not None else None,

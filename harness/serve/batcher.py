@@ -170,7 +170,7 @@ class Batcher:
                 self._in_flight += 1
             began = time.perf_counter()
             try:
-                self._answer([job])
+                self._answer(job)
             finally:
                 self._last_answer_s = time.perf_counter() - began
                 with self._changed:
@@ -181,20 +181,19 @@ class Batcher:
             if self._working == 0:  # the last worker out stops the decoding thread
                 self.decoding.close()
 
-    def _answer(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.future.cancelled():
-                continue
-            try:
-                with self.decoding.worker():
-                    self._prepare(job)
-                    self._answer_job(job)
-            except ApiError as err:
-                self._fail(job, err)
-            except StreamClosed:
-                self.failed += 1  # its client went away: nobody to answer
-            except Exception as err:  # noqa: BLE001 (one request's failure must not end the worker)
-                self._fail(job, self._api_error(err))
+    def _answer(self, job: _Job) -> None:
+        if job.future.cancelled():
+            return
+        try:
+            with self.decoding.worker():
+                self._prepare(job)
+                self._answer_job(job)
+        except ApiError as err:
+            self._fail(job, err)
+        except StreamClosed:
+            self.failed += 1  # its client went away: nobody to answer
+        except Exception as err:  # noqa: BLE001 (one request's failure must not end the worker)
+            self._fail(job, self._api_error(err))
 
     def _prepare(self, job: _Job) -> None:
         """Render and tokenize the job's prompts, check they fit, and name its rows."""
